@@ -1,0 +1,1 @@
+"""em-accel benchmark harness: ``python -m bench [family ...]``."""

@@ -1,0 +1,83 @@
+"""Shared plumbing between torch tensors and em_accel._native: checks, dtype codes, streams.
+
+Inputs are checked here, once, with the argument's name and the value received; the
+native launchers trust what they are given (DESIGN rule 7, STYLE §4).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator
+
+import torch
+
+from .. import _native
+
+# Mirrors em::DType in csrc/common/em_common.h; verified against the native enum below.
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+FLOAT_DTYPES = tuple(DTYPE_CODES)
+
+
+def _verify_dtype_codes() -> None:
+    native = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16}
+    for name, dtype in native.items():
+        if int(getattr(_native.DType, name)) != DTYPE_CODES[dtype]:
+            raise ImportError(f"em_accel._native.DType.{name} does not match DTYPE_CODES")
+
+
+_verify_dtype_codes()
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype the native kernels accumulate and return reductions in."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_tensor(name: str, t: object, *, dtypes: Iterable[torch.dtype] | None = None,
+                 ndim: int | None = None, min_ndim: int | None = None,
+                 shape: tuple[int, ...] | None = None, contiguous: bool = True) -> torch.Tensor:
+    """Raise a named TypeError/ValueError unless ``t`` is a tensor of the expected kind."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if dtypes is not None:
+        dtypes = tuple(dtypes)
+        if t.dtype not in dtypes:
+            allowed = ", ".join(str(d) for d in dtypes)
+            raise TypeError(f"{name} must have dtype in ({allowed}), got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dims, got shape {list(t.shape)}")
+    if min_ndim is not None and t.dim() < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dims, got shape {list(t.shape)}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+    if contiguous and not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous (call .contiguous()), got strides {t.stride()}")
+    return t
+
+
+def check_same_device(**tensors: torch.Tensor) -> torch.device:
+    """Raise RuntimeError unless all tensors are on one device, which is CPU or CUDA."""
+    devices = {name: t.device for name, t in tensors.items()}
+    first_name, first = next(iter(devices.items()))
+    for name, dev in devices.items():
+        if dev != first:
+            raise RuntimeError(f"{name} is on {dev} but {first_name} is on {first}; "
+                               "move them to one device")
+    if first.type not in ("cpu", "cuda", "meta"):
+        raise RuntimeError(f"em_accel kernels run on cpu or cuda tensors, got device {first}")
+    return first
+
+
+def require_cuda_build(op: str) -> None:
+    if not _native.has_cuda():
+        raise RuntimeError(f"{op}: em_accel was built without CUDA; rebuild with EM_ACCEL_CUDA=ON")
+
+
+@contextlib.contextmanager
+def native_stream(device: torch.device, op: str) -> Iterator[int]:
+    """Yield the raw handle of the current stream (0 on CPU) with ``device`` made current."""
+    if device.type != "cuda":
+        yield 0
+        return
+    require_cuda_build(op)
+    with torch.cuda.device(device):
+        yield torch.cuda.current_stream(device).cuda_stream
