@@ -236,8 +236,8 @@ alrc_fused_bwd.register_autograd(_no_double_backward,
 
 def _fused(kind: ErrorKind, pred, target, mu1, mu2, n_up, n_down, decay, per_pixel) -> ALRCResult:
     n_down = math.inf if n_down is None else float(n_down)
-    if isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor):
-        pred, target = pred.contiguous(), target.contiguous()
+    pred = check_tensor("pred", pred, contiguous=False).contiguous()
+    target = check_tensor("target", target, contiguous=False).contiguous()
     loss, _, m1, m2 = alrc_fused(pred, target, mu1, mu2, float(n_up), n_down, float(decay),
                                  int(kind), bool(per_pixel))
     return ALRCResult(loss, m1, m2)
@@ -276,7 +276,8 @@ alrc_quartic = _public(ErrorKind.QUARTIC, "alrc_quartic", "mean quartic")
 
 def sample_inputs(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                   batch: int = 4, shape: tuple[int, ...] = (16, 16), per_pixel: bool = False,
-                  requires_grad: bool = False, seed: int = 0) -> tuple:
+                  requires_grad: bool = False, seed: int = 0,
+                  kind: ErrorKind = ErrorKind.SQUARED) -> tuple:
     """Arguments for em_accel::alrc_fused with some examples far above the threshold.
 
     Shared by the tests and the benchmark so both exercise the same inputs.
@@ -288,9 +289,12 @@ def sample_inputs(device: str | torch.device = "cpu", dtype: torch.dtype = torch
     pred = pred.to(device=device, dtype=dtype).requires_grad_(requires_grad)
     target = target.to(device=device, dtype=dtype)
     mshape = shape if per_pixel else ()
-    mu1 = torch.full(mshape, 2.0, dtype=torch.float32, device=device)
-    mu2 = torch.full(mshape, 5.0, dtype=torch.float32, device=device)
-    return pred, target, mu1, mu2, 3.0, math.inf, 0.999, int(ErrorKind.SQUARED), per_pixel
+    # Moments whose threshold mu1 + 3 sigma falls between typical and spiked example losses.
+    m1, m2 = {ErrorKind.SQUARED: (2.0, 5.0), ErrorKind.ABSOLUTE: (1.2, 1.6),
+              ErrorKind.QUARTIC: (12.0, 1744.0)}[ErrorKind(kind)]
+    mu1 = torch.full(mshape, m1, dtype=torch.float32, device=device)
+    mu2 = torch.full(mshape, m2, dtype=torch.float32, device=device)
+    return pred, target, mu1, mu2, 3.0, math.inf, 0.999, int(kind), per_pixel
 
 
 
