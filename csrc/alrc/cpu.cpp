@@ -11,6 +11,9 @@ namespace {
 
 constexpr int64_t kChunk = 16384;  // elements per parallel task in the per-example reduction
 constexpr int kLanes = 8;          // independent partial sums, so the compiler can vectorise
+// Below this many elements a parallel region costs more than it saves (thread wake-up is
+// tens of microseconds, far worse on a loaded machine).
+constexpr int64_t kParallelMin = int64_t(1) << 15;
 
 // Sum of error(pred - target) over [begin, end), accumulated in lanes then in double.
 template <class T>
@@ -37,7 +40,7 @@ void forward_per_example(const Params& p, const T* pred, const T* target, const 
   const int64_t chunks = (p.elems + kChunk - 1) / kChunk;
   std::vector<double> partial(p.batch * chunks);
   // Fixed chunking and an ordered final sum keep the result independent of thread count.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (p.batch * p.elems >= kParallelMin)
   for (int64_t t = 0; t < p.batch * chunks; ++t) {
     const int64_t b = t / chunks, c = t % chunks;
     const int64_t begin = c * kChunk, end = (begin + kChunk < p.elems) ? begin + kChunk : p.elems;
@@ -73,7 +76,7 @@ void forward_per_pixel(const Params& p, const T* pred, const T* target, const fl
   A* scale = static_cast<A*>(scale_v);
   constexpr int64_t kBlock = 1024;
   const int64_t blocks = (p.elems + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (p.batch * p.elems >= kParallelMin)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t n0 = blk * kBlock, n1 = (n0 + kBlock < p.elems) ? n0 + kBlock : p.elems;
     double up[kBlock], down[kBlock], s1[kBlock] = {}, s2[kBlock] = {};
@@ -106,14 +109,24 @@ void backward_impl(const Params& p, const void* grad_loss_v, const T* pred, cons
   const ErrorKind kind = static_cast<ErrorKind>(p.kind);
   const A* g = static_cast<const A*>(grad_loss_v);
   const A* scale = static_cast<const A*>(scale_v);
-  const int64_t total = p.batch * p.elems;
+  if (p.per_pixel) {
+    const int64_t total = p.batch * p.elems;
+#pragma omp parallel for schedule(static) if (total >= kParallelMin)
+    for (int64_t i = 0; i < total; ++i)
+      S::store(grad_pred, i, g[i] * scale[i] * error_grad(kind, A(S::load(pred, i) - S::load(target, i))));
+    return;
+  }
+  // Per example: d(mean error)/d(pred) times the upstream gradient and the clip factor,
+  // constant over each example's contiguous chunk so the inner loop vectorises.
+  const int64_t chunks = (p.elems + kChunk - 1) / kChunk;
   const A inv_n = A(1) / A(p.elems);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < total; ++i) {
-    // Per example: d(mean error)/d(pred) times the upstream gradient and the clip factor.
-    const int64_t k = p.per_pixel ? i : i / p.elems;
-    const A coef = p.per_pixel ? g[k] * scale[k] : g[k] * scale[k] * inv_n;
-    S::store(grad_pred, i, coef * error_grad(kind, A(S::load(pred, i) - S::load(target, i))));
+#pragma omp parallel for schedule(static) if (p.batch * p.elems >= kParallelMin)
+  for (int64_t t = 0; t < p.batch * chunks; ++t) {
+    const int64_t b = t / chunks, begin = b * p.elems + (t % chunks) * kChunk;
+    const int64_t end = begin + kChunk < (b + 1) * p.elems ? begin + kChunk : (b + 1) * p.elems;
+    const A coef = g[b] * scale[b] * inv_n;
+    for (int64_t i = begin; i < end; ++i)
+      S::store(grad_pred, i, coef * error_grad(kind, A(S::load(pred, i) - S::load(target, i))));
   }
 }
 

@@ -1,0 +1,74 @@
+"""The build: what it contains, what it links, and that it imports without a GPU."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import em_accel
+from em_accel import _native
+
+
+def test_build_info_keys_and_types():
+    info = em_accel.build_info()
+    for key, kind in {"version": str, "cuda_compiled": bool, "cuda_available": bool,
+                      "openmp": bool, "cuda_archs": list}.items():
+        assert isinstance(info[key], kind), key
+    assert info["version"] == em_accel.__version__ != "0+unknown"
+    assert em_accel.cuda_available() == info["cuda_available"]
+    assert "alrc" in info["families"]
+    if info["cuda_compiled"]:
+        assert info["cuda_archs"] == ["80-real", "90"]
+
+
+def _needed_libraries() -> list[str]:
+    out = subprocess.run(["readelf", "-d", _native.__file__], capture_output=True, text=True,
+                         check=True).stdout
+    return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
+
+
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils' readelf")
+def test_native_module_links_neither_libtorch_nor_shared_cudart():
+    needed = _needed_libraries()
+    assert not [n for n in needed if "torch" in n or "c10" in n], needed  # DESIGN rule 1
+    assert not [n for n in needed if n.startswith("libcudart")], needed   # cudart is static
+
+
+@pytest.mark.skipif(os.environ.get("EM_ACCEL_REQUIRE_CUDA_BUILD") != "1",
+                    reason="set EM_ACCEL_REQUIRE_CUDA_BUILD=1 where nvcc is present (CI does)")
+def test_cuda_kernels_were_compiled():
+    assert _native.has_cuda(), "nvcc is present but the CUDA kernels were not built"
+    assert em_accel.build_info()["cuda_archs"] == ["80-real", "90"]
+
+
+def test_import_and_info_without_any_gpu():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    code = "import em_accel, json; print(json.dumps(em_accel.build_info()))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent)
+    info = json.loads(out.stdout)
+    assert info["cuda_available"] is False and info["cuda_device_count"] == 0
+
+
+def test_cli_info_json():
+    exe = shutil.which("em-accel")
+    cmd = [exe] if exe else [sys.executable, "-m", "em_accel.cli"]
+    out = subprocess.run(cmd + ["info", "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["version"] == em_accel.__version__
+
+
+def test_cuda_call_without_gpu_raises_clearly():
+    # CPU-only machines: the CUDA launchers either refuse (no CUDA build) or report no device;
+    # never a crash.
+    p = _native.alrc.Params()
+    p.batch, p.elems, p.kind, p.per_pixel, p.dtype = 1, 1, 0, 0, 0
+    p.n_up, p.n_down, p.decay = 3.0, float("inf"), 0.9
+    if _native.cuda_device_count() > 0:
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="alrc"):
+        _native.alrc.forward_cuda(p, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
