@@ -1,6 +1,8 @@
 // ALRC per-element math, shared by cpu.cpp and cuda.cu (thesis ch. 3; arXiv:1906.09060).
 // Derivation and the definitions of the variants: docs/derivations/alrc.md.
 #pragma once
+#include <type_traits>
+
 #include "../common/em_common.h"
 
 namespace em {
@@ -9,20 +11,26 @@ namespace alrc {
 // Mirrored by em_accel/ops/alrc.py::ErrorKind.
 enum class ErrorKind : int { Squared = 0, Absolute = 1, Quartic = 2 };
 
-template <class A> EM_HD A error_value(ErrorKind k, A d) {
-  switch (k) {
-    case ErrorKind::Absolute: return d < A(0) ? -d : d;
-    case ErrorKind::Quartic: { const A d2 = d * d; return d2 * d2; }
-    default: return d * d;
-  }
+// Error kinds are template parameters so the inner loops compile without a branch and vectorise.
+template <ErrorKind K, class A> EM_HD A error_value(A d) {
+  if constexpr (K == ErrorKind::Absolute) return d < A(0) ? -d : d;
+  else if constexpr (K == ErrorKind::Quartic) { const A d2 = d * d; return d2 * d2; }
+  else return d * d;
 }
 
 // d(error)/d(prediction) at d = prediction - target; |d| has subgradient 0 at 0, as torch's abs.
-template <class A> EM_HD A error_grad(ErrorKind k, A d) {
-  switch (k) {
-    case ErrorKind::Absolute: return d > A(0) ? A(1) : (d < A(0) ? A(-1) : A(0));
-    case ErrorKind::Quartic: return A(4) * d * d * d;
-    default: return A(2) * d;
+template <ErrorKind K, class A> EM_HD A error_grad(A d) {
+  if constexpr (K == ErrorKind::Absolute) return d > A(0) ? A(1) : (d < A(0) ? A(-1) : A(0));
+  else if constexpr (K == ErrorKind::Quartic) return A(4) * d * d * d;
+  else return A(2) * d;
+}
+
+// Host-side: calls f(std::integral_constant<ErrorKind, K>{}) for the runtime kind.
+template <class F> void dispatch_kind(int kind, F&& f) {
+  switch (static_cast<ErrorKind>(kind)) {
+    case ErrorKind::Absolute: f(std::integral_constant<ErrorKind, ErrorKind::Absolute>{}); return;
+    case ErrorKind::Quartic: f(std::integral_constant<ErrorKind, ErrorKind::Quartic>{}); return;
+    default: f(std::integral_constant<ErrorKind, ErrorKind::Squared>{}); return;
   }
 }
 

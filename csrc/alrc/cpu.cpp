@@ -16,27 +16,26 @@ constexpr int kLanes = 8;          // independent partial sums, so the compiler 
 constexpr int64_t kParallelMin = int64_t(1) << 15;
 
 // Sum of error(pred - target) over [begin, end), accumulated in lanes then in double.
-template <class T>
-double chunk_error_sum(ErrorKind kind, const T* pred, const T* target, int64_t begin, int64_t end) {
+template <ErrorKind K, class T>
+double chunk_error_sum(const T* pred, const T* target, int64_t begin, int64_t end) {
   using S = Storage<T>;
   using A = typename S::acc;
   A lane[kLanes] = {};
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes)
     for (int l = 0; l < kLanes; ++l)
-      lane[l] += error_value(kind, A(S::load(pred, i + l) - S::load(target, i + l)));
+      lane[l] += error_value<K>(A(S::load(pred, i + l) - S::load(target, i + l)));
   double total = 0.0;
   for (int l = 0; l < kLanes; ++l) total += double(lane[l]);
-  for (; i < end; ++i) total += double(error_value(kind, A(S::load(pred, i) - S::load(target, i))));
+  for (; i < end; ++i) total += double(error_value<K>(A(S::load(pred, i) - S::load(target, i))));
   return total;
 }
 
-template <class T>
+template <ErrorKind K, class T>
 void forward_per_example(const Params& p, const T* pred, const T* target, const float* mu1,
                          const float* mu2, void* loss_v, void* scale_v, float* mu1_out,
                          float* mu2_out) {
   using A = typename Storage<T>::acc;
-  const ErrorKind kind = static_cast<ErrorKind>(p.kind);
   const int64_t chunks = (p.elems + kChunk - 1) / kChunk;
   std::vector<double> partial(p.batch * chunks);
   // Fixed chunking and an ordered final sum keep the result independent of thread count.
@@ -44,7 +43,7 @@ void forward_per_example(const Params& p, const T* pred, const T* target, const 
   for (int64_t t = 0; t < p.batch * chunks; ++t) {
     const int64_t b = t / chunks, c = t % chunks;
     const int64_t begin = c * kChunk, end = (begin + kChunk < p.elems) ? begin + kChunk : p.elems;
-    partial[t] = chunk_error_sum(kind, pred + b * p.elems, target + b * p.elems, begin, end);
+    partial[t] = chunk_error_sum<K>(pred + b * p.elems, target + b * p.elems, begin, end);
   }
   double up, down;
   thresholds(mu1[0], mu2[0], p.n_up, p.n_down, &up, &down);
@@ -65,13 +64,12 @@ void forward_per_example(const Params& p, const T* pred, const T* target, const 
   mu2_out[0] = ema(mu2[0], p.decay, finite ? s2 / finite : 0.0, finite);
 }
 
-template <class T>
+template <ErrorKind K, class T>
 void forward_per_pixel(const Params& p, const T* pred, const T* target, const float* mu1,
                        const float* mu2, void* loss_v, void* scale_v, float* mu1_out,
                        float* mu2_out) {
   using S = Storage<T>;
   using A = typename S::acc;
-  const ErrorKind kind = static_cast<ErrorKind>(p.kind);
   A* loss = static_cast<A*>(loss_v);
   A* scale = static_cast<A*>(scale_v);
   constexpr int64_t kBlock = 1024;
@@ -86,7 +84,7 @@ void forward_per_pixel(const Params& p, const T* pred, const T* target, const fl
       for (int64_t n = n0; n < n1; ++n) {
         const int64_t i = b * p.elems + n, j = n - n0;
         double sc;
-        const double l = clip(double(error_value(kind, A(S::load(pred, i) - S::load(target, i)))),
+        const double l = clip(double(error_value<K>(A(S::load(pred, i) - S::load(target, i)))),
                               up[j], down[j], &sc);
         loss[i] = A(l);
         scale[i] = A(sc);
@@ -101,19 +99,18 @@ void forward_per_pixel(const Params& p, const T* pred, const T* target, const fl
   }
 }
 
-template <class T>
+template <ErrorKind K, class T>
 void backward_impl(const Params& p, const void* grad_loss_v, const T* pred, const T* target,
                    const void* scale_v, T* grad_pred) {
   using S = Storage<T>;
   using A = typename S::acc;
-  const ErrorKind kind = static_cast<ErrorKind>(p.kind);
   const A* g = static_cast<const A*>(grad_loss_v);
   const A* scale = static_cast<const A*>(scale_v);
   if (p.per_pixel) {
     const int64_t total = p.batch * p.elems;
 #pragma omp parallel for schedule(static) if (total >= kParallelMin)
     for (int64_t i = 0; i < total; ++i)
-      S::store(grad_pred, i, g[i] * scale[i] * error_grad(kind, A(S::load(pred, i) - S::load(target, i))));
+      S::store(grad_pred, i, g[i] * scale[i] * error_grad<K>(A(S::load(pred, i) - S::load(target, i))));
     return;
   }
   // Per example: d(mean error)/d(pred) times the upstream gradient and the clip factor,
@@ -126,7 +123,7 @@ void backward_impl(const Params& p, const void* grad_loss_v, const T* pred, cons
     const int64_t end = begin + kChunk < (b + 1) * p.elems ? begin + kChunk : (b + 1) * p.elems;
     const A coef = g[b] * scale[b] * inv_n;
     for (int64_t i = begin; i < end; ++i)
-      S::store(grad_pred, i, coef * error_grad(kind, A(S::load(pred, i) - S::load(target, i))));
+      S::store(grad_pred, i, coef * error_grad<K>(A(S::load(pred, i) - S::load(target, i))));
   }
 }
 
@@ -143,10 +140,12 @@ void forward_cpu(const Params& p, const void* pred, const void* target, const fl
     using T = decltype(tag);
     const T* a = static_cast<const T*>(pred);
     const T* b = static_cast<const T*>(target);
-    if (p.per_pixel)
-      forward_per_pixel(p, a, b, mu1, mu2, loss, scale, mu1_out, mu2_out);
-    else
-      forward_per_example(p, a, b, mu1, mu2, loss, scale, mu1_out, mu2_out);
+    dispatch_kind(p.kind, [&](auto k) {
+      if (p.per_pixel)
+        forward_per_pixel<decltype(k)::value>(p, a, b, mu1, mu2, loss, scale, mu1_out, mu2_out);
+      else
+        forward_per_example<decltype(k)::value>(p, a, b, mu1, mu2, loss, scale, mu1_out, mu2_out);
+    });
   });
 }
 
@@ -155,8 +154,10 @@ void backward_cpu(const Params& p, const void* grad_loss, const void* pred, cons
   if (p.batch == 0 || p.elems == 0) return;
   dispatch_float_types(static_cast<DType>(p.dtype), "alrc.backward_cpu", [&](auto tag) {
     using T = decltype(tag);
-    backward_impl(p, grad_loss, static_cast<const T*>(pred), static_cast<const T*>(target), scale,
-                  static_cast<T*>(grad_pred));
+    dispatch_kind(p.kind, [&](auto k) {
+      backward_impl<decltype(k)::value>(p, grad_loss, static_cast<const T*>(pred),
+                             static_cast<const T*>(target), scale, static_cast<T*>(grad_pred));
+    });
   });
 }
 

@@ -23,7 +23,7 @@ template <class V> __device__ V block_sum(V v, V* shared) {
 }
 
 // grid (chunks, B): block (c, b) sums error over elements [c*kCudaChunk, (c+1)*kCudaChunk) of example b.
-template <class T>
+template <ErrorKind K, class T>
 __global__ void partial_sums_kernel(Params p, const T* __restrict__ pred,
                                     const T* __restrict__ target, double* __restrict__ partial) {
   using S = Storage<T>;
@@ -32,11 +32,10 @@ __global__ void partial_sums_kernel(Params p, const T* __restrict__ pred,
   const int64_t b = blockIdx.y, c = blockIdx.x;
   const int64_t begin = c * kCudaChunk;
   const int64_t end = (begin + kCudaChunk < p.elems) ? begin + kCudaChunk : p.elems;
-  const ErrorKind kind = static_cast<ErrorKind>(p.kind);
   A acc = A(0);
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
     const int64_t k = b * p.elems + i;
-    acc += error_value(kind, A(S::load(pred, k) - S::load(target, k)));
+    acc += error_value<K>(A(S::load(pred, k) - S::load(target, k)));
   }
   const A total = block_sum(acc, shared);
   if (threadIdx.x == 0) partial[b * gridDim.x + c] = double(total);
@@ -71,7 +70,7 @@ __global__ void finalize_kernel(Params p, int64_t chunks, const double* __restri
   }
 }
 
-template <class T>
+template <ErrorKind K, class T>
 __global__ void per_pixel_kernel(Params p, const T* __restrict__ pred, const T* __restrict__ target,
                                  const float* __restrict__ mu1, const float* __restrict__ mu2,
                                  typename Storage<T>::acc* __restrict__ loss,
@@ -79,7 +78,6 @@ __global__ void per_pixel_kernel(Params p, const T* __restrict__ pred, const T* 
                                  float* __restrict__ mu1_out, float* __restrict__ mu2_out) {
   using S = Storage<T>;
   using A = typename S::acc;
-  const ErrorKind kind = static_cast<ErrorKind>(p.kind);
   for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < p.elems;
        n += int64_t(gridDim.x) * blockDim.x) {
     double up, down, s1 = 0.0, s2 = 0.0;
@@ -88,7 +86,7 @@ __global__ void per_pixel_kernel(Params p, const T* __restrict__ pred, const T* 
     for (int64_t b = 0; b < p.batch; ++b) {
       const int64_t i = b * p.elems + n;
       double sc;
-      const double l = clip(double(error_value(kind, A(S::load(pred, i) - S::load(target, i)))),
+      const double l = clip(double(error_value<K>(A(S::load(pred, i) - S::load(target, i)))),
                             up, down, &sc);
       loss[i] = A(l);
       scale[i] = A(sc);
@@ -99,21 +97,20 @@ __global__ void per_pixel_kernel(Params p, const T* __restrict__ pred, const T* 
   }
 }
 
-template <class T>
+template <ErrorKind K, class T>
 __global__ void backward_kernel(Params p, const typename Storage<T>::acc* __restrict__ g,
                                 const T* __restrict__ pred, const T* __restrict__ target,
                                 const typename Storage<T>::acc* __restrict__ scale,
                                 T* __restrict__ grad_pred) {
   using S = Storage<T>;
   using A = typename S::acc;
-  const ErrorKind kind = static_cast<ErrorKind>(p.kind);
   const int64_t total = p.batch * p.elems;
   const A inv_n = A(1) / A(p.elems);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t k = p.per_pixel ? i : i / p.elems;
     const A coef = p.per_pixel ? g[k] * scale[k] : g[k] * scale[k] * inv_n;
-    S::store(grad_pred, i, coef * error_grad(kind, A(S::load(pred, i) - S::load(target, i))));
+    S::store(grad_pred, i, coef * error_grad<K>(A(S::load(pred, i) - S::load(target, i))));
   }
 }
 
@@ -135,14 +132,18 @@ void forward_cuda(const Params& p, const void* pred, const void* target, const f
     const T* a = static_cast<const T*>(pred);
     const T* b = static_cast<const T*>(target);
     if (p.per_pixel) {
-      per_pixel_kernel<T><<<blocks_for(p.elems, kThreads), kThreads, 0, stream>>>(
-          p, a, b, mu1, mu2, static_cast<A*>(loss), static_cast<A*>(scale), mu1_out, mu2_out);
+      dispatch_kind(p.kind, [&](auto k) {
+        per_pixel_kernel<decltype(k)::value, T><<<blocks_for(p.elems, kThreads), kThreads, 0, stream>>>(
+            p, a, b, mu1, mu2, static_cast<A*>(loss), static_cast<A*>(scale), mu1_out, mu2_out);
+      });
       check_launch("alrc.per_pixel_kernel");
       return;
     }
     const int64_t chunks = (p.elems + kCudaChunk - 1) / kCudaChunk;
-    partial_sums_kernel<T><<<dim3(unsigned(chunks), unsigned(p.batch)), kThreads, 0, stream>>>(
-        p, a, b, workspace);
+    dispatch_kind(p.kind, [&](auto k) {
+      partial_sums_kernel<decltype(k)::value, T>
+          <<<dim3(unsigned(chunks), unsigned(p.batch)), kThreads, 0, stream>>>(p, a, b, workspace);
+    });
     check_launch("alrc.partial_sums_kernel");
     finalize_kernel<A><<<1, kThreads, 0, stream>>>(p, chunks, workspace, mu1, mu2,
                                                    static_cast<A*>(loss), static_cast<A*>(scale),
@@ -157,9 +158,11 @@ void backward_cuda(const Params& p, const void* grad_loss, const void* pred, con
   dispatch_float_types(static_cast<DType>(p.dtype), "alrc.backward_cuda", [&](auto tag) {
     using T = decltype(tag);
     using A = typename Storage<T>::acc;
-    backward_kernel<T><<<blocks_for(p.batch * p.elems, kThreads), kThreads, 0, stream>>>(
-        p, static_cast<const A*>(grad_loss), static_cast<const T*>(pred),
-        static_cast<const T*>(target), static_cast<const A*>(scale), static_cast<T*>(grad_pred));
+    dispatch_kind(p.kind, [&](auto k) {
+      backward_kernel<decltype(k)::value, T><<<blocks_for(p.batch * p.elems, kThreads), kThreads, 0, stream>>>(
+          p, static_cast<const A*>(grad_loss), static_cast<const T*>(pred),
+          static_cast<const T*>(target), static_cast<const A*>(scale), static_cast<T*>(grad_pred));
+    });
     check_launch("alrc.backward_kernel");
   });
 }
