@@ -72,3 +72,41 @@ def test_cuda_call_without_gpu_raises_clearly():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="alrc"):
         _native.alrc.forward_cuda(p, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def _configure(tmp_path: Path, cuda: str, env_path: str) -> subprocess.CompletedProcess:
+    pybind11 = pytest.importorskip("pybind11")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PATH=env_path)
+    env.pop("CUDACXX", None)
+    return subprocess.run(
+        ["cmake", "-S", str(root), "-B", str(tmp_path / "b"), f"-DEM_ACCEL_CUDA={cuda}",
+         f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}"],
+        capture_output=True, text=True, env=env)
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_cuda_on_without_compiler_fails_loudly(tmp_path):
+    # The same PATH with every nvcc hidden: directories holding one are mirrored without it.
+    dirs = []
+    for i, d in enumerate(os.environ["PATH"].split(os.pathsep)):
+        if d and (Path(d) / "nvcc").exists():
+            mirror = tmp_path / f"bin{i}"
+            mirror.mkdir()
+            for entry in Path(d).iterdir():
+                if not entry.name.startswith("nvcc"):
+                    (mirror / entry.name).symlink_to(entry)
+            d = str(mirror)
+        dirs.append(d)
+    bins = os.pathsep.join(dirs)
+    res = _configure(tmp_path, "ON", bins)
+    assert res.returncode != 0
+    assert "EM_ACCEL_CUDA=ON but no CUDA compiler was found" in res.stdout + res.stderr
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_cuda_off_configures_cpu_only(tmp_path):
+    res = _configure(tmp_path, "OFF", os.environ["PATH"])
+    assert res.returncode == 0, res.stderr
+    cache = (tmp_path / "b" / "CMakeCache.txt").read_text()
+    assert "CMAKE_CUDA_COMPILER:" not in cache
