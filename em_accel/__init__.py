@@ -14,7 +14,7 @@ except ImportError as exc:  # a source checkout that was never built
         f"is built ({exc})"
     ) from exc
 
-from ._build import build_info, cuda_available
+from ._build import _version, build_info, cuda_available
 
-__version__ = build_info()["version"]
+__version__ = _version()
 __all__ = ["build_info", "cuda_available", "__version__"]

@@ -110,3 +110,29 @@ def test_cmake_cuda_off_configures_cpu_only(tmp_path):
     assert res.returncode == 0, res.stderr
     cache = (tmp_path / "b" / "CMakeCache.txt").read_text()
     assert "CMAKE_CUDA_COMPILER:" not in cache
+
+
+def test_native_core_runs_without_torch_on_numpy_buffers():
+    # DESIGN rule 1: _native takes raw buffers, so it works with no torch imported at all.
+    code = """
+import sys, numpy as np
+import em_accel._native as nat
+assert 'torch' not in sys.modules
+pred = np.array([[1.0, 1.0], [10.0, 10.0]], np.float32); target = np.zeros_like(pred)
+mu1 = np.array([1.0], np.float32); mu2 = np.array([2.0], np.float32)
+loss = np.empty(2, np.float32); scale = np.empty(2, np.float32)
+m1 = np.empty(1, np.float32); m2 = np.empty(1, np.float32)
+p = nat.alrc.Params(); p.batch, p.elems, p.kind, p.per_pixel, p.dtype = 2, 2, 0, 0, 0
+p.n_up, p.n_down, p.decay = 3.0, float('inf'), 0.5
+ptr = lambda a: a.ctypes.data
+nat.alrc.forward_cpu(p, *map(ptr, (pred, target, mu1, mu2, loss, scale, m1, m2)))
+print(repr((loss.tolist(), scale.tolist(), m1.tolist(), 'torch' in sys.modules)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent)
+    loss, scale, m1, torch_loaded = eval(out.stdout)  # noqa: S307 - our own literal output
+    threshold = 1.0 + 3.0 * (1.0 + 1e-8) ** 0.5
+    assert loss[0] == 1.0 and abs(loss[1] - threshold) < 1e-6
+    assert abs(scale[1] - threshold / 100.0) < 1e-7 and scale[0] == 1.0
+    assert abs(m1[0] - (0.5 + 0.5 * (1.0 + threshold) / 2)) < 1e-6
+    assert torch_loaded is False
