@@ -153,13 +153,11 @@ def test_half_gradient_rounding_matches_torch(device, dtype):
     vals = torch.cat([vals, torch.tensor([0.0, -0.0, 65504.0, -65504.0, 2.0 ** -24, 3e-8])])
     pred = vals.to(dtype).reshape(1, -1)
     target = torch.roll(vals, 1).to(dtype).reshape(1, -1)
-    huge = torch.full(pred.shape[1:], 1e30)
     scale = torch.ones(pred.shape)
-    got = alrc_fused_bwd(torch.full(pred.shape, 0.5), pred.to(device), target.to(device),
-                         scale.to(device), int(ErrorKind.SQUARED), True)
+    got = alrc_fused_bwd(torch.full(pred.shape, 0.5, device=device), pred.to(device),
+                         target.to(device), scale.to(device), int(ErrorKind.SQUARED), True)
     want = (pred.float() - target.float()).to(dtype)
     assert torch.equal(got.cpu().float().nan_to_num(), want.float().nan_to_num()), "RNE mismatch"
-    del huge
 
 
 def test_wrapper_accepts_noncontiguous_raw_op_rejects(device):
