@@ -15,7 +15,8 @@ Thesis settings (J. M. Ede, ch. 4; arXiv:1905.13667 and arXiv:1910.10467):
   an independent vertical set; per column a momentum step (beta = 0.5, amplitude a) or a reset
   to a*(-1 + N(0,1)), each with probability 1/2, reflected at +-(w-1)/2; each column step is
   split into ceil(5a) sub-steps whose dwell is the arc-length factor sqrt(1 + dy^2)/steps.
-  Calibrated like the spiral, by rescaling w.
+  Calibrated by rescaling w, then (when the channel count quantises the coverage too
+  coarsely) the jitter amplitude within [a/4, 4a].
 * grid (DLSS): one probe every d = int(sqrt(1/coverage)) px from offset (H mod d) // 2; its
   coverage is quantised to about 1/d^2 and not calibrated.
 * random: round(coverage*H*W) distinct pixels, visited in raster order (exact coverage).
@@ -83,9 +84,9 @@ def _calibrated(make, target: float, shape: tuple[int, int], x0: float, toleranc
         err = abs(got / target - 1.0)
         if err < best_err:
             best, best_err = (pts, extra), err
-        if err <= tolerance or got == 0:
+        if err <= tolerance:
             break
-        x *= got / target
+        x *= got / target if got > 0 else 0.5
     return best
 
 
@@ -133,7 +134,7 @@ def _walks(length: int, across: int, width: float, amplitude: float, rng: np.ran
     """Horizontal jittered walks in channels of `width` px over an image `across` px tall and
     `length` px long. Returns positions [N, 2] (row, col) in serpentine order and dwell [N]."""
     beta, half = 0.5, max((width - 1.0) / 2.0, 0.0)
-    offset = rng.uniform(0.0, width)
+    offset = rng.uniform(0.0, min(width, float(across)))
     centres = np.arange(-1, int(math.ceil(across / width)) + 1) * width + offset
     n = len(centres)
     y = np.zeros((length + 1, n))
@@ -177,6 +178,10 @@ def gridlike(shape: tuple[int, int], coverage: float, *, amplitude: float = 1.0,
         calibrate: rescale the channel width (initially the thesis's w(f = coverage)) until the
             achieved coverage is within ``tolerance`` of the target.
 
+    The tolerance is met when each direction holds several channels (coverage * min(H, W)
+    of about 8 or more); sparser paths on small images are quantised by the channel count
+    and report their achieved coverage.
+
     Returns a ScanPath whose dwell is each probe's arc-length weight (sums to about the path
     length in px).
     """
@@ -186,14 +191,32 @@ def gridlike(shape: tuple[int, int], coverage: float, *, amplitude: float = 1.0,
     f = coverage
     w0 = (2 + math.sqrt(4 - 16 * f)) / (2 * f) if f <= 0.25 else 2.0 / f
 
-    def make(width: float):
+    def make(width: float, amp: float = amplitude):
         rng = np.random.default_rng(seed)
         width = max(width, 1.0)
-        ph, dh = _walks(W, H, width, amplitude, rng)
-        pv, dv = _walks(H, W, width, amplitude, rng)
+        ph, dh = _walks(W, H, width, amp, rng)
+        pv, dv = _walks(H, W, width, amp, rng)
         return np.concatenate([ph, pv[:, ::-1]]), np.concatenate([dh, dv])
 
-    pts, dwell = (_calibrated(make, coverage, (H, W), w0, tolerance) if calibrate else make(w0))
+    if not calibrate:
+        pts, dwell = make(w0)
+    else:
+        # Coarse: the channel width (coverage ~ 1/w, but quantised by the channel count). Fine:
+        # the jitter amplitude within [a/4, 4a] (coverage grows with the vertical wiggle).
+        best = {}
+
+        def by_width(w):
+            out = make(w)
+            best["w"] = w
+            return out
+
+        pts, dwell = _calibrated(by_width, coverage, (H, W), w0, tolerance, iterations=6)
+        got = achieved_coverage(torch.from_numpy(pts), (H, W))
+        if abs(got / coverage - 1) > tolerance:
+            w = best["w"]
+            amp_of = lambda x: float(np.clip(amplitude / x, amplitude / 4, 4 * amplitude))  # noqa: E731
+            pts, dwell = _calibrated(lambda x: make(w, amp_of(x)), coverage, (H, W), 1.0,
+                                     tolerance, iterations=8)
     return ScanPath(torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)), (H, W),
                     "gridlike", float(coverage), torch.from_numpy(dwell.astype(np.float32)))
 
