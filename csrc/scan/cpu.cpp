@@ -9,13 +9,17 @@ namespace em {
 namespace scan {
 namespace {
 
+// Probes per call below which a loop stays serial: a probe costs a few ns, and waking a thread
+// team costs microseconds (far more on an oversubscribed machine).
+constexpr int64_t kParallelProbes = int64_t(1) << 16;
+
 template <class T>
 void sample_impl(const SampleParams& p, const T* images, const void* positions_v, void* values_v) {
   using A = typename Storage<T>::acc;
   const A* positions = static_cast<const A*>(positions_v);
   A* values = static_cast<A*>(values_v);
   const int64_t n = p.batch * p.probes;
-#pragma omp parallel for schedule(static) if (n > 4096)
+#pragma omp parallel for schedule(static) if (n > kParallelProbes)
   for (int64_t i = 0; i < n; ++i) values[i] = sample_probe<T, A>(p, images, positions, i);
 }
 
@@ -142,11 +146,18 @@ void segment_cpu(const SegmentParams& p, const void* images, const void* start,
   dispatch_float_types(static_cast<DType>(p.dtype), "scan.segment_cpu", [&](auto tag) {
     using T = decltype(tag);
     using A = typename Storage<T>::acc;
-#pragma omp parallel for schedule(static) if (n > 4096)
-    for (int64_t t = 0; t < n; ++t)
-      segment_probe<T, A>(p, static_cast<const T*>(images), static_cast<const A*>(start),
-                          static_cast<const A*>(actions), static_cast<A*>(positions),
-                          static_cast<A*>(values), static_cast<A*>(end), static_cast<A*>(penalty), t);
+    const T* img = static_cast<const T*>(images);
+    const A* st = static_cast<const A*>(start);
+    const A* act = static_cast<const A*>(actions);
+#pragma omp parallel for schedule(static) if (n > kParallelProbes)
+    for (int64_t b = 0; b < p.batch; ++b) {
+      A dy, dx;
+      segment_direction(p, act, b, &dy, &dx);
+      for (int64_t j = 0; j < p.probes; ++j)
+        segment_probe<T, A>(p, img, st, dy, dx, static_cast<A*>(positions),
+                            static_cast<A*>(values), static_cast<A*>(end),
+                            static_cast<A*>(penalty), b, j);
+    }
   });
 }
 

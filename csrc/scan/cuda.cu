@@ -118,8 +118,12 @@ __global__ void segment_kernel(SegmentParams p, const T* __restrict__ images,
                                typename Storage<T>::acc* __restrict__ end,
                                typename Storage<T>::acc* __restrict__ penalty) {
   using A = typename Storage<T>::acc;
-  EM_GRID_LOOP(t, p.batch * p.probes)
-      segment_probe<T, A>(p, images, start, actions, positions, values, end, penalty, t);
+  EM_GRID_LOOP(t, p.batch * p.probes) {
+    const int64_t b = t / p.probes;
+    A dy, dx;
+    segment_direction(p, actions, b, &dy, &dx);
+    segment_probe<T, A>(p, images, start, dy, dx, positions, values, end, penalty, b, t - b * p.probes);
+  }
 }
 
 }  // namespace

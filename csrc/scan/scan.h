@@ -241,21 +241,23 @@ EM_HD int64_t probe_pixel(const A* positions, int64_t i, int64_t H, int64_t W) {
   return pixel_of(positions[2 * i], H) * W + pixel_of(positions[2 * i + 1], W);
 }
 
-// Probe j of segment step for element b = t / S of the adaptive-scan environment (see
-// SegmentParams): writes the probe's position and value; the first probe of each element also
-// writes the next start and the edge penalty.
-template <class T, class A>
-EM_HD void segment_probe(const SegmentParams& p, const T* images, const A* start, const A* actions,
-                         A* positions, A* values, A* end, A* penalty, int64_t t) {
-  const int64_t b = t / p.probes, j = t % p.probes;
-  A dy, dx;
+// Per-probe step (dy, dx) of batch element b in the adaptive-scan environment (SegmentParams).
+template <class A>
+EM_HD void segment_direction(const SegmentParams& p, const A* actions, int64_t b, A* dy, A* dx) {
   if (p.vector_actions) {
-    dy = actions[2 * b];
-    dx = actions[2 * b + 1];
+    *dy = actions[2 * b];
+    *dx = actions[2 * b + 1];
   } else {
-    dy = A(p.step) * cos(actions[b]);
-    dx = A(p.step) * sin(actions[b]);
+    *dy = A(p.step) * A(cos(double(actions[b])));
+    *dx = A(p.step) * A(sin(double(actions[b])));
   }
+}
+
+// Probe j of batch element b for one environment step: writes the probe's position and value
+// into the episode buffers; probe 0 also writes the next start and the edge penalty.
+template <class T, class A>
+EM_HD void segment_probe(const SegmentParams& p, const T* images, const A* start, A dy, A dx,
+                         A* positions, A* values, A* end, A* penalty, int64_t b, int64_t j) {
   const A y = start[2 * b] + A(j) * dy, x = start[2 * b + 1] + A(j) * dx;
   const int64_t k = b * p.episode_probes + p.offset + j;
   positions[2 * k] = y;

@@ -91,9 +91,13 @@ class AdaptiveScanEnv:
         dev = self.images.device
         self._acc = acc
         total = self.segments * self.probes
-        self.positions = torch.zeros((B, total, 2), dtype=acc, device=dev)
-        self.values = torch.zeros((B, total), dtype=acc, device=dev)
-        self.penalties = torch.zeros((B, self.segments), dtype=acc, device=dev)
+        # Buffers are reused across episodes; only the first t*S columns are meaningful
+        # (observed()). Reallocated when the batch, dtype or device changes.
+        if not (hasattr(self, "_penalties") and self.values.shape == (B, total)
+                and self.values.dtype == acc and self.values.device == dev):
+            self.positions = torch.empty((B, total, 2), dtype=acc, device=dev)
+            self.values = torch.empty((B, total), dtype=acc, device=dev)
+            self._penalties = torch.empty((self.segments, B), dtype=acc, device=dev)
         start = self._start_arg if self._start_arg is not None else (H / 2.0, W / 2.0)
         self._start = torch.tensor(start, dtype=acc, device=dev).expand(B, 2).contiguous()
         self._end = torch.empty_like(self._start)
@@ -144,8 +148,7 @@ class AdaptiveScanEnv:
         actions = actions.detach().to(self._acc).contiguous()
         p = self._params
         p.offset, p.vector_actions = self.t * self.probes, vector
-        pen = self.penalties[:, self.t]
-        penalty = torch.empty((B,), dtype=self._acc, device=self.images.device)
+        penalty = self._penalties[self.t]  # [B], contiguous
         ptrs = (self.images.data_ptr(), self._start.data_ptr(), actions.data_ptr(),
                 self.positions.data_ptr(), self.values.data_ptr(), self._end.data_ptr(),
                 penalty.data_ptr())
@@ -154,11 +157,11 @@ class AdaptiveScanEnv:
                 self._launch(p, *ptrs, stream)
         else:
             self._launch(p, *ptrs)
-        pen.copy_(penalty)
         self._start, self._end = self._end, self._start
         s = slice(self.t * self.probes, (self.t + 1) * self.probes)
         self.t += 1
-        return Segment(self.values[:, s], self.positions[:, s], penalty, self.t >= self.segments)
+        return Segment(self.values[:, s], self.positions[:, s], penalty,
+                       self.t >= self.segments)
 
     # -- results -------------------------------------------------------------------------------
     def observed(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +175,10 @@ class AdaptiveScanEnv:
         values, positions = self.observed()
         shape = tuple(self.images.shape[1:]) if shape is None else shape
         return scan_rasterize(values.contiguous(), positions.contiguous(), shape)
+
+    def episode_penalties(self) -> torch.Tensor:
+        """[B, t] edge penalty of each step so far."""
+        return self._penalties[:self.t].t()
 
     @property
     def coverage(self) -> torch.Tensor:
