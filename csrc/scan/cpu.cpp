@@ -18,9 +18,13 @@ void sample_impl(const SampleParams& p, const T* images, const void* positions_v
   using A = typename Storage<T>::acc;
   const A* positions = static_cast<const A*>(positions_v);
   A* values = static_cast<A*>(values_v);
-  const int64_t n = p.batch * p.probes;
+  const int64_t n = p.batch * p.probes, hw = p.height * p.width;
 #pragma omp parallel for schedule(static) if (n > kParallelProbes)
-  for (int64_t i = 0; i < n; ++i) values[i] = sample_probe<T, A>(p, images, positions, i);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const T* img = images + b * hw;
+    for (int64_t i = b * p.probes; i < (b + 1) * p.probes; ++i)
+      values[i] = sample_probe<T, A>(p, img, positions, i);
+  }
 }
 
 template <class T>

@@ -19,7 +19,8 @@ __global__ void sample_kernel(SampleParams p, const T* __restrict__ images,
                               const typename Storage<T>::acc* __restrict__ positions,
                               typename Storage<T>::acc* __restrict__ values) {
   using A = typename Storage<T>::acc;
-  EM_GRID_LOOP(i, p.batch * p.probes) values[i] = sample_probe<T, A>(p, images, positions, i);
+  EM_GRID_LOOP(i, p.batch * p.probes)
+      values[i] = sample_probe<T, A>(p, images + (i / p.probes) * p.height * p.width, positions, i);
 }
 
 template <class A> __global__ void zero_kernel(A* __restrict__ out, int64_t n) {

@@ -19,12 +19,19 @@ EM_HD int64_t clamp_index(int64_t i, int64_t n) {
   return i < 0 ? 0 : (i >= n ? n - 1 : i);
 }
 
+// floor(x) for |x| well inside the int64 range, without a libm call (truncation, corrected
+// for negative non-integers).
+template <class A> EM_HD int64_t floor_int(A x) {
+  const int64_t t = int64_t(x);
+  return A(t) > x ? t - 1 : t;
+}
+
 // Pixel containing coordinate x along an axis of n pixels, clamped to [0, n-1].
 // NaN maps to pixel 0 (the comparison below is false for NaN).
 template <class A> EM_HD int64_t pixel_of(A x, int64_t n) {
   if (!(x >= A(0))) return 0;
   if (x >= A(n)) return n - 1;
-  return int64_t(floor(x));
+  return int64_t(x);  // x >= 0: truncation is floor
 }
 
 // Bilinear weights along one axis: the value is (1-w)*v[i0] + w*v[i1], with the two
@@ -36,16 +43,16 @@ template <class A> struct Lerp {
 };
 
 template <class A> EM_HD Lerp<A> lerp_axis(A x, int64_t n) {
-  const A u = x - A(0.5);
-  A f = floor(u);
-  if (!(f == f)) f = A(0);  // NaN
-  const int64_t j = int64_t(f < A(-1) ? A(-1) : (f > A(n) ? A(n) : f));
+  A u = x - A(0.5);
+  if (!(u >= A(-1))) u = A(-1);  // also NaN: far before the first centre
+  if (u > A(n)) u = A(n);
+  const int64_t j = floor_int(u);
   Lerp<A> l;
   l.w = u - A(j);
   l.i0 = clamp_index(j, n);
   l.i1 = clamp_index(j + 1, n);
   l.inside = l.i0 != l.i1;
-  if (!(l.w >= A(0) && l.w <= A(1))) l.w = A(0);  // far off the image: both clamp to one pixel
+  if (!l.inside) l.w = A(0);  // both neighbours are one edge pixel
   return l;
 }
 
@@ -185,12 +192,11 @@ EM_HD void nearest_in_row(const int32_t* nearest, int64_t W, int64_t r, int32_t*
 }
 
 // ---------------------------------------------------------------------------------------------
-// One probe of em_accel::scan_sample. i = b*P + probe; positions [B, P, 2] in acc type A.
+// One probe of em_accel::scan_sample: i = b*P + probe, img = image b [H, W], positions
+// [B, P, 2] in the acc type A.
 
 template <class T, class A>
-EM_HD A sample_probe(const SampleParams& p, const T* images, const A* positions, int64_t i) {
-  const int64_t b = i / p.probes;
-  const T* img = images + b * p.height * p.width;
+EM_HD A sample_probe(const SampleParams& p, const T* img, const A* positions, int64_t i) {
   A v = sample_at<T, A>(img, p.height, p.width, positions[2 * i], positions[2 * i + 1],
                         static_cast<Mode>(p.mode));
   if (p.dose > 0.0 || p.read_noise > 0.0)

@@ -220,10 +220,8 @@ def _sample_params(images, positions, mode, seed, dose, read_noise):
     return p
 
 
-@torch.library.custom_op("em_accel::scan_sample", mutates_args=())
-def scan_sample_op(images: torch.Tensor, positions: torch.Tensor, mode: int, seed: int,
-                   dose: float, read_noise: float) -> torch.Tensor:
-    """Sample images [B, H, W] at positions [B, P, 2]; see scan_sample."""
+def _scan_sample_impl(images: torch.Tensor, positions: torch.Tensor, mode: int, seed: int,
+                      dose: float, read_noise: float) -> torch.Tensor:
     _check_sample(images, positions, mode, seed, dose, read_noise)
     values = torch.empty(positions.shape[:2], dtype=positions.dtype, device=images.device)
     p = _sample_params(images, positions, mode, seed, dose, read_noise)
@@ -234,6 +232,13 @@ def scan_sample_op(images: torch.Tensor, positions: torch.Tensor, mode: int, see
         else:
             _native.scan.sample_cpu(p, images.data_ptr(), positions.data_ptr(), values.data_ptr())
     return values
+
+
+@torch.library.custom_op("em_accel::scan_sample", mutates_args=())
+def scan_sample_op(images: torch.Tensor, positions: torch.Tensor, mode: int, seed: int,
+                   dose: float, read_noise: float) -> torch.Tensor:
+    """Sample images [B, H, W] at positions [B, P, 2]; see scan_sample."""
+    return _scan_sample_impl(images, positions, mode, seed, dose, read_noise)
 
 
 @scan_sample_op.register_fake
@@ -429,8 +434,13 @@ def scan_sample(images: torch.Tensor, positions: torch.Tensor, mode: str = "near
     acc = accumulate_dtype(images.dtype)
     if not positions.is_floating_point():
         raise TypeError(f"positions must be a floating-point tensor, got {positions.dtype}")
-    return scan_sample_op(images.contiguous(), positions.to(acc).contiguous(), int(_mode(mode)),
-                          int(seed), float(dose or 0.0), float(read_noise))
+    args = (images.contiguous(), positions.to(acc).contiguous(), int(_mode(mode)), int(seed),
+            float(dose or 0.0), float(read_noise))
+    if (torch.is_grad_enabled() and (images.requires_grad or positions.requires_grad)) or \
+            torch.compiler.is_compiling():
+        return scan_sample_op(*args)
+    # No autograd and no tracing: skip the dispatcher (tens of microseconds per call).
+    return _scan_sample_impl(*args)
 
 
 def scan_rasterize(values: torch.Tensor, positions: torch.Tensor, shape: tuple[int, int]) -> Raster:
