@@ -57,11 +57,12 @@ def _torch_episode(images: torch.Tensor, angles: torch.Tensor, probes: int, step
     return torch.stack(vals, 1)
 
 
-def _env_episode(env: AdaptiveScanEnv, angles: torch.Tensor) -> torch.Tensor:
+def _env_episode(env: AdaptiveScanEnv, actions: list[torch.Tensor]) -> torch.Tensor:
+    """actions: one contiguous [B] tensor of angles per step, as an actor emits them."""
     with torch.no_grad():
         env.reset()
-        for t in range(1, angles.shape[1]):
-            env.step(angles[:, t])
+        for a in actions[1:]:
+            env.step(a)
     return env.values
 
 
@@ -145,11 +146,12 @@ def run(quick: bool = False) -> Path:
         # Correctness in float64 (the thesis's first segment lies on pixel corners, where float32
         # rounding moves probes by a pixel), timing in float32.
         env64 = AdaptiveScanEnv(images.double(), segments=T, probes=S, step=step)
-        env_vals = _env_episode(env64, angles_cpu.to(dev)).reshape(B, T, S).cpu().numpy()
+        env_vals = _env_episode(env64, list(angles_cpu.to(dev).t().contiguous())).reshape(B, T, S).cpu().numpy()
         agree = float((env_vals == py_vals).mean())
         assert agree > 0.999, agree
         env = AdaptiveScanEnv(images, segments=T, probes=S, step=step)
-        t_env = median_time(lambda: _env_episode(env, angles), dev, repeats=reps)
+        per_step = list(angles.t().contiguous())
+        t_env = median_time(lambda: _env_episode(env, per_step), dev, repeats=reps)
         t_tor = median_time(lambda: _torch_episode(images, angles, S, step), dev, repeats=reps)
         rows.append({"bench": "episode", "device": dev, "mode": "nearest",
                      "size": f"B{B} {side}^2 T{T} S{S}", "native_s": t_env,

@@ -20,7 +20,7 @@ import torch
 
 from .. import _native
 from ..ops._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_tensor,
-                           native_stream)
+                           require_cuda_build)
 from ..ops.scan import Raster, SampleMode, _mode, scan_rasterize
 
 
@@ -82,10 +82,10 @@ class AdaptiveScanEnv:
         """Start a new episode (on new images if given); returns the fixed first segment's
         observation, or None when ``first_angle`` is None."""
         if images is not None:
-            check_tensor("images", images, dtypes=FLOAT_DTYPES, ndim=3)
+            check_tensor("images", images, dtypes=FLOAT_DTYPES, ndim=3, contiguous=False)
             if images.device.type not in ("cpu", "cuda"):
                 raise RuntimeError(f"images must be on cpu or cuda, got {images.device}")
-            self.images = images.detach()
+            self.images = images.detach().contiguous()
         B, H, W = self.images.shape
         acc = accumulate_dtype(self.images.dtype)
         dev = self.images.device
@@ -110,7 +110,13 @@ class AdaptiveScanEnv:
         p.step, p.edge_penalty = self.step_px, self.edge_penalty
         self._params = p
         self._cuda = dev.type == "cuda"
+        if self._cuda:
+            require_cuda_build("AdaptiveScanEnv")
         self._launch = _native.scan.segment_cuda if self._cuda else _native.scan.segment_cpu
+        self._batch, self._device = B, dev
+        self._images_ptr, self._positions_ptr = self.images.data_ptr(), self.positions.data_ptr()
+        self._values_ptr = self.values.data_ptr()
+        self._start_ptr, self._end_ptr = self._start.data_ptr(), self._end.data_ptr()
         if self.first_angle is None:
             return None
         return self._step(torch.full((B,), float(self.first_angle), dtype=acc, device=dev))
@@ -130,38 +136,46 @@ class AdaptiveScanEnv:
         return self._step(actions)
 
     def _step(self, actions: torch.Tensor) -> Segment:
-        if self.t >= self.segments:
+        # Kept lean: this runs once per RL step, so checks are cheap attribute reads and the
+        # buffer addresses were taken at reset().
+        t = self.t
+        if t >= self.segments:
             raise RuntimeError(f"episode is over after {self.segments} segments; call reset()")
-        B = self.images.shape[0]
         if not isinstance(actions, torch.Tensor):
             raise TypeError(f"actions must be a torch.Tensor, got {type(actions).__name__}")
-        if actions.shape == (B,):
+        B = self._batch
+        shape = actions.shape
+        if shape == (B,):
             vector = 0
-        elif actions.shape == (B, 2):
+        elif shape == (B, 2):
             vector = 1
         else:
             raise ValueError(f"actions must have shape [B] (angles) or [B, 2] (steps) with "
-                             f"B = {B}, got {list(actions.shape)}")
-        if actions.device != self.images.device:
-            raise RuntimeError(f"actions are on {actions.device} but images are on "
-                               f"{self.images.device}")
-        actions = actions.detach().to(self._acc).contiguous()
+                             f"B = {B}, got {list(shape)}")
+        if actions.device != self._device:
+            raise RuntimeError(f"actions are on {actions.device} but images are on {self._device}")
+        if actions.dtype != self._acc or actions.requires_grad or not actions.is_contiguous():
+            actions = actions.detach().to(self._acc).contiguous()
         p = self._params
-        p.offset, p.vector_actions = self.t * self.probes, vector
-        penalty = self._penalties[self.t]  # [B], contiguous
-        ptrs = (self.images.data_ptr(), self._start.data_ptr(), actions.data_ptr(),
-                self.positions.data_ptr(), self.values.data_ptr(), self._end.data_ptr(),
-                penalty.data_ptr())
+        p.offset, p.vector_actions = t * self.probes, vector
+        penalty = self._penalties[t]  # [B], contiguous
+        ptrs = (self._images_ptr, self._start_ptr, actions.data_ptr(), self._positions_ptr,
+                self._values_ptr, self._end_ptr, penalty.data_ptr())
         if self._cuda:
-            with native_stream(self.images.device, "AdaptiveScanEnv.step") as stream:
+            dev = self._device
+            stream = torch.cuda.current_stream(dev).cuda_stream
+            if torch.cuda.current_device() == dev.index:
                 self._launch(p, *ptrs, stream)
+            else:
+                with torch.cuda.device(dev):
+                    self._launch(p, *ptrs, stream)
         else:
             self._launch(p, *ptrs)
         self._start, self._end = self._end, self._start
-        s = slice(self.t * self.probes, (self.t + 1) * self.probes)
-        self.t += 1
-        return Segment(self.values[:, s], self.positions[:, s], penalty,
-                       self.t >= self.segments)
+        self._start_ptr, self._end_ptr = self._end_ptr, self._start_ptr
+        s = slice(t * self.probes, (t + 1) * self.probes)
+        self.t = t + 1
+        return Segment(self.values[:, s], self.positions[:, s], penalty, t + 1 >= self.segments)
 
     # -- results -------------------------------------------------------------------------------
     def observed(self) -> tuple[torch.Tensor, torch.Tensor]:
