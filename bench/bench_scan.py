@@ -9,6 +9,7 @@ and, on a GPU, one environment step.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -19,6 +20,16 @@ from bench.harness import available_devices, median_time, print_table, write_rec
 from em_accel.ops.scan import (SampleMode, sample_inputs, scan_rasterize, scan_sample,
                                scan_sample_reference)
 from em_accel.scan import AdaptiveScanEnv, spiral
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _python_episode(images: np.ndarray, angles: np.ndarray, probes: int, step: float) -> np.ndarray:
@@ -92,9 +103,15 @@ def run(quick: bool = False) -> Path:
                 t_nat = median_time(lambda: scan_sample(images, pos, name), dev, repeats=reps)
                 t_ref = median_time(lambda: scan_sample_reference(images, pos, int(mode)), dev,
                                     repeats=reps)
-                rows.append({"bench": "sample", "device": dev, "mode": name,
-                             "size": f"B{B} {side}^2 P{pos.shape[1]} {kind}", "native_s": t_nat,
-                             "reference_s": t_ref, "vs_reference": t_ref / t_nat})
+                row = {"bench": "sample", "device": dev, "mode": name,
+                       "size": f"B{B} {side}^2 P{pos.shape[1]} {kind}", "native_s": t_nat,
+                       "reference_s": t_ref, "vs_reference": t_ref / t_nat}
+                if dev == "cpu":  # torch's thread pool suffers most on a loaded machine
+                    with _torch_threads(1):
+                        t1 = median_time(lambda: scan_sample_reference(images, pos, int(mode)),
+                                         dev, repeats=reps)
+                    row.update(reference_1thread_s=t1, vs_reference_1thread=t1 / t_nat)
+                rows.append(row)
 
     # -- rasterize + infill vs scipy EDT -----------------------------------------------------
     from scipy import ndimage
@@ -153,11 +170,16 @@ def run(quick: bool = False) -> Path:
         per_step = list(angles.t().contiguous())
         t_env = median_time(lambda: _env_episode(env, per_step), dev, repeats=reps)
         t_tor = median_time(lambda: _torch_episode(images, angles, S, step), dev, repeats=reps)
-        rows.append({"bench": "episode", "device": dev, "mode": "nearest",
-                     "size": f"B{B} {side}^2 T{T} S{S}", "native_s": t_env,
-                     "reference_s": t_tor, "python_loop_s": t_py,
-                     "vs_reference": t_tor / t_env, "vs_python_loop": t_py / t_env,
-                     "agree_with_python": agree})
+        row = {"bench": "episode", "device": dev, "mode": "nearest",
+               "size": f"B{B} {side}^2 T{T} S{S}", "native_s": t_env, "reference_s": t_tor,
+               "python_loop_s": t_py, "vs_reference": t_tor / t_env,
+               "vs_python_loop": t_py / t_env, "agree_with_python": agree}
+        if dev == "cpu":
+            with _torch_threads(1):
+                t1 = median_time(lambda: _torch_episode(images, angles, S, step), dev,
+                                 repeats=reps)
+            row.update(reference_1thread_s=t1, vs_reference_1thread=t1 / t_env)
+        rows.append(row)
         if dev == "cuda":
             env.reset()
             a1 = angles[:, 1].contiguous()
@@ -172,6 +194,6 @@ def run(quick: bool = False) -> Path:
                          "size": f"B{B} {side}^2 S{S}", "native_s": t_step})
 
     print_table("scan", rows, ["bench", "device", "mode", "size", "native_s", "reference_s",
-                               "vs_reference", "peer_scipy_s", "vs_scipy", "python_loop_s",
+                               "vs_reference", "vs_reference_1thread", "peer_scipy_s", "vs_scipy", "python_loop_s",
                                "vs_python_loop"])
     return write_record("scan", rows, devices, {"quick": quick})

@@ -12,6 +12,42 @@ namespace {
 // Probes per call below which a loop stays serial: a probe costs a few ns, and waking a thread
 // team costs microseconds (far more on an oversubscribed machine).
 constexpr int64_t kParallelProbes = int64_t(1) << 16;
+constexpr int64_t kChunk = 8192;  // probes per parallel task
+
+// Probes [i0, i1) of image img, in blocks: first every probe's pixel offsets and weights, then
+// the loads, so the loads are independent and many cache misses overlap (a probe-by-probe loop
+// keeps only a few in flight along a path through a large image). Noise last, per probe.
+template <class T, class A>
+void sample_run(const SampleParams& p, const T* img, const A* positions, A* values, int64_t i0,
+                int64_t i1) {
+  using S = Storage<T>;
+  constexpr int K = 128;
+  const int64_t H = p.height, W = p.width;
+  const bool nearest = static_cast<Mode>(p.mode) == Mode::Nearest;
+  int64_t r0[K], r1[K], c0[K], c1[K];
+  A wy[K], wx[K];
+  for (int64_t s = i0; s < i1; s += K) {
+    const int m = int(i1 - s < K ? i1 - s : K);
+    const A* pos = positions + 2 * s;
+    A* out = values + s;
+    if (nearest) {
+      for (int k = 0; k < m; ++k) r0[k] = pixel_of(pos[2 * k], H) * W + pixel_of(pos[2 * k + 1], W);
+      for (int k = 0; k < m; ++k) out[k] = A(S::load(img, r0[k]));
+    } else {
+      for (int k = 0; k < m; ++k) {
+        const Lerp<A> ly = lerp_axis(pos[2 * k], H), lx = lerp_axis(pos[2 * k + 1], W);
+        r0[k] = ly.i0 * W; r1[k] = ly.i1 * W; c0[k] = lx.i0; c1[k] = lx.i1;
+        wy[k] = ly.w; wx[k] = lx.w;
+      }
+      for (int k = 0; k < m; ++k)
+        out[k] = blend(A(S::load(img, r0[k] + c0[k])), A(S::load(img, r0[k] + c1[k])),
+                       A(S::load(img, r1[k] + c0[k])), A(S::load(img, r1[k] + c1[k])), wy[k], wx[k]);
+    }
+  }
+  if (p.dose > 0.0 || p.read_noise > 0.0)
+    for (int64_t i = i0; i < i1; ++i)
+      values[i] = A(add_noise(double(values[i]), p.dose, p.read_noise, p.seed, uint64_t(i)));
+}
 
 template <class T>
 void sample_impl(const SampleParams& p, const T* images, const void* positions_v, void* values_v) {
@@ -19,11 +55,17 @@ void sample_impl(const SampleParams& p, const T* images, const void* positions_v
   const A* positions = static_cast<const A*>(positions_v);
   A* values = static_cast<A*>(values_v);
   const int64_t n = p.batch * p.probes, hw = p.height * p.width;
-#pragma omp parallel for schedule(static) if (n > kParallelProbes)
-  for (int64_t b = 0; b < p.batch; ++b) {
-    const T* img = images + b * hw;
-    for (int64_t i = b * p.probes; i < (b + 1) * p.probes; ++i)
-      values[i] = sample_probe<T, A>(p, img, positions, i);
+  // Chunks of probes handed out dynamically: large batches and one huge image both split, and
+  // a thread that is descheduled (oversubscribed machine) holds up at most one chunk.
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(dynamic, 1) if (n > kParallelProbes)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t i1 = (c + 1) * kChunk < n ? (c + 1) * kChunk : n;
+    for (int64_t i = c * kChunk; i < i1;) {
+      const int64_t b = i / p.probes, end = (b + 1) * p.probes < i1 ? (b + 1) * p.probes : i1;
+      sample_run<T, A>(p, images + b * hw, positions, values, i, end);
+      i = end;
+    }
   }
 }
 
@@ -37,7 +79,7 @@ void sample_backward_impl(const SampleParams& p, const void* grad_values_v, cons
   A* grad_positions = static_cast<A*>(grad_positions_v);
   const int64_t hw = p.height * p.width;
   // One image per task: probes of one image accumulate in order, so the result is deterministic.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
   for (int64_t b = 0; b < p.batch; ++b) {
     A* gi = grad_images + b * hw;
     for (int64_t k = 0; k < hw; ++k) gi[k] = A(0);
@@ -66,7 +108,15 @@ void rasterize_impl(const RasterParams& p, const A* values, const A* positions, 
     }
     for (int64_t k = 0; k < hw; ++k) if (cnt[k] > A(0)) img[k] /= cnt[k];
     int32_t* nr = nearest + b * hw;
-    for (int64_t c = 0; c < W; ++c) nearest_in_column(cnt, H, W, c, nr);
+    // Pass 1 by whole rows (contiguous), every column's sweep advanced together; `last` holds
+    // the per-column sweep state (the row workspace of this image is free until pass 2).
+    int32_t* last = env_v + b * hw;
+    for (int64_t c = 0; c < W; ++c) last[c] = -1;
+    for (int64_t r = 0; r < H; ++r)
+      for (int64_t c = 0; c < W; ++c) column_step_down(cnt[r * W + c], int32_t(r), &last[c], &nr[r * W + c]);
+    for (int64_t c = 0; c < W; ++c) last[c] = -1;
+    for (int64_t r = H - 1; r >= 0; --r)
+      for (int64_t c = 0; c < W; ++c) column_step_up(cnt[r * W + c], int32_t(r), &last[c], &nr[r * W + c]);
     int64_t* src = source + b * hw;
     for (int64_t r = 0; r < H; ++r)
       nearest_in_row(nr, W, r, env_v + b * hw + r * W, env_z + b * H * (W + 1) + r * (W + 1), src);

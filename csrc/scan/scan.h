@@ -29,9 +29,9 @@ template <class A> EM_HD int64_t floor_int(A x) {
 // Pixel containing coordinate x along an axis of n pixels, clamped to [0, n-1].
 // NaN maps to pixel 0 (the comparison below is false for NaN).
 template <class A> EM_HD int64_t pixel_of(A x, int64_t n) {
-  if (!(x >= A(0))) return 0;
-  if (x >= A(n)) return n - 1;
-  return int64_t(x);  // x >= 0: truncation is floor
+  // Branch-free (selects), so CPU loops over probes vectorise; x >= 0, so truncation is floor.
+  const A c = x >= A(0) ? (x < A(n) ? x : A(n - 1)) : A(0);
+  return int64_t(int32_t(c));  // n < 2^31 (checked by the op)
 }
 
 // Bilinear weights along one axis: the value is (1-w)*v[i0] + w*v[i1], with the two
@@ -57,14 +57,18 @@ template <class A> EM_HD Lerp<A> lerp_axis(A x, int64_t n) {
 }
 
 // Value of image img [H, W] (storage T) at (y, x) in mode m, in the accumulation type A.
+// Bilinear blend of the four neighbours v[row][col] with weights wy (rows) and wx (cols).
+template <class A> EM_HD A blend(A v00, A v01, A v10, A v11, A wy, A wx) {
+  const A top = v00 + wx * (v01 - v00), bottom = v10 + wx * (v11 - v10);
+  return top + wy * (bottom - top);
+}
+
 template <class T, class A> EM_HD A sample_at(const T* img, int64_t H, int64_t W, A y, A x, Mode m) {
   using S = Storage<T>;
   if (m == Mode::Nearest) return A(S::load(img, pixel_of(y, H) * W + pixel_of(x, W)));
   const Lerp<A> ly = lerp_axis(y, H), lx = lerp_axis(x, W);
-  const A v00 = A(S::load(img, ly.i0 * W + lx.i0)), v01 = A(S::load(img, ly.i0 * W + lx.i1));
-  const A v10 = A(S::load(img, ly.i1 * W + lx.i0)), v11 = A(S::load(img, ly.i1 * W + lx.i1));
-  const A top = v00 + lx.w * (v01 - v00), bottom = v10 + lx.w * (v11 - v10);
-  return top + ly.w * (bottom - top);
+  return blend(A(S::load(img, ly.i0 * W + lx.i0)), A(S::load(img, ly.i0 * W + lx.i1)),
+               A(S::load(img, ly.i1 * W + lx.i0)), A(S::load(img, ly.i1 * W + lx.i1)), ly.w, lx.w);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,21 +145,27 @@ EM_HD double add_noise(double v, double dose, double read_noise, uint64_t seed, 
 // (P. Felzenszwalb & D. Huttenlocher, Theory of Computing 8, 415 (2012)), two separable passes.
 // Ties go to the smallest column, then the smallest row.
 
-// Pass 1, one column of an [H, W] image: nearest[r*W + c] = the known row nearest to r in
-// column c (ties: the upper row), or -1 when the column has no known pixel.
+// Pass 1: nearest[r*W + c] = the known row nearest to r in column c (ties: the upper row), or
+// -1 when the column has no known pixel. Two sweeps per column, written as per-pixel steps so
+// the GPU can run one column per thread and the CPU can sweep whole rows (contiguous memory).
+// `last` is the sweep's state for the column: the last known row seen, -1 before any.
+template <class A> EM_HD void column_step_down(A count, int32_t r, int32_t* last, int32_t* nearest) {
+  if (count > A(0)) *last = r;
+  *nearest = *last;
+}
+
+template <class A> EM_HD void column_step_up(A count, int32_t r, int32_t* last, int32_t* nearest) {
+  if (count > A(0)) *last = r;
+  const int32_t up = *nearest;
+  if (*last >= 0 && (up < 0 || *last - r < r - up)) *nearest = *last;
+}
+
 template <class A>
 EM_HD void nearest_in_column(const A* counts, int64_t H, int64_t W, int64_t c, int32_t* nearest) {
   int32_t last = -1;
-  for (int64_t r = 0; r < H; ++r) {
-    if (counts[r * W + c] > A(0)) last = int32_t(r);
-    nearest[r * W + c] = last;
-  }
+  for (int64_t r = 0; r < H; ++r) column_step_down(counts[r * W + c], int32_t(r), &last, &nearest[r * W + c]);
   last = -1;
-  for (int64_t r = H - 1; r >= 0; --r) {
-    if (counts[r * W + c] > A(0)) last = int32_t(r);
-    const int32_t up = nearest[r * W + c];
-    if (last >= 0 && (up < 0 || last - r < r - up)) nearest[r * W + c] = last;
-  }
+  for (int64_t r = H - 1; r >= 0; --r) column_step_up(counts[r * W + c], int32_t(r), &last, &nearest[r * W + c]);
 }
 
 // Pass 2, one row r: source[r*W + x] = flat index of the known pixel nearest to (r, x), or -1.

@@ -201,6 +201,8 @@ def _check_sample(images, positions, mode, seed, dose, read_noise) -> None:
     check_same_device(images=images, positions=positions)
     if images.shape[1] == 0 or images.shape[2] == 0:
         raise ValueError(f"images must have H, W > 0, got shape {list(images.shape)}")
+    if max(images.shape[1], images.shape[2]) >= 2 ** 31:
+        raise ValueError(f"images must have H, W < 2**31, got shape {list(images.shape)}")
     if mode not in SampleMode._value2member_map_:
         raise ValueError(f"mode must be one of {[int(m) for m in SampleMode]}, got {mode}")
     if not 0 <= seed < 2 ** 63:
