@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from em_accel.scan import (achieved_coverage, blur_path, grid, gridlike, low_dwell_noise,
+from em_accel.scan import (achieved_coverage, blur_path, dwell_mask, grid, gridlike, low_dwell_noise,
                            make_path, partial_scan, random, raster, scan_sample, spiral)
 from em_accel.scan.partial import gaussian_kernel
 
@@ -127,3 +127,16 @@ def test_blur_path_and_low_dwell_noise():
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
     # Off-path pixels (m = 0) hold the minimum value (-1 before rescaling).
     assert float(x[0, 0]) == 0.0
+
+
+def test_dwell_mask_sums_dwell_per_pixel():
+    p = gridlike((40, 40), 0.1, seed=2, calibrate=False)
+    m = dwell_mask(p)
+    pix = p.positions.double().floor().long()
+    expected = torch.zeros(40, 40, dtype=torch.float64)
+    expected.index_put_((pix[:, 0], pix[:, 1]), p.dwell.double(), accumulate=True)
+    torch.testing.assert_close(m.double(), expected.clamp(max=1.0), rtol=1e-6, atol=1e-6)
+    assert float(m.max()) <= 1.0 and int((m > 0).sum()) == round(p.coverage * 1600)
+    # No dwell: a binary mask of the probed pixels.
+    g = grid((10, 10), 1 / 9)
+    assert dwell_mask(g).sum().item() == 16

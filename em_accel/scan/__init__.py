@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from ..ops.scan import Raster, scan_rasterize, scan_sample
 from .env import AdaptiveScanEnv, Segment
-from .partial import PartialScan, blur_path, gaussian_blur, low_dwell_noise, partial_scan
+from .partial import (PartialScan, blur_path, dwell_mask, gaussian_blur, low_dwell_noise,
+                      partial_scan)
 from .paths import (PATH_KINDS, ScanPath, achieved_coverage, grid, gridlike, make_path, random,
                     raster, spiral)
 
 __all__ = ["AdaptiveScanEnv", "Segment", "PartialScan", "Raster", "ScanPath", "PATH_KINDS",
-           "achieved_coverage", "blur_path", "gaussian_blur", "grid", "gridlike",
+           "achieved_coverage", "blur_path", "dwell_mask", "gaussian_blur", "grid", "gridlike",
            "low_dwell_noise", "make_path", "partial_scan", "random", "raster", "scan_rasterize",
            "scan_sample", "spiral"]

@@ -64,6 +64,18 @@ def partial_scan(images: torch.Tensor, path: ScanPath, *, mode: str = "nearest",
     return PartialScan(values, raster)
 
 
+def dwell_mask(path: ScanPath, device: torch.device | str | None = None) -> torch.Tensor:
+    """[H, W] mask of the time spent on each pixel, clipped to [0, 1] (thesis gridlike masks).
+
+    Each probe deposits its dwell (1 when the path has none) in the pixel it lands in; the sum
+    per pixel is clipped to 1, as the thesis clips its deposited random walks.
+    """
+    dwell = path.dwell if path.dwell is not None else torch.ones(len(path))
+    pos = path.positions.to(device)[None].double()
+    r = scan_rasterize(dwell.to(device)[None].double(), pos, path.shape)
+    return (r.image * r.counts)[0].clamp(0.0, 1.0).float()
+
+
 def blur_path(mask: torch.Tensor) -> torch.Tensor:
     """The thesis's blurred path: 3x3 Gaussian (sigma 0.8) of a binary mask, in [0, 1]."""
     return gaussian_blur(mask, 3, 0.8).clamp(0.0, 1.0)
