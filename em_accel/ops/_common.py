@@ -27,6 +27,17 @@ def _verify_dtype_codes() -> None:
 _verify_dtype_codes()
 
 
+def verify_enum(py_enum: type, native_enum: object) -> None:
+    """Raise ImportError unless every member of ``py_enum`` has the same value in ``native_enum``.
+
+    Keeps each C++ enum and its Python mirror one source of truth (STYLE §11).
+    """
+    for member in py_enum:
+        if int(getattr(native_enum, member.name)) != int(member):
+            raise ImportError(f"{py_enum.__name__}.{member.name} differs between Python and "
+                              "em_accel._native")
+
+
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype the native kernels accumulate and return reductions in."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -21,7 +21,7 @@ import torch
 from .. import _native
 from ._registry import OpSpec
 from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device,
-                      check_tensor, native_stream)
+                      check_tensor, native_stream, verify_enum)
 
 
 class ErrorKind(enum.IntEnum):
@@ -32,9 +32,7 @@ class ErrorKind(enum.IntEnum):
     QUARTIC = 2
 
 
-for _k in ErrorKind:
-    if int(getattr(_native.alrc.ErrorKind, _k.name)) != int(_k):
-        raise ImportError(f"ErrorKind.{_k.name} differs between Python and em_accel._native")
+verify_enum(ErrorKind, _native.alrc.ErrorKind)
 
 
 class ALRCResult(NamedTuple):

@@ -22,7 +22,7 @@ import torch
 
 from .. import _native
 from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device,
-                      check_tensor, native_stream)
+                      check_tensor, native_stream, verify_enum)
 from ._registry import OpSpec
 
 _MASK64 = (1 << 64) - 1
@@ -35,9 +35,7 @@ class SampleMode(enum.IntEnum):
     BILINEAR = 1
 
 
-for _m in SampleMode:
-    if int(getattr(_native.scan.Mode, _m.name)) != int(_m):
-        raise ImportError(f"SampleMode.{_m.name} differs between Python and em_accel._native")
+verify_enum(SampleMode, _native.scan.Mode)
 
 
 class Raster(NamedTuple):
