@@ -203,6 +203,16 @@ def run_demo(out_dir: str | Path, steps: int = 1000, seeds: tuple[int, ...] = (0
     return summary
 
 
+def load_runs(path: str | Path) -> list[RunResult]:
+    """Runs saved by :func:`run_demo` (its alrc_demo.json)."""
+    return [RunResult(**r) for r in json.loads(Path(path).read_text())["runs"]]
+
+
+def plot_runs(runs: list[RunResult], path: str | Path, dpi: int = 110) -> None:
+    """Training and held-out loss curves, with and without ALRC, one column per error."""
+    _plot(runs, Path(path), dpi)
+
+
 def _nanmean(x: list[float]) -> float:
     a = np.asarray(x, dtype=np.float64)
     return float(a[np.isfinite(a)].mean()) if np.isfinite(a).any() else math.nan
@@ -213,7 +223,7 @@ def _nanmax(x: list[float]) -> float:
     return float(a[np.isfinite(a)].max()) if np.isfinite(a).any() else math.nan
 
 
-def _plot(runs: list[RunResult], path: Path) -> None:
+def _plot(runs: list[RunResult], path: Path, dpi: int = 110) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,7 +239,7 @@ def _plot(runs: list[RunResult], path: Path) -> None:
             smooth = np.convolve(np.nan_to_num(r.losses, nan=np.nanmax(r.losses)), np.ones(25) / 25, "valid")
             top.semilogy(smooth, lw=0.8, color=colors[r.alrc], alpha=0.8, label=label)
             bottom.semilogy(r.eval_steps, r.eval_losses, "-o", ms=2, lw=0.8, color=colors[r.alrc],
-                            alpha=0.8, label=f"{label} ({r.eval_spikes()} spikes)")
+                            alpha=0.8, label=label)
         top.set_title(f"{error} error, batch size 1, Adam lr {runs[0].lr:g}")
         top.set_ylabel("training loss, 25-step mean")
         bottom.set_ylabel("held-out loss")
@@ -239,5 +249,5 @@ def _plot(runs: list[RunResult], path: Path) -> None:
             uniq = dict(zip(labels, handles))
             ax.legend(uniq.values(), uniq.keys(), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
