@@ -1,0 +1,200 @@
+// Multislice CPU launchers: OpenMP loops over the math in multislice.h.
+#include <cmath>
+#include <vector>
+
+#include "../common/dispatch.h"
+#include "launch.h"
+#include "multislice.h"
+
+namespace em {
+namespace multislice {
+namespace {
+
+template <class F> void dispatch_real(int dtype, const char* where, F&& f) {
+  if (dtype == int(DType::F32)) { f(float{}); return; }
+  if (dtype == int(DType::F64)) { f(double{}); return; }
+  require(false, std::string(where) + ": dtype must be F32 or F64, got code " + std::to_string(dtype));
+}
+
+// One item: per row ix, sum exp(-2 pi i kx x_j) * exp(-2 pi i ky y_j) over each species run of
+// atoms (separable phases, tables built once per item), then weight by that species' form factor.
+template <class T>
+void structure_factor_item(const PotentialParams& p, const double* pos, const int32_t* species,
+                           int64_t a0, int64_t a1, const T* ff, cplx<T>* out) {
+  const int64_t nx = p.nx, nyh = p.ny / 2 + 1, n = a1 - a0;
+  const int64_t plane = nx * nyh;
+  if (n == 0) {
+    for (int64_t i = 0; i < plane; ++i) out[i] = {T(0), T(0)};
+    return;
+  }
+  // ey tables in split (re, im) layout so the row loop vectorises; ex tables complex.
+  std::vector<T> ey_re(n * nyh), ey_im(n * nyh);
+  std::vector<cplx<T>> ex(n * nx);
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < n; ++j) {
+    const double ux = pos[2 * (a0 + j)] / p.lx, uy = pos[2 * (a0 + j) + 1] / p.ly;
+    for (int64_t iy = 0; iy < nyh; ++iy) {
+      const cplx<double> e = structure_phase(iy, uy);
+      ey_re[j * nyh + iy] = T(e.re);
+      ey_im[j * nyh + iy] = T(e.im);
+    }
+    for (int64_t ix = 0; ix < nx; ++ix) {
+      const cplx<double> e = structure_phase(freq_index(ix, nx), ux);
+      ex[j * nx + ix] = {T(e.re), T(e.im)};
+    }
+  }
+#pragma omp parallel
+  {
+    std::vector<T> r_re(nyh), r_im(nyh);
+#pragma omp for schedule(static)
+    for (int64_t ix = 0; ix < nx; ++ix) {
+      cplx<T>* row = out + ix * nyh;
+      for (int64_t iy = 0; iy < nyh; ++iy) row[iy] = {T(0), T(0)};
+      int64_t j = 0;
+      while (j < n) {
+        const int32_t s = species[a0 + j];
+        for (int64_t iy = 0; iy < nyh; ++iy) { r_re[iy] = T(0); r_im[iy] = T(0); }
+        for (; j < n && species[a0 + j] == s; ++j) {
+          const T cr = ex[j * nx + ix].re, ci = ex[j * nx + ix].im;
+          const T* __restrict__ er = &ey_re[j * nyh];
+          const T* __restrict__ ei = &ey_im[j * nyh];
+          T* __restrict__ rr = r_re.data();
+          T* __restrict__ ri = r_im.data();
+          for (int64_t iy = 0; iy < nyh; ++iy) {
+            rr[iy] += cr * er[iy] - ci * ei[iy];
+            ri[iy] += cr * ei[iy] + ci * er[iy];
+          }
+        }
+        const T* f = ff + s * plane + ix * nyh;
+        for (int64_t iy = 0; iy < nyh; ++iy) {
+          row[iy].re += f[iy] * r_re[iy];
+          row[iy].im += f[iy] * r_im[iy];
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void deposit_item(const PotentialParams& p, const double* pos, const int32_t* species, int64_t a0,
+                  int64_t a1, T* out) {
+  const int64_t nx = p.nx, ny = p.ny;
+  const float dx = float(p.lx / double(nx)), dy = float(p.ly / double(ny));
+  for (int64_t j = a0; j < a1; ++j) {
+    const float px = float(pos[2 * j]) / dx, py = float(pos[2 * j + 1]) / dy;
+    const float fx0 = floorf(px), fy0 = floorf(py);
+    const float fx = px - fx0, fy = py - fy0;
+    int64_t ix = int64_t(fx0) % nx, iy = int64_t(fy0) % ny;
+    if (ix < 0) ix += nx;
+    if (iy < 0) iy += ny;
+    const int64_t ix1 = (ix + 1) % nx, iy1 = (iy + 1) % ny;
+    T* plane = out + int64_t(species[j]) * nx * ny;
+    plane[ix * ny + iy] += T((1.f - fx) * (1.f - fy));
+    plane[ix1 * ny + iy] += T(fx * (1.f - fy));
+    plane[ix * ny + iy1] += T((1.f - fx) * fy);
+    plane[ix1 * ny + iy1] += T(fx * fy);
+  }
+}
+
+}  // namespace
+
+void structure_factor_cpu(const PotentialParams& p, const double* positions, const int32_t* species,
+                          const int64_t* offsets, const void* ff, void* out) {
+  if (p.items == 0 || p.nx == 0 || p.ny == 0) return;
+  dispatch_real(p.dtype, "multislice.structure_factor_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t plane = p.nx * (p.ny / 2 + 1);
+    for (int64_t m = 0; m < p.items; ++m)
+      structure_factor_item<T>(p, positions, species, offsets[m], offsets[m + 1],
+                               static_cast<const T*>(ff), static_cast<cplx<T>*>(out) + m * plane);
+  });
+}
+
+void deposit_cpu(const PotentialParams& p, const double* positions, const int32_t* species,
+                 const int64_t* offsets, void* out) {
+  if (p.items == 0 || p.nx == 0 || p.ny == 0) return;
+  dispatch_real(p.dtype, "multislice.deposit_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t block = p.species * p.nx * p.ny;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t m = 0; m < p.items; ++m)
+      deposit_item<T>(p, positions, species, offsets[m], offsets[m + 1],
+                      static_cast<T*>(out) + m * block);
+  });
+}
+
+void transmit_cpu(const TransmitParams& p, const void* potential, void* wave) {
+  if (p.batch == 0 || p.pixels == 0) return;
+  dispatch_real(p.dtype, "multislice.transmit_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    const T* v = static_cast<const T*>(potential);
+    cplx<T>* w = static_cast<cplx<T>*>(wave);
+    const T sigma = T(p.sigma);
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < p.batch; ++b)
+      for (int64_t i = 0; i < p.pixels; ++i)
+        w[b * p.pixels + i] = cmul(w[b * p.pixels + i], transmission(v[b * p.v_stride + i], sigma));
+  });
+}
+
+void transmission_cpu(const TransmitParams& p, const void* potential, void* out) {
+  if (p.batch == 0 || p.pixels == 0) return;
+  dispatch_real(p.dtype, "multislice.transmission_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    const T* v = static_cast<const T*>(potential);
+    cplx<T>* t = static_cast<cplx<T>*>(out);
+    const T sigma = T(p.sigma);
+    const int64_t total = p.batch * p.pixels;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < total; ++i) t[i] = transmission(v[i], sigma);
+  });
+}
+
+void propagate_cpu(const PropagateParams& p, const double* tilt, void* spectrum) {
+  if (p.batch == 0 || p.nx == 0 || p.ny == 0) return;
+  dispatch_real(p.dtype, "multislice.propagate_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    cplx<T>* w = static_cast<cplx<T>*>(spectrum);
+    const double fx = 1.0 / (double(p.nx) * p.dx), fy = 1.0 / (double(p.ny) * p.dy);
+    const int64_t tilts = p.tilt_stride ? p.batch : 1;
+    // Separable phase tables per distinct tilt: exp(i phase_x(kx)), exp(i phase_y(ky)).
+    std::vector<cplx<T>> px(tilts * p.nx), py(tilts * p.ny);
+    std::vector<double> kx2(p.nx), ky2(p.ny);
+    for (int64_t t = 0; t < tilts; ++t) {
+      for (int64_t ix = 0; ix < p.nx; ++ix) {
+        const double k = double(freq_index(ix, p.nx)) * fx;
+        const cplx<double> e = cis(fresnel_phase_1d(k, p.wavelength, p.dz, tilt[2 * t]));
+        px[t * p.nx + ix] = {T(e.re), T(e.im)};
+        kx2[ix] = k * k;
+      }
+      for (int64_t iy = 0; iy < p.ny; ++iy) {
+        const double k = double(freq_index(iy, p.ny)) * fy;
+        const cplx<double> e = cis(fresnel_phase_1d(k, p.wavelength, p.dz, tilt[2 * t + 1]));
+        py[t * p.ny + iy] = {T(e.re), T(e.im)};
+        ky2[iy] = k * k;
+      }
+    }
+    const double inner = p.kc > 0 ? (p.kc - p.taper) * (p.kc - p.taper) : INFINITY;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < p.batch; ++b)
+      for (int64_t ix = 0; ix < p.nx; ++ix) {
+        const int64_t t = p.tilt_stride ? b : 0;
+        const cplx<T> cx = px[t * p.nx + ix];
+        const cplx<T>* cy = &py[t * p.ny];
+        cplx<T>* row = w + (b * p.nx + ix) * p.ny;
+        for (int64_t iy = 0; iy < p.ny; ++iy) {
+          const double k2 = kx2[ix] + ky2[iy];
+          if (k2 <= inner) {
+            row[iy] = cmul(row[iy], cmul(cx, cy[iy]));
+          } else {
+            const T a = T(antialias(k2, p.kc, p.taper));
+            const cplx<T> f = cmul(cx, cy[iy]);
+            row[iy] = cmul(row[iy], cplx<T>{a * f.re, a * f.im});
+          }
+        }
+      }
+  });
+}
+
+}  // namespace multislice
+}  // namespace em
