@@ -161,6 +161,8 @@ class Potential:
             if z in self.debye_waller:
                 f = f * torch.exp(-2 * math.pi ** 2 * self.debye_waller[z] ** 2 * k2)
             out.append(f)
+        if not out:  # no atoms: one all-zero species keeps the kernels' shapes valid
+            out.append(torch.zeros_like(k))
         return torch.stack(out).to(self.dtype).contiguous()
 
     def slices(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
@@ -175,7 +177,7 @@ class Potential:
         if self.method == "exact":
             spec = ops.structure_factor(pos, sp, offsets, self._kernel, nx, ny, lx, ly)
         else:
-            dep = ops.deposit(pos, sp, offsets, len(self.species), nx, ny, lx, ly,
+            dep = ops.deposit(pos, sp, offsets, max(1, len(self.species)), nx, ny, lx, ly,
                               double=self.dtype == torch.float64)
             spec = (torch.fft.rfft2(dep) * self._kernel).sum(1)
         return torch.fft.irfft2(spec, s=(nx, ny))
