@@ -138,6 +138,7 @@ class Potential:
         counts = np.bincount(sl, minlength=len(self.thicknesses))
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._kernel = self._form_factors()
+        self._cache: torch.Tensor | None = None
 
     @property
     def num_slices(self) -> int:
@@ -170,6 +171,8 @@ class Potential:
         stop = self.num_slices if stop is None else stop
         if not 0 <= start <= stop <= self.num_slices:
             raise ValueError(f"slice range [{start}, {stop}) outside 0..{self.num_slices}")
+        if self._cache is not None:
+            return self._cache[start:stop]
         (nx, ny), (lx, ly) = self.grid.gpts, self.grid.extent
         a0, a1 = int(self._offsets[start]), int(self._offsets[stop])
         offsets = torch.from_numpy(self._offsets[start:stop + 1] - a0).to(self.device)
@@ -185,3 +188,12 @@ class Potential:
     def build(self) -> torch.Tensor:
         """All slices [num_slices, nx, ny] [V·Å]."""
         return self.slices()
+
+    def precompute(self) -> "Potential":
+        """Build every slice once and keep it (memory: num_slices x nx x ny reals); returns self.
+
+        Worth it when the same potential serves many waves (tilt series, STEM, repeated runs).
+        """
+        self._cache = None
+        self._cache = self.build()
+        return self
