@@ -160,8 +160,8 @@ class _Scaled(Potential):
 
     eps = 1.0
 
-    def slices(self, start=0, stop=None):
-        return super().slices(start, stop) * self.eps
+    def slices(self, start=0, stop=None, tiled=True):
+        return super().slices(start, stop, tiled) * self.eps
 
 
 def test_weak_phase_object_matches_first_order():
@@ -247,3 +247,25 @@ def test_bad_inputs():
         s.with_thickness(-5)
     with pytest.raises(ValueError, match="method"):
         Potential(s, method="fast")
+
+
+@pytest.mark.parametrize("method", ["exact", "deposit"])
+def test_periodic_path_equals_general_path(method):
+    from ase.build import bulk
+
+    from em_accel.sim import from_ase
+
+    s = from_ase(bulk("GaAs", "zincblende", a=5.653, cubic=True)).repeat(3, 2, 2)
+    s.positions[0] += 0.0  # the tiling is verified from positions, not trusted from info
+    general = Structure(s.positions, s.numbers, s.cell)  # no tiling info
+    p = Potential(s, gpts=(180, 120), slice_thickness=1.9, method=method)
+    q = Potential(general, gpts=(180, 120), slice_thickness=1.9, method=method)
+    assert p.tile == (3, 2) and q.tile == (1, 1)
+    assert torch.allclose(p.build(), q.build(), atol=2e-3 * q.build().abs().max().item())
+    a = exit_wave(s, energy=300, gpts=(180, 120), slice_thickness=1.9, method=method)
+    b = exit_wave(general, energy=300, gpts=(180, 120), slice_thickness=1.9, method=method)
+    assert ((a - b).norm() / b.norm()).item() < 1e-5
+    # a displaced atom breaks the tiling: the general path is used
+    s2 = s.repeat(1, 1, 1)
+    s2.positions[3] += (0.1, 0.0, 0.0)
+    assert Potential(s2, gpts=(180, 120), slice_thickness=1.9).tile == (1, 1)

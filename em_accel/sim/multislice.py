@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..ops import multislice as ops
+from . import fft
 from .physics import interaction_parameter, wavelength
 from .potential import Grid, Potential
 from .structure import Structure, from_ase, load
@@ -34,9 +35,9 @@ def transmission_functions(potential: torch.Tensor, energy: float, grid: Grid,
     t = ops.transmission(potential, interaction_parameter(energy))
     if bandlimit:
         kc, taper = grid.antialias()
-        tk = torch.fft.fft2(t)
-        ops.propagate_(tk, *grid.sampling, wavelength(energy), 0.0, kc, taper)
-        t = torch.fft.ifft2(tk, out=t)
+        fft.fft2(t, out=t)
+        ops.propagate_(t, *grid.sampling, wavelength(energy), 0.0, kc, taper)
+        fft.ifft2(t, out=t)
     return t
 
 
@@ -71,7 +72,8 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
     pots = list(potential) if isinstance(potential, (list, tuple)) else [potential]
     p0 = pots[0]
     for p in pots[1:]:
-        if p.grid != p0.grid or not np.array_equal(p.thicknesses, p0.thicknesses):
+        if (p.grid != p0.grid or p.tile != p0.tile
+                or not np.array_equal(p.thicknesses, p0.thicknesses)):
             raise ValueError("all potentials must share one grid and slicing")
     squeeze = wave.dim() == 2
     psi = (wave[None] if squeeze else wave).clone()
@@ -91,16 +93,21 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
     n = p0.num_slices
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        v = torch.stack([p.slices(start, stop) for p in pots], 1)  # [C, 1 or B, nx, ny]
-        t = transmission_functions(v, energy, p0.grid) if bandlimit_transmission else None
+        if bandlimit_transmission:
+            # one lateral period when the potential is periodic: [C, 1 or B, cx, cy]
+            v = torch.stack([p.slices(start, stop, tiled=False) for p in pots], 1)
+            t = transmission_functions(v, energy, p0.cell_grid)
+        else:
+            v = torch.stack([p.slices(start, stop) for p in pots], 1)  # [C, 1 or B, nx, ny]
+            t = None
         for j in range(stop - start):
             if t is not None:
-                psi.mul_(t[j])
+                _mul_tiled(psi, t[j], p0.tile)
             else:
                 ops.transmit_(psi, v[j, 0] if len(pots) == 1 else v[j], sigma)
-            torch.fft.fft2(psi, out=spec)
+            fft.fft2(psi, out=spec)
             ops.propagate_(spec, dx, dy, lam, float(p0.thicknesses[start + j]), kc, taper, tilt_t)
-            torch.fft.ifft2(spec, out=psi)
+            fft.ifft2(spec, out=psi)
             if exit_planes and ((start + j + 1) % exit_planes == 0 or start + j + 1 == n):
                 planes.append(psi.clone())
             if callback is not None:
@@ -109,6 +116,17 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
         out = torch.stack(planes)
         return out[:, 0] if squeeze else out
     return psi[0] if squeeze else psi
+
+
+def _mul_tiled(psi: torch.Tensor, t: torch.Tensor, tile: tuple[int, int]) -> None:
+    """psi [B, nx, ny] *= t tiled (rx, ry) times, t [1 or B, nx/rx, ny/ry], without copying t."""
+    if tile == (1, 1):
+        psi.mul_(t)
+        return
+    rx, ry = tile
+    b, nx, ny = psi.shape
+    cx, cy = nx // rx, ny // ry
+    psi.view(b, rx, cx, ry, cy).mul_(t.reshape(t.shape[0], 1, cx, 1, cy))
 
 
 def plane_wave(grid: Grid, batch: int | None = None, device=None,
@@ -192,7 +210,7 @@ def exit_wave(structure, energy: float = 300.0, sampling: float = 0.05,
         sig = {atomic_number(k): float(v) for k, v in debye_waller.items()}
         widths = np.array([sig.get(int(z), 0.0) for z in s.numbers])[:, None]
         pots = [Potential(Structure(s.positions + rng.normal(size=s.positions.shape) * widths,
-                                    s.numbers, s.cell, s.info), **kw)
+                                    s.numbers, s.cell, {k: v for k, v in s.info.items() if k != "repeats"}), **kw)
                 for _ in range(int(frozen_phonons))]
         batch = len(pots)
     else:

@@ -130,6 +130,17 @@ class Potential:
             if not (math.isfinite(s) and s >= 0):
                 raise ValueError(f"Debye-Waller sigma for {SYMBOLS[z]} must be >= 0 Å, got {s}")
         self.debye_waller = dw
+        # Lateral periodicity: a box tiled rx x ry times on a grid divisible by the tiling has a
+        # potential that is the tile of one period's potential (exactly), so V, t and the
+        # band limit are computed on the period's grid only.
+        self.tile = _lateral_tiling(structure, self.grid.gpts)
+        rx, ry = self.tile
+        if (rx, ry) != (1, 1):
+            cell = (structure.cell[0] / rx, structure.cell[1] / ry, structure.cell[2])
+            inside = ((structure.positions[:, 0] < cell[0] - 1e-9) &
+                      (structure.positions[:, 1] < cell[1] - 1e-9))
+            structure = Structure(structure.positions[inside], structure.numbers[inside], cell)
+        self.cell_grid = Grid(structure.cell[:2], (self.grid.gpts[0] // rx, self.grid.gpts[1] // ry))
         sl = slice_index(structure.positions[:, 2], self.thicknesses)
         sp = np.searchsorted(self.species, structure.numbers)
         order = np.lexsort((sp, sl))
@@ -146,7 +157,7 @@ class Potential:
 
     def _form_factors(self) -> torch.Tensor:
         """[S, nx, ny//2+1]: vz_s(k) DW_s(k) / (dx dy) (divided by sin(q)/q for "deposit")."""
-        kx, ky = self.grid.frequencies(self.device, half=True)
+        kx, ky = self.cell_grid.frequencies(self.device, half=True)
         k2 = kx ** 2 + ky ** 2
         k = torch.sqrt(k2)
         dx, dy = self.grid.sampling
@@ -166,14 +177,23 @@ class Potential:
             out.append(torch.zeros_like(k))
         return torch.stack(out).to(self.dtype).contiguous()
 
-    def slices(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Projected potential [stop - start, nx, ny] [V·Å] of slices start..stop-1."""
+    def slices(self, start: int = 0, stop: int | None = None, tiled: bool = True) -> torch.Tensor:
+        """Projected potential [stop - start, nx, ny] [V·Å] of slices start..stop-1.
+
+        With ``tiled=False`` a laterally periodic potential comes back as one period,
+        [stop - start, nx / tile[0], ny / tile[1]].
+        """
         stop = self.num_slices if stop is None else stop
         if not 0 <= start <= stop <= self.num_slices:
             raise ValueError(f"slice range [{start}, {stop}) outside 0..{self.num_slices}")
         if self._cache is not None:
-            return self._cache[start:stop]
-        (nx, ny), (lx, ly) = self.grid.gpts, self.grid.extent
+            v = self._cache[start:stop]
+        else:
+            v = self._period_slices(start, stop)
+        return v.repeat(1, *self.tile) if tiled and self.tile != (1, 1) else v
+
+    def _period_slices(self, start: int, stop: int) -> torch.Tensor:
+        (nx, ny), (lx, ly) = self.cell_grid.gpts, self.cell_grid.extent
         a0, a1 = int(self._offsets[start]), int(self._offsets[stop])
         offsets = torch.from_numpy(self._offsets[start:stop + 1] - a0).to(self.device)
         pos, sp = self._positions[a0:a1], self._species[a0:a1]
@@ -195,5 +215,30 @@ class Potential:
         Worth it when the same potential serves many waves (tilt series, STEM, repeated runs).
         """
         self._cache = None
-        self._cache = self.build()
+        self._cache = self.slices(tiled=False)
         return self
+
+
+def _lateral_tiling(structure: Structure, gpts: tuple[int, int]) -> tuple[int, int]:
+    """(rx, ry) when ``structure`` is verifiably an rx x ry lateral tiling and gpts divide by it."""
+    reps = structure.info.get("repeats")
+    if not reps:
+        return (1, 1)
+    rx, ry = int(reps[0]), int(reps[1])
+    if (rx, ry) == (1, 1) or gpts[0] % rx or gpts[1] % ry or len(structure) % (rx * ry):
+        return (1, 1)
+    cx, cy = structure.cell[0] / rx, structure.cell[1] / ry
+    pos = structure.positions
+    inside = (pos[:, 0] < cx - 1e-9) & (pos[:, 1] < cy - 1e-9)
+    if inside.sum() * rx * ry != len(structure):
+        return (1, 1)
+    # check every atom is a lattice translate of one in the first period
+    base = np.concatenate([pos[inside], structure.numbers[inside, None]], 1)
+    shifts = np.array([(i * cx, j * cy, 0.0, 0.0) for i in range(rx) for j in range(ry)])
+    tiled = (base[None] + shifts[:, None]).reshape(-1, 4)
+    full = np.concatenate([pos, structure.numbers[:, None]], 1)
+    key = lambda a: a[np.lexsort(np.round(a, 6).T[::-1])]  # noqa: E731
+    a, b = key(tiled), key(full)
+    if a.shape != b.shape or np.abs(a - b).max() > 1e-6:
+        return (1, 1)
+    return (rx, ry)
