@@ -10,6 +10,8 @@ namespace em {
 namespace multislice {
 namespace {
 
+constexpr int64_t kParallelWork = 1 << 18;  // elements below which loops stay on one thread
+
 template <class F> void dispatch_real(int dtype, const char* where, F&& f) {
   if (dtype == int(DType::F32)) { f(float{}); return; }
   if (dtype == int(DType::F64)) { f(double{}); return; }
@@ -30,7 +32,8 @@ void structure_factor_item(const PotentialParams& p, const double* pos, const in
   // ey tables in split (re, im) layout so the row loop vectorises; ex tables complex.
   std::vector<T> ey_re(n * nyh), ey_im(n * nyh);
   std::vector<cplx<T>> ex(n * nx);
-#pragma omp parallel for schedule(static)
+  const bool big = n * plane > kParallelWork;  // small items: no thread start-up on busy CPUs
+#pragma omp parallel for schedule(static) if (big)
   for (int64_t j = 0; j < n; ++j) {
     const double ux = pos[2 * (a0 + j)] / p.lx, uy = pos[2 * (a0 + j) + 1] / p.ly;
     for (int64_t iy = 0; iy < nyh; ++iy) {
@@ -43,7 +46,7 @@ void structure_factor_item(const PotentialParams& p, const double* pos, const in
       ex[j * nx + ix] = {T(e.re), T(e.im)};
     }
   }
-#pragma omp parallel
+#pragma omp parallel if (big)
   {
     std::vector<T> r_re(nyh), r_im(nyh);
 #pragma omp for schedule(static)
@@ -116,7 +119,7 @@ void deposit_cpu(const PotentialParams& p, const double* positions, const int32_
   dispatch_real(p.dtype, "multislice.deposit_cpu", [&](auto tag) {
     using T = decltype(tag);
     const int64_t block = p.species * p.nx * p.ny;
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (int64_t(offsets[p.items]) > 4096)
     for (int64_t m = 0; m < p.items; ++m)
       deposit_item<T>(p, positions, species, offsets[m], offsets[m + 1],
                       static_cast<T*>(out) + m * block);
@@ -130,7 +133,7 @@ void transmit_cpu(const TransmitParams& p, const void* potential, void* wave) {
     const T* v = static_cast<const T*>(potential);
     cplx<T>* w = static_cast<cplx<T>*>(wave);
     const T sigma = T(p.sigma);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (p.batch * p.pixels > kParallelWork)
     for (int64_t b = 0; b < p.batch; ++b)
       for (int64_t i = 0; i < p.pixels; ++i)
         w[b * p.pixels + i] = cmul(w[b * p.pixels + i], transmission(v[b * p.v_stride + i], sigma));
@@ -145,53 +148,87 @@ void transmission_cpu(const TransmitParams& p, const void* potential, void* out)
     cplx<T>* t = static_cast<cplx<T>*>(out);
     const T sigma = T(p.sigma);
     const int64_t total = p.batch * p.pixels;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (total > kParallelWork)
     for (int64_t i = 0; i < total; ++i) t[i] = transmission(v[i], sigma);
   });
 }
+
+namespace {
+
+// Largest |f| (integer frequency) with (f * step)^2 <= limit2, or -1 if none.
+int64_t max_index_within(double limit2, double step, int64_t n) {
+  if (limit2 < 0.0) return -1;
+  int64_t m = int64_t(std::floor(std::sqrt(limit2) / step));
+  while (m > 0 && double(m) * step * double(m) * step > limit2) --m;
+  while ((m + 1) <= n / 2 && double(m + 1) * step * double(m + 1) * step <= limit2) ++m;
+  return m > n / 2 ? n / 2 : m;
+}
+
+// Calls f(iy) for every column whose integer frequency satisfies lo < |freq_index(iy)| <= hi.
+template <class T, class F>
+void for_band(int64_t ny, int64_t lo, int64_t hi, F&& f) {
+  const int64_t half = (ny + 1) / 2;  // columns [0, half) hold f = iy >= 0
+  const int64_t p0 = lo + 1 > 0 ? lo + 1 : 0, p1 = hi < half - 1 ? hi : half - 1;
+  for (int64_t iy = p0; iy <= p1; ++iy) f(iy);
+  // columns [half, ny) hold f = iy - ny, |f| = ny - iy: lo < ny - iy <= hi
+  const int64_t n0 = ny - hi > half ? ny - hi : half, n1 = ny - lo < ny ? ny - lo : ny;
+  for (int64_t iy = n0; iy < n1; ++iy) f(iy);
+}
+
+}  // namespace
 
 void propagate_cpu(const PropagateParams& p, const double* tilt, void* spectrum) {
   if (p.batch == 0 || p.nx == 0 || p.ny == 0) return;
   dispatch_real(p.dtype, "multislice.propagate_cpu", [&](auto tag) {
     using T = decltype(tag);
     cplx<T>* w = static_cast<cplx<T>*>(spectrum);
-    const double fx = 1.0 / (double(p.nx) * p.dx), fy = 1.0 / (double(p.ny) * p.dy);
+    const int64_t nx = p.nx, ny = p.ny;
+    const double fx = 1.0 / (double(nx) * p.dx), fy = 1.0 / (double(ny) * p.dy);
     const int64_t tilts = p.tilt_stride ? p.batch : 1;
+    bool phase_free = p.dz == 0.0;  // dz = 0: the band limit alone (a real mask)
     // Separable phase tables per distinct tilt: exp(i phase_x(kx)), exp(i phase_y(ky)).
-    std::vector<cplx<T>> px(tilts * p.nx), py(tilts * p.ny);
-    std::vector<double> kx2(p.nx), ky2(p.ny);
+    std::vector<cplx<T>> px(tilts * nx), py(tilts * ny);
     for (int64_t t = 0; t < tilts; ++t) {
-      for (int64_t ix = 0; ix < p.nx; ++ix) {
-        const double k = double(freq_index(ix, p.nx)) * fx;
-        const cplx<double> e = cis(fresnel_phase_1d(k, p.wavelength, p.dz, tilt[2 * t]));
-        px[t * p.nx + ix] = {T(e.re), T(e.im)};
-        kx2[ix] = k * k;
+      for (int64_t ix = 0; ix < nx; ++ix) {
+        const cplx<double> e = cis(fresnel_phase_1d(double(freq_index(ix, nx)) * fx, p.wavelength,
+                                                    p.dz, tilt[2 * t]));
+        px[t * nx + ix] = {T(e.re), T(e.im)};
       }
-      for (int64_t iy = 0; iy < p.ny; ++iy) {
-        const double k = double(freq_index(iy, p.ny)) * fy;
-        const cplx<double> e = cis(fresnel_phase_1d(k, p.wavelength, p.dz, tilt[2 * t + 1]));
-        py[t * p.ny + iy] = {T(e.re), T(e.im)};
-        ky2[iy] = k * k;
+      for (int64_t iy = 0; iy < ny; ++iy) {
+        const cplx<double> e = cis(fresnel_phase_1d(double(freq_index(iy, ny)) * fy, p.wavelength,
+                                                    p.dz, tilt[2 * t + 1]));
+        py[t * ny + iy] = {T(e.re), T(e.im)};
       }
     }
-    const double inner = p.kc > 0 ? (p.kc - p.taper) * (p.kc - p.taper) : INFINITY;
-#pragma omp parallel for collapse(2) schedule(static)
+    const bool aperture = p.kc > 0;
+    const double inner2 = aperture ? (p.kc - p.taper) * (p.kc - p.taper) : INFINITY;
+    const double outer2 = aperture ? p.kc * p.kc : INFINITY;
+#pragma omp parallel for collapse(2) schedule(static) if (p.batch * nx * ny > kParallelWork)
     for (int64_t b = 0; b < p.batch; ++b)
-      for (int64_t ix = 0; ix < p.nx; ++ix) {
+      for (int64_t ix = 0; ix < nx; ++ix) {
         const int64_t t = p.tilt_stride ? b : 0;
-        const cplx<T> cx = px[t * p.nx + ix];
-        const cplx<T>* cy = &py[t * p.ny];
-        cplx<T>* row = w + (b * p.nx + ix) * p.ny;
-        for (int64_t iy = 0; iy < p.ny; ++iy) {
-          const double k2 = kx2[ix] + ky2[iy];
-          if (k2 <= inner) {
-            row[iy] = cmul(row[iy], cmul(cx, cy[iy]));
-          } else {
-            const T a = T(antialias(k2, p.kc, p.taper));
-            const cplx<T> f = cmul(cx, cy[iy]);
-            row[iy] = cmul(row[iy], cplx<T>{a * f.re, a * f.im});
-          }
-        }
+        const cplx<T> cx = px[t * nx + ix];
+        const cplx<T>* __restrict__ cy = &py[t * ny];
+        cplx<T>* __restrict__ row = w + (b * nx + ix) * ny;
+        const double kx = double(freq_index(ix, nx)) * fx, kx2 = kx * kx;
+        // Column bands: |f| <= m_in flat aperture, m_in < |f| <= m_out taper, beyond: zero.
+        const int64_t m_in = aperture ? max_index_within(inner2 - kx2, fy, ny) : ny / 2;
+        const int64_t m_out = aperture ? max_index_within(outer2 - kx2, fy, ny) : ny / 2;
+        auto flat = [&](int64_t iy) {
+          const cplx<T> f = cmul(cx, cy[iy]);
+          row[iy] = cmul(row[iy], f);
+        };
+        auto taper = [&](int64_t iy) {
+          const double ky = double(freq_index(iy, ny)) * fy;
+          const T a = T(antialias(kx2 + ky * ky, p.kc, p.taper));
+          const cplx<T> f = phase_free ? cplx<T>{a, T(0)} : cmul(cx, cy[iy]);
+          row[iy] = phase_free ? cplx<T>{a * row[iy].re, a * row[iy].im}
+                               : cmul(row[iy], cplx<T>{a * f.re, a * f.im});
+        };
+        auto zero = [&](int64_t iy) { row[iy] = {T(0), T(0)}; };
+        if (!phase_free) for_band<T>(ny, -1, m_in, flat);
+        for_band<T>(ny, m_in, m_out, taper);
+        for_band<T>(ny, m_out, ny, zero);
       }
   });
 }

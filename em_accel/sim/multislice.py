@@ -50,8 +50,9 @@ def _tilt_tensor(tilt, batch: int, device) -> torch.Tensor:
 
 
 def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], energy: float,
-               tilt=None, exit_planes: int | None = None, bandlimit_transmission: bool = True,
-               chunk: int = 8, callback: Callable[[int], None] | None = None) -> torch.Tensor:
+               tilt=None, exit_planes: int | Sequence[int] | None = None,
+               bandlimit_transmission: bool = True, chunk: int = 8,
+               callback: Callable[[int], None] | None = None) -> torch.Tensor:
     """Propagate waves through a potential by multislice.
 
     Args:
@@ -60,7 +61,8 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
             slicing), e.g. frozen-phonon configurations.
         energy: accelerating voltage [keV].
         tilt: beam tilt (theta_x, theta_y) [mrad], or [B, 2]; carried by the propagator.
-        exit_planes: also return the wave after every ``exit_planes``-th slice.
+        exit_planes: also return the wave after every ``exit_planes``-th slice, or (a list)
+            after each listed number of slices (1..num_slices), e.g. several thicknesses.
         bandlimit_transmission: band-limit t (abTEM's convention; costs one FFT pair per slice
             and chunk). False applies exp(i sigma V) on the fly, fused into one native pass.
         chunk: slices whose transmission functions are built together.
@@ -91,6 +93,13 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
     planes = []
     spec = torch.empty_like(psi)
     n = p0.num_slices
+    if exit_planes is None or isinstance(exit_planes, int):
+        every = int(exit_planes or 0)
+        record = {k for k in range(1, n + 1) if every and (k % every == 0 or k == n)}
+    else:
+        record = {int(k) for k in exit_planes}
+        if not record or min(record) < 1 or max(record) > n:
+            raise ValueError(f"exit_planes must list slice counts in 1..{n}, got {sorted(record)}")
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         if bandlimit_transmission:
@@ -108,11 +117,11 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
             fft.fft2(psi, out=spec)
             ops.propagate_(spec, dx, dy, lam, float(p0.thicknesses[start + j]), kc, taper, tilt_t)
             fft.ifft2(spec, out=psi)
-            if exit_planes and ((start + j + 1) % exit_planes == 0 or start + j + 1 == n):
+            if start + j + 1 in record:
                 planes.append(psi.clone())
             if callback is not None:
                 callback(start + j + 1)
-    if exit_planes:
+    if record:
         out = torch.stack(planes)
         return out[:, 0] if squeeze else out
     return psi[0] if squeeze else psi

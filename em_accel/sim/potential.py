@@ -70,6 +70,27 @@ class Grid:
         return kx[:, None], ky[None, :]
 
 
+def fft_size(n: int) -> int:
+    """Smallest integer >= n whose prime factors are all 2, 3, 5 or 7 (fast FFT sizes)."""
+    m = max(1, int(n))
+    while True:
+        k = m
+        for p in (2, 3, 5, 7):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def periodic_gpts(structure: Structure, sampling: float) -> tuple[int, int]:
+    """Grid with sampling <= ``sampling`` [Å/px] that is FFT-friendly per lateral period and
+    commensurate with the structure's lateral tiling (so the periodic fast path applies)."""
+    reps = structure.info.get("repeats", (1, 1, 1))
+    return tuple(int(r) * fft_size(math.ceil(structure.cell[i] / int(r) / sampling))
+                 for i, r in enumerate(reps[:2]))
+
+
 def slice_thicknesses(depth: float, slice_thickness: float | Sequence[float]) -> np.ndarray:
     """Thickness of each slice [Å]: ``ceil(depth / dz)`` equal slices, or the given list."""
     if np.isscalar(slice_thickness):

@@ -89,8 +89,9 @@ def incoherent_image(structure: Structure, energy: float, sampling: float | None
     """Fast incoherent HAADF approximation [nx, ny]: probe intensity convolved with Z^exponent.
 
     Every atom is a point of weight Z^exponent (projected through the whole box), placed with the
-    exact structure-factor kernel, and the periodic convolution with the probe intensity is done
-    in Fourier space. Units: weight per Å^2 times probe intensity integral (Σ|psi|^2 = 1).
+    exact structure-factor kernel (sub-pixel positions kept), and the periodic convolution with
+    the probe intensity (normalised to sum 1 over the grid) is done in Fourier space:
+    ``I(r) = sum_j Z_j^exponent |psi(r - r_j)|^2``, so the image sums to ``sum_j Z_j^exponent``.
     """
     grid = Grid.from_sampling(structure.cell[:2], sampling, gpts)
     (nx, ny), (lx, ly) = grid.gpts, grid.extent
@@ -105,5 +106,5 @@ def incoherent_image(structure: Structure, energy: float, sampling: float | None
     obj_k = ops.structure_factor(pos, spt, offsets, ff, nx, ny, lx, ly)[0]
     p = probe(grid, energy, [(0.0, 0.0)], semiangle_cutoff, aberrations, device=device,
               dtype=torch.complex128, **kwargs)[0]
-    p_int = torch.fft.rfft2(p.abs() ** 2)
+    p_int = torch.fft.rfft2(p.abs() ** 2 * (nx * ny))  # probe intensity summing to 1 over the grid
     return torch.fft.irfft2(obj_k * p_int, s=(nx, ny))

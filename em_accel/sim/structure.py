@@ -122,7 +122,7 @@ def read_cif(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no CIF file at {path}")
+        raise FileNotFoundError(f"no CIF file at {path} (shipped structures: {', '.join(SHIPPED)})")
     try:
         atoms = read(str(path), format="cif")
     except Exception as exc:  # ASE raises many types for malformed input
