@@ -160,3 +160,83 @@ def run(quick: bool = False) -> Path:
     except ImportError:
         pass
     return write_record("multislice", rows, ["cpu"], extra)
+
+
+def run_cuda(quick: bool = False) -> Path:
+    """GPU timings of em-accel's loop (no abTEM on the GPU machine): ms per slice, the FFT-bound
+    floor (fft2 + ifft2 + one complex multiply per slice, measured on the same card) and the
+    achieved memory bandwidth against the card's measured device-to-device copy bandwidth."""
+    from ase.build import bulk  # noqa: F401  (ASE is optional here: structures are built directly)
+
+    from em_accel.sim import Potential, Structure, from_ase, multislice, plane_wave
+
+    dev = "cuda"
+    x = torch.empty(2 ** 28, dtype=torch.float32, device=dev)  # 1 GiB
+    y = torch.empty_like(x)
+    torch.cuda.synchronize()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    ev[0].record()
+    for _ in range(10):
+        y.copy_(x)
+    ev[1].record()
+    torch.cuda.synchronize()
+    copy_bw = 2 * x.numel() * 4 * 10 / (ev[0].elapsed_time(ev[1]) * 1e-3)  # read + write bytes/s
+    del x, y
+
+    def cuda_time(fn, repeats=5):
+        fn()
+        torch.cuda.synchronize()
+        best = math.inf
+        for _ in range(repeats):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            best = min(best, a.elapsed_time(b) * 1e-3)
+        return best
+
+    rows = []
+    sizes = [(512, 5, 50, "general"), (512, 4, 50, "periodic")] if quick else [
+        (512, 5, 100, "general"), (512, 4, 100, "periodic"), (1024, 10, 100, "general"),
+        (1024, 8, 100, "periodic"), (2048, 20, 50, "general"), (2048, 16, 50, "periodic")]
+    for gpts, cells, n, layout in sizes:
+        s = from_ase(bulk("Si", cubic=True)).repeat(cells, cells, 1).with_thickness(n * DZ)
+        n_pix = gpts * gpts
+        psi = torch.ones((gpts, gpts), dtype=torch.complex64, device=dev)
+        spec = torch.empty_like(psi)
+        tt = torch.ones_like(psi)
+
+        def floor():
+            for _ in range(n):
+                psi.mul_(tt)
+                torch.fft.fft2(psi, out=spec)
+                torch.fft.ifft2(spec, out=psi)
+
+        t_floor = cuda_time(floor) / n
+        for method in ("exact", "deposit"):
+            def fly():
+                p = Potential(s, gpts=gpts, slice_thickness=DZ, method=method, device=dev)
+                return multislice(plane_wave(p.grid, device=dev), p, ENERGY)
+            t_fly = cuda_time(fly, 3) / n
+            rows.append({"device": torch.cuda.get_device_name(), "gpts": gpts, "layout": layout,
+                         "impl": f"ours_{method}", "ms_per_slice": t_fly * 1e3,
+                         "floor_ms_per_slice": t_floor * 1e3, "ratio_to_floor": t_fly / t_floor})
+        pre = Potential(s, gpts=gpts, slice_thickness=DZ, method="deposit", device=dev).precompute()
+        for batch in (1, 16):
+            def loop():
+                return multislice(plane_wave(pre.grid, batch, device=dev), pre, ENERGY)
+            t = cuda_time(loop) / n / batch
+            # traffic of the loop per wave and slice: multiply (r psi, r t, w psi), FFT pair
+            # (>= 2 passes of r+w each), propagate (r+w) => at least 9 passes of 8 bytes x N
+            bw = 9 * 8 * n_pix / t
+            rows.append({"device": torch.cuda.get_device_name(), "gpts": gpts, "layout": layout,
+                         "impl": f"ours_prebuilt_batch{batch}", "ms_per_slice": t * 1e3,
+                         "floor_ms_per_slice": t_floor * 1e3, "ratio_to_floor": t / t_floor,
+                         "achieved_GBps": bw / 1e9, "copy_GBps": copy_bw / 1e9,
+                         "bandwidth_fraction": bw / copy_bw})
+        print(rows[-1], flush=True)
+    print_table("multislice on GPU (per wave and slice)", rows,
+                ["gpts", "layout", "impl", "ms_per_slice", "floor_ms_per_slice", "ratio_to_floor",
+                 "achieved_GBps", "bandwidth_fraction"])
+    return write_record("multislice", rows, ["cuda"], {"copy_GBps": copy_bw / 1e9, "energy_keV": ENERGY})

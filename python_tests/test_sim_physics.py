@@ -269,3 +269,26 @@ def test_periodic_path_equals_general_path(method):
     s2 = s.repeat(1, 1, 1)
     s2.positions[3] += (0.1, 0.0, 0.0)
     assert Potential(s2, gpts=(180, 120), slice_thickness=1.9).tile == (1, 1)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["exact", "deposit"])
+def test_exit_wave_and_stem_on_cuda_match_cpu(method):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from ase.build import bulk
+
+    from em_accel.sim import from_ase
+    from em_accel.sim.stem import stem
+
+    s = from_ase(bulk("GaAs", "zincblende", a=5.653, cubic=True)).repeat(2, 2, 2)
+    s.positions[0] += (0.3, 0.1, 0.0)  # general path
+    kw = dict(energy=300, gpts=(120, 110), slice_thickness=1.9, method=method)
+    cpu = exit_wave(s, **kw)
+    gpu = exit_wave(s, device="cuda", **kw).cpu()
+    assert ((gpu - cpu).norm() / cpu.norm()).item() < 1e-5
+    pc = Potential(s, gpts=(120, 110), slice_thickness=1.9, method=method)
+    pg = Potential(s, gpts=(120, 110), slice_thickness=1.9, method=method, device="cuda")
+    a = stem(pc, 300, [(1.0, 2.0), (3.0, 3.0)], [(50, 120)], semiangle_cutoff=20)
+    b = stem(pg, 300, [(1.0, 2.0), (3.0, 3.0)], [(50, 120)], semiangle_cutoff=20).cpu()
+    assert torch.allclose(a, b, rtol=1e-4)
