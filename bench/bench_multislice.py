@@ -81,7 +81,7 @@ def run(quick: bool = False) -> Path:
     # em-accel then builds V, t and the band limit on one lateral period.
     sizes = [(256, 5, 10, "general"), (256, 4, 10, "periodic")] if quick else [
         (512, 5, 50, "general"), (512, 4, 50, "periodic"), (1024, 10, 50, "general"),
-        (1024, 8, 50, "periodic"), (2048, 20, 20, "general"), (2048, 16, 20, "periodic")]
+        (1024, 8, 50, "periodic"), (2048, 20, 10, "general"), (2048, 16, 10, "periodic")]
     repeats = 2 if quick else 3
     rows = []
     for gpts, cells, nslices, layout in sizes:

@@ -18,6 +18,71 @@ template <class F> void dispatch_real(int dtype, const char* where, F&& f) {
   require(false, std::string(where) + ": dtype must be F32 or F64, got code " + std::to_string(dtype));
 }
 
+// r += sum_a c_a * e_a over a row of m complex values, for na = 1..4 atoms at once (split
+// re/im layout). Compiled for AVX-512, AVX2 and baseline x86-64; the loader picks one.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define EM_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EM_MULTIVERSION
+#endif
+
+template <class T>
+inline void row_axpy(int na, int64_t m, const T* cr, const T* ci, const T* const* er,
+                     const T* const* ei, T* __restrict__ rr, T* __restrict__ ri) {
+  if (na == 4) {
+    const T* __restrict__ e0r = er[0]; const T* __restrict__ e0i = ei[0];
+    const T* __restrict__ e1r = er[1]; const T* __restrict__ e1i = ei[1];
+    const T* __restrict__ e2r = er[2]; const T* __restrict__ e2i = ei[2];
+    const T* __restrict__ e3r = er[3]; const T* __restrict__ e3i = ei[3];
+    for (int64_t i = 0; i < m; ++i) {
+      rr[i] += cr[0] * e0r[i] - ci[0] * e0i[i] + cr[1] * e1r[i] - ci[1] * e1i[i] +
+               cr[2] * e2r[i] - ci[2] * e2i[i] + cr[3] * e3r[i] - ci[3] * e3i[i];
+      ri[i] += cr[0] * e0i[i] + ci[0] * e0r[i] + cr[1] * e1i[i] + ci[1] * e1r[i] +
+               cr[2] * e2i[i] + ci[2] * e2r[i] + cr[3] * e3i[i] + ci[3] * e3r[i];
+    }
+    return;
+  }
+  for (int a = 0; a < na; ++a) {
+    const T* __restrict__ xr = er[a];
+    const T* __restrict__ xi = ei[a];
+    const T c0 = cr[a], c1 = ci[a];
+    for (int64_t i = 0; i < m; ++i) {
+      rr[i] += c0 * xr[i] - c1 * xi[i];
+      ri[i] += c0 * xi[i] + c1 * xr[i];
+    }
+  }
+}
+
+EM_MULTIVERSION void row_axpy_f(int na, int64_t m, const float* cr, const float* ci,
+                                const float* const* er, const float* const* ei, float* rr,
+                                float* ri) {
+  row_axpy<float>(na, m, cr, ci, er, ei, rr, ri);
+}
+EM_MULTIVERSION void row_axpy_d(int na, int64_t m, const double* cr, const double* ci,
+                                const double* const* er, const double* const* ei, double* rr,
+                                double* ri) {
+  row_axpy<double>(na, m, cr, ci, er, ei, rr, ri);
+}
+inline void row_axpy_any(int na, int64_t m, const float* cr, const float* ci, const float* const* er,
+                         const float* const* ei, float* rr, float* ri) {
+  row_axpy_f(na, m, cr, ci, er, ei, rr, ri);
+}
+inline void row_axpy_any(int na, int64_t m, const double* cr, const double* ci,
+                         const double* const* er, const double* const* ei, double* rr, double* ri) {
+  row_axpy_d(na, m, cr, ci, er, ei, rr, ri);
+}
+
+// exp(-2 pi i f u) for f = 0 .. count-1 by complex recurrence in double, re-anchored with a
+// direct structure_phase every 64 steps (error ~1e-14).
+inline void phase_run(double u, int64_t count, cplx<double>* out) {
+  cplx<double> step = structure_phase(1, u), e{1.0, 0.0};
+  for (int64_t f = 0; f < count; ++f) {
+    if ((f & 63) == 0) e = structure_phase(f, u);
+    out[f] = e;
+    e = cmul(e, step);
+  }
+}
+
 // One item: per row ix, sum exp(-2 pi i kx x_j) * exp(-2 pi i ky y_j) over each species run of
 // atoms (separable phases, tables built once per item), then weight by that species' form factor.
 template <class T>
@@ -33,17 +98,24 @@ void structure_factor_item(const PotentialParams& p, const double* pos, const in
   std::vector<T> ey_re(n * nyh), ey_im(n * nyh);
   std::vector<cplx<T>> ex(n * nx);
   const bool big = n * plane > kParallelWork;  // small items: no thread start-up on busy CPUs
-#pragma omp parallel for schedule(static) if (big)
-  for (int64_t j = 0; j < n; ++j) {
-    const double ux = pos[2 * (a0 + j)] / p.lx, uy = pos[2 * (a0 + j) + 1] / p.ly;
-    for (int64_t iy = 0; iy < nyh; ++iy) {
-      const cplx<double> e = structure_phase(iy, uy);
-      ey_re[j * nyh + iy] = T(e.re);
-      ey_im[j * nyh + iy] = T(e.im);
-    }
-    for (int64_t ix = 0; ix < nx; ++ix) {
-      const cplx<double> e = structure_phase(freq_index(ix, nx), ux);
-      ex[j * nx + ix] = {T(e.re), T(e.im)};
+#pragma omp parallel if (big)
+  {
+    std::vector<cplx<double>> tmp(nx > nyh ? nx : nyh);
+#pragma omp for schedule(static)
+    for (int64_t j = 0; j < n; ++j) {
+      const double ux = pos[2 * (a0 + j)] / p.lx, uy = pos[2 * (a0 + j) + 1] / p.ly;
+      phase_run(uy, nyh, tmp.data());
+      for (int64_t iy = 0; iy < nyh; ++iy) {
+        ey_re[j * nyh + iy] = T(tmp[iy].re);
+        ey_im[j * nyh + iy] = T(tmp[iy].im);
+      }
+      const int64_t npos = (nx + 1) / 2;  // f = 0 .. npos-1; negative f = ix - nx
+      phase_run(ux, nx - npos + 1 > npos ? nx - npos + 1 : npos, tmp.data());
+      for (int64_t ix = 0; ix < nx; ++ix) {
+        const int64_t f = freq_index(ix, nx);
+        const cplx<double> e = f >= 0 ? tmp[f] : cplx<double>{tmp[-f].re, -tmp[-f].im};
+        ex[j * nx + ix] = {T(e.re), T(e.im)};
+      }
     }
   }
 #pragma omp parallel if (big)
@@ -57,16 +129,18 @@ void structure_factor_item(const PotentialParams& p, const double* pos, const in
       while (j < n) {
         const int32_t s = species[a0 + j];
         for (int64_t iy = 0; iy < nyh; ++iy) { r_re[iy] = T(0); r_im[iy] = T(0); }
-        for (; j < n && species[a0 + j] == s; ++j) {
-          const T cr = ex[j * nx + ix].re, ci = ex[j * nx + ix].im;
-          const T* __restrict__ er = &ey_re[j * nyh];
-          const T* __restrict__ ei = &ey_im[j * nyh];
-          T* __restrict__ rr = r_re.data();
-          T* __restrict__ ri = r_im.data();
-          for (int64_t iy = 0; iy < nyh; ++iy) {
-            rr[iy] += cr * er[iy] - ci * ei[iy];
-            ri[iy] += cr * ei[iy] + ci * er[iy];
+        while (j < n && species[a0 + j] == s) {
+          T cr[4], ci[4];
+          const T* er[4];
+          const T* ei[4];
+          int na = 0;
+          for (; na < 4 && j < n && species[a0 + j] == s; ++na, ++j) {
+            cr[na] = ex[j * nx + ix].re;
+            ci[na] = ex[j * nx + ix].im;
+            er[na] = &ey_re[j * nyh];
+            ei[na] = &ey_im[j * nyh];
           }
+          row_axpy_any(na, nyh, cr, ci, er, ei, r_re.data(), r_im.data());
         }
         const T* f = ff + s * plane + ix * nyh;
         for (int64_t iy = 0; iy < nyh; ++iy) {

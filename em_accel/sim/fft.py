@@ -85,3 +85,53 @@ def ifft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         plan.execute()
     out.mul_(1.0 / (x.shape[-1] * x.shape[-2]))
     return out
+
+
+def _plan_real(in_shape, in_dtype: torch.dtype, out_shape, out_dtype: torch.dtype, direction: str):
+    pyfftw = _fftw()
+    threads = torch.get_num_threads()
+    key = (tuple(in_shape), str(in_dtype), tuple(out_shape), direction, threads)
+    np_of = {torch.float32: "float32", torch.float64: "float64", torch.complex64: "complex64",
+             torch.complex128: "complex128"}
+    with _LOCK:
+        plan = _PLANS.get(key)
+        if plan is None:
+            a = pyfftw.empty_aligned(in_shape, dtype=np_of[in_dtype])
+            b = pyfftw.empty_aligned(out_shape, dtype=np_of[out_dtype])
+            plan = pyfftw.FFTW(a, b, axes=(-2, -1), direction=direction,
+                               flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"), threads=threads,
+                               planning_timelimit=5.0)
+            _PLANS[key] = plan
+    return plan
+
+
+def _real_usable(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.is_contiguous() and x.data_ptr() % 64 == 0
+            and _fftw() is not None)
+
+
+def rfft2(x: torch.Tensor) -> torch.Tensor:
+    """Real-to-complex 2-D FFT of the last two axes ([..., nx, ny] -> [..., nx, ny//2+1])."""
+    if not _real_usable(x) or x.dtype not in (torch.float32, torch.float64):
+        return torch.fft.rfft2(x)
+    cdt = torch.complex64 if x.dtype == torch.float32 else torch.complex128
+    out = torch.empty((*x.shape[:-1], x.shape[-1] // 2 + 1), dtype=cdt)
+    plan = _plan_real(x.shape, x.dtype, out.shape, cdt, "FFTW_FORWARD")
+    with _LOCK:
+        plan.update_arrays(x.numpy(), out.numpy())
+        plan.execute()
+    return out
+
+
+def irfft2(x: torch.Tensor, s: tuple[int, int]) -> torch.Tensor:
+    """Complex-to-real inverse 2-D FFT (1/N normalised) to shape ``s``; may overwrite ``x``."""
+    if not _real_usable(x) or x.dtype not in (torch.complex64, torch.complex128):
+        return torch.fft.irfft2(x, s=s)
+    rdt = torch.float32 if x.dtype == torch.complex64 else torch.float64
+    out = torch.empty((*x.shape[:-2], *s), dtype=rdt)
+    plan = _plan_real(x.shape, x.dtype, out.shape, rdt, "FFTW_BACKWARD")
+    with _LOCK:
+        plan.update_arrays(x.numpy(), out.numpy())
+        plan.execute()
+    out.mul_(1.0 / (s[0] * s[1]))
+    return out

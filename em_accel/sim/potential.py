@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..ops import multislice as ops
+from . import fft
 from .kirkland import SYMBOLS, atomic_number, projected_potential_fourier
 from .structure import Structure
 
@@ -223,8 +224,8 @@ class Potential:
         else:
             dep = ops.deposit(pos, sp, offsets, max(1, len(self.species)), nx, ny, lx, ly,
                               double=self.dtype == torch.float64)
-            spec = (torch.fft.rfft2(dep) * self._kernel).sum(1)
-        return torch.fft.irfft2(spec, s=(nx, ny))
+            spec = (fft.rfft2(dep) * self._kernel).sum(1)
+        return fft.irfft2(spec, s=(nx, ny))
 
     def build(self) -> torch.Tensor:
         """All slices [num_slices, nx, ny] [V·Å]."""
