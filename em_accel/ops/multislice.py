@@ -6,14 +6,17 @@ Five ops carry the hot path of :mod:`em_accel.sim` (docs/multislice.md gives the
   ``V(k) = sum_j f_s(k) exp(-2 pi i k.r_j)`` on the rfft2 half spectrum;
 - ``em_accel::ms_deposit``: abTEM-compatible bilinear deposit of atoms on the grid (per species);
 - ``em_accel::ms_transmission``: ``t = exp(i sigma V)`` from the projected potential;
-- ``em_accel::ms_transmit_``: ``wave *= exp(i sigma V)`` in place, computed on the fly;
-- ``em_accel::ms_propagate_``: ``spectrum *= exp(-i pi lambda dz k^2) * tilt ramp * antialias``
-  in place, the propagator and band limit computed on the fly (no propagator array).
+- ``em_accel::ms_transmit``: ``wave * exp(i sigma V)``, the exponential computed on the fly;
+- ``em_accel::ms_propagate``: ``spectrum * exp(-i pi lambda dz k^2) * tilt ramp * antialias``,
+  the propagator and band limit computed on the fly in one pass (no propagator array).
+
+The registered ops are functional; ``transmit_`` and ``propagate_`` run the same kernels in
+place (same checks) for the simulator's loop.
 
 The FFTs between them are torch.fft (cuFFT on GPU). None of the ops is differentiable (the
 simulator is a forward model); ``OP_SPECS`` says so.
 
-Data flow: ``em_accel.sim.multislice`` -> ``propagate_`` -> ``em_accel::ms_propagate_`` ->
+Data flow: ``em_accel.sim.multislice`` -> ``propagate_`` (or ``em_accel::ms_propagate``) ->
 ``_native.multislice.propagate_{cpu,cuda}`` -> ``multislice::propagate_*`` ->
 ``fresnel_phase_1d``/``antialias`` (csrc/multislice/multislice.h).
 """
@@ -234,33 +237,42 @@ def _check_wave_potential(wave, potential) -> int:
     return wave.numel() // max(1, math.prod(grid))
 
 
-@torch.library.custom_op("em_accel::ms_transmit_", mutates_args=("wave",))
-def ms_transmit_(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> None:
-    """In place ``wave *= exp(i sigma potential)``, the exponential computed on the fly.
-
-    Args:
-        wave: complex64/complex128 [..., nx, ny], contiguous.
-        potential: real of the matching precision, [nx, ny] (shared by all waves) or the wave's shape.
-        sigma: interaction parameter [rad/(V·Å)].
-    """
-    pb = _check_wave_potential(wave, potential)
+def _transmit_native(wave: torch.Tensor, potential: torch.Tensor, sigma: float, pb: int) -> None:
     pixels = wave.shape[-2] * wave.shape[-1]
     p = _transmit_params(wave.numel() // max(pixels, 1), pixels, 0 if pb == 1 else pixels, sigma,
                          potential.dtype)
-    with native_stream(wave.device, "em_accel::ms_transmit_") as stream:
+    with native_stream(wave.device, "em_accel::ms_transmit") as stream:
         if wave.device.type == "cuda":
             _N.transmit_cuda(p, potential.data_ptr(), wave.data_ptr(), stream)
         else:
             _N.transmit_cpu(p, potential.data_ptr(), wave.data_ptr())
 
 
-@ms_transmit_.register_fake
+@torch.library.custom_op("em_accel::ms_transmit", mutates_args=())
+def ms_transmit(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``wave * exp(i sigma potential)``, the exponential computed on the fly in one pass.
+
+    Args:
+        wave: complex64/complex128 [..., nx, ny], contiguous.
+        potential: real of the matching precision, [nx, ny] (shared by all waves) or the wave's shape.
+        sigma: interaction parameter [rad/(V·Å)].
+    Returns:
+        the transmitted wave (a new tensor; :func:`transmit_` works in place).
+    """
+    pb = _check_wave_potential(wave, potential)
+    out = wave.clone()
+    _transmit_native(out, potential, sigma, pb)
+    return out
+
+
+@ms_transmit.register_fake
 def _(wave, potential, sigma):
     _check_wave_potential(wave, potential)
+    return torch.empty_like(wave)
 
 
 def transmit_reference(wave, potential, sigma):
-    """Reference for em_accel::ms_transmit_ (returns the new wave instead of mutating)."""
+    """Reference for em_accel::ms_transmit."""
     return wave * transmission_reference(potential, sigma).to(wave.dtype)
 
 
@@ -297,14 +309,29 @@ def _check_propagate(spectrum, tilt, dx, dy, wavelength, dz, kc, taper) -> int:
     return batch
 
 
-@torch.library.custom_op("em_accel::ms_propagate_", mutates_args=("spectrum",))
-def ms_propagate_(spectrum: torch.Tensor, tilt: torch.Tensor, dx: float, dy: float,
-                  wavelength: float, dz: float, kc: float, taper: float) -> None:
-    """In place Fresnel propagation of a wave spectrum with the antialias band limit.
+def _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch) -> None:
+    p = _N.PropagateParams()
+    p.batch, p.nx, p.ny = batch, spectrum.shape[-2], spectrum.shape[-1]
+    p.dx, p.dy, p.wavelength, p.dz = float(dx), float(dy), float(wavelength), float(dz)
+    p.kc, p.taper = float(kc), float(taper)
+    p.tilt_stride = 0 if tilt.numel() == 2 else 2
+    p.dtype = DTYPE_CODES[_REAL_OF[spectrum.dtype]]
+    with native_stream(spectrum.device, "em_accel::ms_propagate") as stream:
+        if spectrum.device.type == "cuda":
+            _N.propagate_cuda(p, tilt.data_ptr(), spectrum.data_ptr(), stream)
+        else:
+            _N.propagate_cpu(p, tilt.data_ptr(), spectrum.data_ptr())
 
-    ``spectrum *= exp(-i pi lambda dz k^2) exp(-2 pi i dz (kx tx + ky ty)) A(k)`` with k =
+
+@torch.library.custom_op("em_accel::ms_propagate", mutates_args=())
+def ms_propagate(spectrum: torch.Tensor, tilt: torch.Tensor, dx: float, dy: float,
+                 wavelength: float, dz: float, kc: float, taper: float) -> torch.Tensor:
+    """Fresnel propagation of a wave spectrum with the antialias band limit, in one pass.
+
+    ``spectrum * exp(-i pi lambda dz k^2) exp(-2 pi i dz (kx tx + ky ty)) A(k)`` with k =
     fftfreq (cycles/Å, unshifted layout) and A the raised-cosine aperture of radius ``kc`` [1/Å]
-    and taper ``taper`` [1/Å] (``kc <= 0``: none). ``dz = 0`` applies only the band limit.
+    and taper ``taper`` [1/Å] (``kc <= 0``: none); computed on the fly, no propagator array.
+    ``dz = 0`` applies only the band limit. :func:`propagate_` works in place.
 
     Args:
         spectrum: complex64/complex128 [..., nx, ny] = FFT of the wave.
@@ -312,22 +339,15 @@ def ms_propagate_(spectrum: torch.Tensor, tilt: torch.Tensor, dx: float, dy: flo
         dx, dy: real-space sampling [Å]; wavelength [Å]; dz: distance [Å].
     """
     batch = _check_propagate(spectrum, tilt, dx, dy, wavelength, dz, kc, taper)
-    p = _N.PropagateParams()
-    p.batch, p.nx, p.ny = batch, spectrum.shape[-2], spectrum.shape[-1]
-    p.dx, p.dy, p.wavelength, p.dz = float(dx), float(dy), float(wavelength), float(dz)
-    p.kc, p.taper = float(kc), float(taper)
-    p.tilt_stride = 0 if tilt.numel() == 2 else 2
-    p.dtype = DTYPE_CODES[_REAL_OF[spectrum.dtype]]
-    with native_stream(spectrum.device, "em_accel::ms_propagate_") as stream:
-        if spectrum.device.type == "cuda":
-            _N.propagate_cuda(p, tilt.data_ptr(), spectrum.data_ptr(), stream)
-        else:
-            _N.propagate_cpu(p, tilt.data_ptr(), spectrum.data_ptr())
+    out = spectrum.clone()
+    _propagate_native(out, tilt, dx, dy, wavelength, dz, kc, taper, batch)
+    return out
 
 
-@ms_propagate_.register_fake
+@ms_propagate.register_fake
 def _(spectrum, tilt, dx, dy, wavelength, dz, kc, taper):
     _check_propagate(spectrum, tilt, dx, dy, wavelength, dz, kc, taper)
+    return torch.empty_like(spectrum)
 
 
 def antialias_reference(nx: int, ny: int, dx: float, dy: float, kc: float, taper: float,
@@ -357,7 +377,7 @@ def propagator_reference(nx: int, ny: int, dx: float, dy: float, wavelength: flo
 
 
 def propagate_reference(spectrum, tilt, dx, dy, wavelength, dz, kc, taper):
-    """Reference for em_accel::ms_propagate_ (returns the propagated spectrum)."""
+    """Reference for em_accel::ms_propagate; float64-capable."""
     nx, ny = spectrum.shape[-2:]
     prop = propagator_reference(nx, ny, dx, dy, wavelength, dz, kc, taper, tilt)
     if tilt.numel() == 2:
@@ -388,18 +408,24 @@ def transmission(potential: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def transmit_(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> torch.Tensor:
-    """In place ``wave *= exp(i sigma V)``; returns ``wave``."""
-    ms_transmit_(wave, potential.contiguous(), float(sigma))
+    """In place ``wave *= exp(i sigma V)`` (the kernel of em_accel::ms_transmit); returns ``wave``.
+
+    The simulator's hot loop uses this in-place form; the registered op is functional.
+    """
+    potential = potential.contiguous()
+    pb = _check_wave_potential(wave, potential)
+    _transmit_native(wave, potential, float(sigma), pb)
     return wave
 
 
 def propagate_(spectrum: torch.Tensor, dx: float, dy: float, wavelength: float, dz: float,
                kc: float, taper: float, tilt: torch.Tensor | None = None) -> torch.Tensor:
-    """In place propagation + band limit of a spectrum; returns ``spectrum``."""
+    """In place propagation + band limit of a spectrum (the kernel of em_accel::ms_propagate)."""
     if tilt is None:
         tilt = torch.zeros(2, dtype=torch.float64, device=spectrum.device)
-    ms_propagate_(spectrum, tilt.to(torch.float64).contiguous(), float(dx), float(dy),
-                  float(wavelength), float(dz), float(kc), float(taper))
+    tilt = tilt.to(torch.float64).contiguous()
+    batch = _check_propagate(spectrum, tilt, dx, dy, wavelength, dz, kc, taper)
+    _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch)
     return spectrum
 
 
@@ -439,7 +465,7 @@ def sample_transmission(device="cpu", dtype=torch.float32, requires_grad=False):
 
 
 def sample_transmit(device="cpu", dtype=torch.float32, requires_grad=False):
-    """Arguments for em_accel::ms_transmit_ (a per-wave potential)."""
+    """Arguments for em_accel::ms_transmit (a per-wave potential)."""
     g = torch.Generator().manual_seed(3)
     wave = torch.randn((2, 8, 6), generator=g, dtype=torch.complex128).to(device, _COMPLEX_OF[dtype])
     v = (torch.randn((2, 8, 6), generator=g, dtype=torch.float64) * 50).to(device, dtype)
@@ -447,7 +473,7 @@ def sample_transmit(device="cpu", dtype=torch.float32, requires_grad=False):
 
 
 def sample_propagate(device="cpu", dtype=torch.float32, requires_grad=False, nx=16, ny=12):
-    """Arguments for em_accel::ms_propagate_ (batch of 2 with per-wave tilts)."""
+    """Arguments for em_accel::ms_propagate (batch of 2 with per-wave tilts)."""
     g = torch.Generator().manual_seed(4)
     spec = torch.randn((2, nx, ny), generator=g, dtype=torch.complex128).to(device, _COMPLEX_OF[dtype])
     tilt = torch.tensor([[0.004, -0.002], [0.0, 0.01]], dtype=torch.float64, device=device)
@@ -460,6 +486,6 @@ OP_SPECS = [
     OpSpec("ms_structure_factor", structure_factor_reference, sample_structure_factor, False, "multislice"),
     OpSpec("ms_deposit", deposit_reference, sample_deposit, False, "multislice"),
     OpSpec("ms_transmission", transmission_reference, sample_transmission, False, "multislice"),
-    OpSpec("ms_transmit_", transmit_reference, sample_transmit, False, "multislice"),
-    OpSpec("ms_propagate_", propagate_reference, sample_propagate, False, "multislice"),
+    OpSpec("ms_transmit", transmit_reference, sample_transmit, False, "multislice"),
+    OpSpec("ms_propagate", propagate_reference, sample_propagate, False, "multislice"),
 ]

@@ -17,6 +17,15 @@ _PLANS: dict = {}
 _LOCK = threading.Lock()
 
 
+def _flags(shape) -> tuple[str, ...]:
+    """FFTW_MEASURE (timed planning, once per shape) for large transforms; FFTW_ESTIMATE for
+    small ones, where measuring would cost more than it saves."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return ("FFTW_MEASURE" if n >= 1 << 18 else "FFTW_ESTIMATE", "FFTW_DESTROY_INPUT")
+
+
 def _fftw():
     if os.environ.get("EM_ACCEL_FFT", "auto").lower() == "torch":
         return None
@@ -42,9 +51,8 @@ def _plan(shape, dtype, direction: str, inplace: bool):
             npdt = "complex64" if dtype == torch.complex64 else "complex128"
             a = pyfftw.empty_aligned(shape, dtype=npdt)
             b = a if inplace else pyfftw.empty_aligned(shape, dtype=npdt)
-            plan = pyfftw.FFTW(a, b, axes=(-2, -1), direction=direction,
-                               flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"), threads=threads,
-                               planning_timelimit=5.0)
+            plan = pyfftw.FFTW(a, b, axes=(-2, -1), direction=direction, flags=_flags(shape),
+                               threads=threads, planning_timelimit=2.0)
             _PLANS[key] = plan
     return plan
 
@@ -98,9 +106,8 @@ def _plan_real(in_shape, in_dtype: torch.dtype, out_shape, out_dtype: torch.dtyp
         if plan is None:
             a = pyfftw.empty_aligned(in_shape, dtype=np_of[in_dtype])
             b = pyfftw.empty_aligned(out_shape, dtype=np_of[out_dtype])
-            plan = pyfftw.FFTW(a, b, axes=(-2, -1), direction=direction,
-                               flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"), threads=threads,
-                               planning_timelimit=5.0)
+            plan = pyfftw.FFTW(a, b, axes=(-2, -1), direction=direction, flags=_flags(in_shape),
+                               threads=threads, planning_timelimit=2.0)
             _PLANS[key] = plan
     return plan
 
