@@ -128,3 +128,13 @@ def test_bad_inputs_raise_named_errors():
         M.ms_transmit(wave, pot[:, :4].contiguous(), sigma)
     with pytest.raises(TypeError, match="potential"):
         M.transmit_(wave, pot.double(), sigma)
+
+
+def test_transmission_accurate_for_large_phases(device):
+    # sigma * V spans +-40 rad (heavy-atom cores): the float32 kernel stays within float32 rounding
+    v = torch.linspace(-4e4, 4e4, 100003, dtype=torch.float32, device=device).reshape(1, 100003, 1)
+    sigma = 1e-3
+    got = M.ms_transmission(v.contiguous(), sigma).cpu().to(torch.complex128)
+    phase = v.cpu().to(torch.float64) * torch.tensor(sigma, dtype=torch.float32).to(torch.float64)
+    want = torch.polar(torch.ones_like(phase), phase)
+    assert (got - want).abs().max().item() < 6e-6
