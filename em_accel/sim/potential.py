@@ -224,7 +224,10 @@ class Potential:
         else:
             dep = ops.deposit(pos, sp, offsets, max(1, len(self.species)), nx, ny, lx, ly,
                               double=self.dtype == torch.float64)
-            spec = (fft.rfft2(dep) * self._kernel).sum(1)
+            dep_k = fft.rfft2(dep)  # [C, S, nx, nyh]
+            spec = dep_k[:, 0].mul_(self._kernel[0])
+            for i in range(1, dep_k.shape[1]):
+                spec.add_(dep_k[:, i].mul_(self._kernel[i]))
         return fft.irfft2(spec, s=(nx, ny))
 
     def build(self) -> torch.Tensor:
