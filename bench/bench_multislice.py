@@ -1,0 +1,242 @@
+"""Multislice exit waves: em-accel vs abTEM 1.0.11 vs our pure-torch reference, in one run.
+
+Structure: Si [001] slab (the setup of docs/multislice.md §8.2), 200 keV, slices of 2.009 Å,
+Kirkland parametrization, infinite projection, float32. Grids 512², 1024² (and 2048² unless
+``quick``), with 5, 10, 20 unit cells across so dx = 0.0530 Å.
+
+Rows (ms per slice, best and median of repeats):
+- ``abtem``: PlaneWave.multislice(Potential).compute(), potential built on the fly;
+- ``abtem_prebuilt``: the same with the potential built beforehand;
+- ``ours_exact`` / ``ours_deposit``: em_accel.sim.multislice with the potential built on the fly by
+  the exact structure factor / the abTEM-compatible deposit;
+- ``ours_prebuilt``: em-accel's loop with the potential built beforehand;
+- ``ours_fused``: prebuilt potential, transmission applied on the fly without its band limit
+  (one FFT pair per slice; not abTEM's convention);
+- ``reference``: the pure-torch reference loop (torch exp, precomputed propagator array) with
+  the prebuilt potential.
+
+Threads: the CPU is shared, so the run pins 1 thread for everyone (torch, OpenMP, FFTW, dask)
+unless EM_ACCEL_BENCH_THREADS says otherwise. Set before any import so every OpenMP runtime
+sees it; OMP_WAIT_POLICY=PASSIVE keeps idle OpenMP threads from spinning on a busy machine.
+"""
+from __future__ import annotations
+
+import os
+
+_THREADS = os.environ.get("EM_ACCEL_BENCH_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", _THREADS)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import math  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.harness import print_table, write_record  # noqa: E402
+
+ENERGY = 200.0
+DZ = 2.009
+
+
+def _times(fn, repeats: int) -> tuple[float, float]:
+    fn()  # warm-up (plans, JIT, first custom-op call)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts), float(np.median(ts))
+
+
+def _reference_loop(v: torch.Tensor, grid, thicknesses) -> torch.Tensor:
+    from em_accel.ops import multislice as M
+    from em_accel.sim.physics import interaction_parameter, wavelength
+
+    kc, taper = grid.antialias()
+    sigma, lam = interaction_parameter(ENERGY), wavelength(ENERGY)
+    a = M.antialias_reference(*grid.gpts, *grid.sampling, kc, taper).to(torch.complex64)
+    prop = M.propagator_reference(*grid.gpts, *grid.sampling, lam, float(thicknesses[0]), kc, taper,
+                                  torch.zeros(2, dtype=torch.float64))[0].to(torch.complex64)
+    psi = torch.ones(grid.gpts, dtype=torch.complex64)
+    for j in range(v.shape[0]):
+        t = torch.fft.ifft2(torch.fft.fft2(torch.exp(1j * sigma * v[j])) * a)
+        psi = torch.fft.ifft2(torch.fft.fft2(psi * t) * prop)
+    return psi
+
+
+def run(quick: bool = False) -> Path:
+    import abtem
+    from ase.build import bulk
+
+    from em_accel.sim import Potential, from_ase, multislice, plane_wave
+
+    threads = int(_THREADS)
+    torch.set_num_threads(threads)
+    abtem.config.set({"device": "cpu", "precision": "float32", "fft": "fftw",
+                      "fftw.threads": threads, "dask.scheduler": "synchronous"})
+    # (gpts, unit cells across, slices, layout): "general" grids are not commensurate with the
+    # lattice (the general code path, as for defects or phonons); "periodic" grids are, and
+    # em-accel then builds V, t and the band limit on one lateral period.
+    sizes = [(256, 5, 10, "general"), (256, 4, 10, "periodic")] if quick else [
+        (512, 5, 50, "general"), (512, 4, 50, "periodic"), (1024, 10, 50, "general"),
+        (1024, 8, 50, "periodic"), (2048, 20, 10, "general"), (2048, 16, 10, "periodic")]
+    repeats = 2 if quick else 3
+    rows = []
+    for gpts, cells, nslices, layout in sizes:
+        s = from_ase(bulk("Si", cubic=True)).repeat(cells, cells, 1).with_thickness(nslices * DZ)
+        atoms_ab = s.to_ase()
+        n = nslices
+
+        def abtem_fly():
+            pot = abtem.Potential(atoms_ab, gpts=gpts, slice_thickness=DZ, parametrization="kirkland",
+                                  projection="infinite")
+            return abtem.PlaneWave(energy=ENERGY * 1e3).multislice(pot).compute(progress_bar=False).array
+
+        pot_ab = abtem.Potential(atoms_ab, gpts=gpts, slice_thickness=DZ, parametrization="kirkland",
+                                 projection="infinite").build().compute(progress_bar=False)
+
+        def abtem_pre():
+            return abtem.PlaneWave(energy=ENERGY * 1e3).multislice(pot_ab).compute(progress_bar=False).array
+
+        def ours(method, fused=False, pot=None):
+            def fn():
+                p = pot or Potential(s, gpts=gpts, slice_thickness=DZ, method=method)
+                return multislice(plane_wave(p.grid), p, ENERGY, bandlimit_transmission=not fused)
+            return fn
+
+        pre = Potential(s, gpts=gpts, slice_thickness=DZ, method="deposit").precompute()
+        # correctness before timing: deposit mode vs abTEM, exact vs deposit
+        ref_wave = abtem_fly()
+        dep_wave = ours("deposit")()
+        exact_wave = ours("exact")()
+        ref_t = torch.from_numpy(ref_wave).to(torch.complex128)
+        err_dep = ((dep_wave.to(torch.complex128) - ref_t).norm() / ref_t.norm()).item()
+        err_exact = ((exact_wave.to(torch.complex128) - ref_t).norm() / ref_t.norm()).item()
+        err_ref = math.nan
+        if layout == "general":
+            ref_loop = _reference_loop(pre.build(), pre.grid, pre.thicknesses)
+            err_ref = ((ref_loop.to(torch.complex128) - dep_wave.to(torch.complex128)).norm()
+                       / ref_t.norm()).item()
+        cases = {
+            "abtem": abtem_fly, "abtem_prebuilt": abtem_pre,
+            "ours_exact": ours("exact"), "ours_deposit": ours("deposit"),
+            "ours_prebuilt": ours("deposit", pot=pre), "ours_fused": ours("deposit", True, pre),
+            "reference": lambda: _reference_loop(pre.build(), pre.grid, pre.thicknesses),
+        }
+        if layout == "periodic":
+            for name in ("abtem_prebuilt", "ours_fused", "reference"):
+                cases.pop(name)
+        timing = {}
+        for name, fn in cases.items():
+            best, med = _times(fn, 1 if gpts >= 2048 else repeats)
+            timing[name] = best
+            rows.append({"gpts": gpts, "layout": layout, "cells": cells, "dx_A": s.cell[0] / gpts,
+                         "slices": n, "impl": name, "ms_per_slice_best": best / n * 1e3,
+                         "ms_per_slice_median": med / n * 1e3})
+            print(f"  {gpts}² {layout} {name}: {best / n * 1e3:.2f} ms/slice (median {med / n * 1e3:.2f})", flush=True)
+        for r in rows:
+            if r["gpts"] == gpts and r["layout"] == layout:
+                base = "abtem_prebuilt" if r["impl"] in ("ours_prebuilt", "ours_fused", "reference") else "abtem"
+                r["speedup_vs_abtem"] = timing.get(base, timing["abtem"]) / timing[r["impl"]]
+                if "reference" in timing:
+                    r["speedup_vs_reference"] = timing["reference"] / timing[r["impl"]]
+                r["rel_l2_deposit_vs_abtem"] = err_dep
+                r["rel_l2_exact_vs_abtem"] = err_exact
+                r["rel_l2_reference_vs_ours"] = err_ref
+    print_table(f"multislice exit wave, Si [001], {ENERGY:.0f} keV, {_THREADS} thread(s)", rows,
+                ["gpts", "layout", "slices", "impl", "ms_per_slice_best", "ms_per_slice_median",
+                 "speedup_vs_abtem", "speedup_vs_reference", "rel_l2_deposit_vs_abtem",
+                 "rel_l2_exact_vs_abtem"])
+    extra = {"threads": threads, "abtem": abtem.__version__, "energy_keV": ENERGY,
+             "slice_thickness_A": DZ, "notes": "speedup of ours_prebuilt/ours_fused/reference is vs "
+             "abtem_prebuilt; of ours_exact/ours_deposit vs abtem (potential on the fly)"}
+    try:
+        from em_accel.sim.dataset import bench_dataset
+
+        extra["dataset"] = bench_dataset(quick)
+        print(f"dataset generation: {extra['dataset']}")
+    except ImportError:
+        pass
+    return write_record("multislice", rows, ["cpu"], extra)
+
+
+def run_cuda(quick: bool = False) -> Path:
+    """GPU timings of em-accel's loop (no abTEM on the GPU machine): ms per slice, the FFT-bound
+    floor (fft2 + ifft2 + one complex multiply per slice, measured on the same card) and the
+    achieved memory bandwidth against the card's measured device-to-device copy bandwidth."""
+    from ase.build import bulk  # noqa: F401  (ASE is optional here: structures are built directly)
+
+    from em_accel.sim import Potential, Structure, from_ase, multislice, plane_wave
+
+    dev = "cuda"
+    x = torch.empty(2 ** 28, dtype=torch.float32, device=dev)  # 1 GiB
+    y = torch.empty_like(x)
+    torch.cuda.synchronize()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    ev[0].record()
+    for _ in range(10):
+        y.copy_(x)
+    ev[1].record()
+    torch.cuda.synchronize()
+    copy_bw = 2 * x.numel() * 4 * 10 / (ev[0].elapsed_time(ev[1]) * 1e-3)  # read + write bytes/s
+    del x, y
+
+    def cuda_time(fn, repeats=5):
+        fn()
+        torch.cuda.synchronize()
+        best = math.inf
+        for _ in range(repeats):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            best = min(best, a.elapsed_time(b) * 1e-3)
+        return best
+
+    rows = []
+    sizes = [(512, 5, 50, "general"), (512, 4, 50, "periodic")] if quick else [
+        (512, 5, 100, "general"), (512, 4, 100, "periodic"), (1024, 10, 100, "general"),
+        (1024, 8, 100, "periodic"), (2048, 20, 50, "general"), (2048, 16, 50, "periodic")]
+    for gpts, cells, n, layout in sizes:
+        s = from_ase(bulk("Si", cubic=True)).repeat(cells, cells, 1).with_thickness(n * DZ)
+        n_pix = gpts * gpts
+        psi = torch.ones((gpts, gpts), dtype=torch.complex64, device=dev)
+        spec = torch.empty_like(psi)
+        tt = torch.ones_like(psi)
+
+        def floor():
+            for _ in range(n):
+                psi.mul_(tt)
+                torch.fft.fft2(psi, out=spec)
+                torch.fft.ifft2(spec, out=psi)
+
+        t_floor = cuda_time(floor) / n
+        for method in ("exact", "deposit"):
+            def fly():
+                p = Potential(s, gpts=gpts, slice_thickness=DZ, method=method, device=dev)
+                return multislice(plane_wave(p.grid, device=dev), p, ENERGY)
+            t_fly = cuda_time(fly, 3) / n
+            rows.append({"device": torch.cuda.get_device_name(), "gpts": gpts, "layout": layout,
+                         "impl": f"ours_{method}", "ms_per_slice": t_fly * 1e3,
+                         "floor_ms_per_slice": t_floor * 1e3, "ratio_to_floor": t_fly / t_floor})
+        pre = Potential(s, gpts=gpts, slice_thickness=DZ, method="deposit", device=dev).precompute()
+        for batch in (1, 16):
+            def loop():
+                return multislice(plane_wave(pre.grid, batch, device=dev), pre, ENERGY)
+            t = cuda_time(loop) / n / batch
+            # traffic of the loop per wave and slice: multiply (r psi, r t, w psi), FFT pair
+            # (>= 2 passes of r+w each), propagate (r+w) => at least 9 passes of 8 bytes x N
+            bw = 9 * 8 * n_pix / t
+            rows.append({"device": torch.cuda.get_device_name(), "gpts": gpts, "layout": layout,
+                         "impl": f"ours_prebuilt_batch{batch}", "ms_per_slice": t * 1e3,
+                         "floor_ms_per_slice": t_floor * 1e3, "ratio_to_floor": t / t_floor,
+                         "achieved_GBps": bw / 1e9, "copy_GBps": copy_bw / 1e9,
+                         "bandwidth_fraction": bw / copy_bw})
+        print(rows[-1], flush=True)
+    print_table("multislice on GPU (per wave and slice)", rows,
+                ["gpts", "layout", "impl", "ms_per_slice", "floor_ms_per_slice", "ratio_to_floor",
+                 "achieved_GBps", "bandwidth_fraction"])
+    return write_record("multislice", rows, ["cuda"], {"copy_GBps": copy_bw / 1e9, "energy_keV": ENERGY})
