@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -104,31 +105,45 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-PRETRAINED = "denoiser_small.safetensors"
+#: Shipped weights (em_accel/models/weights): trained at low dose, then fine-tuned at 200–2500
+#: counts/px (see docs/denoise.md and :mod:`em_accel.models.denoise_recipe`).
+PRETRAINED_LOW = "denoiser_small_low.safetensors"
+PRETRAINED_HIGH = "denoiser_small_high.safetensors"
 
 
-def load_pretrained(name: str = PRETRAINED, map_location: str | torch.device = "cpu"
-                    ) -> AtrousDenoiser:
-    """The small denoiser shipped in ``em_accel/models/weights/`` (see docs/denoise.md for how it
-    was trained), in eval mode. The architecture is rebuilt from the file's metadata."""
+def _from_bytes(data: bytes, map_location: str | torch.device
+                ) -> tuple[AtrousDenoiser, dict]:
     from safetensors.torch import load
 
-    ref = resources.files("em_accel.models") / "weights" / name
-    if not ref.is_file():
-        raise FileNotFoundError(f"no shipped weights named {name!r} in em_accel/models/weights")
-    data = ref.read_bytes()
-    from safetensors import safe_open  # noqa: F401  (metadata below)
-    meta = _safetensors_metadata(data)
+    n = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + n]).get("__metadata__", {})
+    if "config" not in meta:
+        raise ValueError("weights file has no 'config' metadata (write it with "
+                         "em_accel.train.checkpoint.save_weights)")
     config = json.loads(meta["config"])
     model = AtrousDenoiser(width=config["width"], depth=config["depth"],
                            in_channels=config["in_channels"], norm=config["norm"],
                            aspp_rates=tuple(config["aspp_rates"]))
-    state = {k: v.float() for k, v in load(data).items()}
-    model.load_state_dict(state)
-    return model.to(map_location).eval()
+    model.load_state_dict({k: v.float() for k, v in load(data).items()})
+    return model.to(map_location).eval(), json.loads(meta.get("notes", "{}"))
 
 
-def _safetensors_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` block of a safetensors file held in memory."""
-    n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + n]).get("__metadata__", {})
+def load_weights(path: str | Path, map_location: str | torch.device = "cpu"
+                 ) -> tuple[AtrousDenoiser, dict]:
+    """An :class:`AtrousDenoiser` rebuilt from a weights file written by
+    :func:`em_accel.train.checkpoint.save_weights`, in eval mode, and the file's notes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file {path}")
+    return _from_bytes(path.read_bytes(), map_location)
+
+
+def load_pretrained(name: str = PRETRAINED_LOW, map_location: str | torch.device = "cpu",
+                    with_notes: bool = False):
+    """A shipped small denoiser (``PRETRAINED_LOW`` or ``PRETRAINED_HIGH``) in eval mode;
+    with ``with_notes`` also the dict of how it was trained (steps, doses, tile)."""
+    ref = resources.files("em_accel.models") / "weights" / name
+    if not ref.is_file():
+        raise FileNotFoundError(f"no shipped weights named {name!r} in em_accel/models/weights")
+    model, notes = _from_bytes(ref.read_bytes(), map_location)
+    return (model, notes) if with_notes else model
