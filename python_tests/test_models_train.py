@@ -91,17 +91,35 @@ def test_checkpoint_roundtrip_restores_optimizer_and_scheduler(tmp_path):
         load_checkpoint(tmp_path / "c.safetensors", {"nothing": model2})
 
 
-def test_fused_and_module_alrc_give_the_same_loss():
+def test_fused_and_module_alrc_give_the_same_loss_and_step(device):
     torch.manual_seed(0)
-    pred, target = torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16)
-    losses = []
+    pred = torch.rand(4, 1, 16, 16, device=device)
+    target = torch.rand(4, 1, 16, 16, device=device)
+    losses, mus, params = [], [], []
     for mode in ("fused", "module"):
         model, ds, cfg = _make()
         cfg.alrc = mode
         cfg.l2 = 0.0
-        tr = Trainer(model, ds, cfg, None, progress=False)
+        tr = Trainer(model, ds, cfg, None, device, progress=False)
         losses.append(tr.loss(pred, target)[0])
+        mus.append(tr.alrc.mu1.clone())
+        tr.train_step((ds[0][0][None], ds[0][1][None]))
+        params.append(next(tr.model.parameters()).detach().clone())
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mus[0], mus[1])
+    torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-6)
+
+
+def test_dataloader_workers_give_the_same_batches():
+    model, ds, cfg = _make()
+    cfg.steps, cfg.workers = 3, 2
+    tr = Trainer(model, ds, cfg, None, progress=False)
+    got = list(tr._batches(1))
+    cfg.workers = 0
+    want = list(tr._batches(1))
+    assert len(got) == len(want) == 2
+    for (a, b), (c, d) in zip(got, want):
+        assert torch.equal(a, c) and torch.equal(b, d)
 
 
 def test_huberised_loss_hand_values():

@@ -11,6 +11,8 @@ from ..io import WRITE_SUFFIXES, read_image, write_image
 
 #: Mean-count threshold [counts/px] under which ``--model auto`` picks the low-dose weights.
 AUTO_LOW_DOSE_MEAN = 150.0
+#: Default tile [px]: images up to 512 − 2·margin px on a side go through in one pass.
+DEFAULT_TILE = 512
 
 
 def _evaluate_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -35,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="'low' or 'high' (shipped weights for ≪300 or 200–2500 counts/px), "
                         "'auto' (low if the image looks like counts with mean < "
                         f"{AUTO_LOW_DOSE_MEAN:g}), or a .safetensors path from save_weights")
-    p.add_argument("--tile", type=int, default=None,
-                   help="tile size [px], multiple of 16 (default: the model's training crop)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                   help=f"largest tile [px], a multiple of 16 (default {DEFAULT_TILE})")
     p.add_argument("--margin", type=int, default=16, help="context kept around tiles [px]")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -55,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--methods", nargs="*", default=None,
                    help="subset of method names (default: all)")
     e.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow)")
+    e.add_argument("--also", nargs="*", default=[], metavar="LABEL=PATH",
+                   help="extra weights (save_weights format) to score beside the shipped model: "
+                        "PATH for both doses, or LOW_PATH:HIGH_PATH")
     e.add_argument("--out", type=Path, default=Path("denoise_eval"), help="results directory")
     e.add_argument("--seed", type=int, default=2000)
     e.add_argument("--no-progress", action="store_true")
@@ -62,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load_model(spec: str, device: str, image: np.ndarray | None = None):
-    """(model, tile, name) for ``--model``."""
+    """(model, name) for ``--model``."""
     import torch
 
     from .denoiser import PRETRAINED_HIGH, PRETRAINED_LOW, load_pretrained, load_weights
@@ -71,11 +76,11 @@ def _load_model(spec: str, device: str, image: np.ndarray | None = None):
         spec = "low" if image is not None and looks_low_dose(image) else "high"
     if spec in ("low", "high"):
         name = PRETRAINED_LOW if spec == "low" else PRETRAINED_HIGH
-        model, notes = load_pretrained(name, map_location=torch.device(device), with_notes=True)
+        model = load_pretrained(name, map_location=torch.device(device))
     else:
-        model, notes = load_weights(Path(spec), map_location=torch.device(device))
+        model, _ = load_weights(Path(spec), map_location=torch.device(device))
         name = str(spec)
-    return model, int(notes.get("tile", 256)), name
+    return model, name
 
 
 def looks_low_dose(image: np.ndarray) -> bool:
@@ -103,8 +108,8 @@ def _denoise(args: argparse.Namespace) -> int:
         key = args.model if args.model != "auto" else ("low" if looks_low_dose(frames) else "high")
         if key not in cache:
             cache[key] = _load_model(key, args.device)
-        model, tile, name = cache[key]
-        tile = args.tile or tile
+        model, name = cache[key]
+        tile = args.tile
         h, w = frames.shape[-2:]
         n_tiles = len(tile_layout(h + 2 * args.margin, tile, args.margin)[1]) * \
             len(tile_layout(w + 2 * args.margin, tile, args.margin)[1])
@@ -131,18 +136,28 @@ def _denoise(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .denoiser import PRETRAINED_HIGH, PRETRAINED_LOW, load_pretrained
+    from .denoiser import PRETRAINED_HIGH, PRETRAINED_LOW, load_pretrained, load_weights
     from .evaluate import classical_methods, evaluate, format_table, network_method, save_results
 
     methods = classical_methods(include_bm3d=not args.no_bm3d)
     nets = {}
     for regime, name in (("low", PRETRAINED_LOW), ("high", PRETRAINED_HIGH)):
         if regime in args.doses:
-            model, notes = load_pretrained(name, with_notes=True)
-            nets[regime] = network_method(model, tile=int(notes.get("tile", 256)))
+            model = load_pretrained(name)
+            nets[regime] = (network_method(model, tile=DEFAULT_TILE, margin=16),
+                            network_method(model, tile=DEFAULT_TILE, margin=0))
+    extra = {}
+    for item in args.also:
+        label, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--also takes LABEL=PATH, got {item!r}")
+        low, _, high = path.partition(":")
+        extra[label] = {r: network_method(load_weights(Path(p))[0], tile=DEFAULT_TILE, margin=16)
+                        for r, p in (("low", low), ("high", high or low))}
     rows, maps = [], {}
     for regime in args.doses:
-        chosen = {"atrous denoiser (shipped small)": nets[regime], **methods}
+        chosen = {"atrous denoiser (shipped small)": nets[regime][0],
+                  **{label: fns[regime] for label, fns in extra.items()}, **methods}
         if args.methods:
             unknown = sorted(set(args.methods) - set(chosen))
             if unknown:
@@ -150,7 +165,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             chosen = {k: v for k, v in chosen.items() if k in args.methods}
         res = evaluate(chosen, n=args.n, size=args.size, doses=(regime,), seed=args.seed,
                        progress=not args.no_progress,
-                       mae_maps={"atrous denoiser": nets[regime]})
+                       mae_maps={"atrous denoiser": nets[regime][0],
+                                 "atrous denoiser, margin 0": nets[regime][1]})
         rows += res["rows"]
         maps.update(res["maps"])
     path = save_results({"rows": rows, "maps": maps}, args.out)

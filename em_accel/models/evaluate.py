@@ -67,7 +67,7 @@ def _bm3d(x: np.ndarray) -> np.ndarray:
     return np.asarray(bm3d.bm3d(x, sigma_psd=sigma), dtype=np.float64)
 
 
-def network_method(model: torch.nn.Module, tile: int = 256, margin: int = 16) -> Method:
+def network_method(model: torch.nn.Module, tile: int = 512, margin: int = 16) -> Method:
     """The network as a method on [0, 1] images (tiled like the CLI)."""
     from .tiling import denoise_image
 

@@ -52,6 +52,7 @@ class TrainConfig:
     log_every: int = 10
     amp: bool = True                  # bfloat16 autocast, CUDA only
     grad_clip: float | None = None
+    workers: int = 0                  # DataLoader processes building batches ahead
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,9 +198,9 @@ class Trainer:
             bar = tqdm(total=self.config.steps, initial=self.step, desc="train", unit="step")
         t0 = time.perf_counter()
         c = self.config
+        batches = iter(self._batches(self.step))
         while self.step < c.steps:
-            batch = make_batch(self.dataset, self.step * self.world + self.rank, c.batch_size)
-            rec = self.train_step(batch)
+            rec = self.train_step(next(batches))
             rec["time_s"] = time.perf_counter() - t0
             if self.rank == 0 and (self.step % c.log_every == 0 or self.step == c.steps):
                 records.append(rec)
@@ -217,6 +218,20 @@ class Trainer:
             bar.close()
         return records
 
+    def _batches(self, start: int):
+        """Batches ``start, start+1, ...`` (each a pure function of its index), built by
+        ``config.workers`` processes when > 0."""
+        c = self.config
+        ids = range(start * self.world + self.rank, c.steps * self.world, self.world)
+        if c.workers <= 0:
+            return (make_batch(self.dataset, i, c.batch_size) for i in ids)
+        from torch.utils.data import DataLoader
+
+        return DataLoader(_BatchView(self.dataset, c.batch_size), batch_size=None,
+                          sampler=list(ids), num_workers=c.workers,
+                          pin_memory=self.device.type == "cuda", prefetch_factor=4,
+                          persistent_workers=False)
+
     def _log(self, rec: dict[str, float]) -> None:
         if self.out_dir is None:
             return
@@ -232,6 +247,19 @@ class Trainer:
         keep = [ln for ln in path.read_text().splitlines()
                 if ln.strip() and json.loads(ln)["step"] <= self.step]
         path.write_text("".join(ln + "\n" for ln in keep))
+
+
+class _BatchView(Dataset):
+    """Item ``i`` = batch ``i`` of a deterministic dataset (for DataLoader workers)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int) -> None:
+        self.dataset, self.batch_size = dataset, batch_size
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, i: int):
+        return make_batch(self.dataset, i, self.batch_size)
 
 
 def read_log(out_dir: str | Path) -> list[dict[str, float]]:
