@@ -11,6 +11,7 @@ shows whether errors rise at image edges (thesis fig. 4).
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -175,7 +176,7 @@ def save_results(result: dict, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     edges = {}
     for key, m in result["maps"].items():
-        stem = key.replace("/", "_").replace(" ", "_")
+        stem = re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_")
         np.save(out / f"mae_map_{stem}.npy", m)
         try:
             import imageio.v3 as iio
