@@ -1,0 +1,120 @@
+"""Datasets of noisy/clean micrograph crops with deterministic seeding.
+
+Item ``i`` of a :class:`NoisyCropDataset` depends only on ``(seed, i)``: which source image,
+where the crop lies, which dihedral transform, which dose and which Poisson draw. A training
+run that resumes at step ``s`` therefore sees exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .augment import random_crop, random_dihedral
+from .noise import poisson_noise, sample_dose
+from .synthetic import synthetic_micrograph
+
+#: Grayscale-able images bundled with scikit-image (no download), split for training and a
+#: held-out evaluation set.
+SKIMAGE_TRAIN = ("camera", "brick", "grass", "gravel", "clock", "astronaut",
+                 "chelsea", "coffee", "rocket", "immunohistochemistry", "retina")
+SKIMAGE_HELDOUT = ("moon", "cell", "coins", "hubble_deep_field")
+
+
+def item_generator(seed: int, index: int) -> torch.Generator:
+    """The generator that makes item ``index`` of a dataset seeded with ``seed``."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(index)) % (2**63 - 1))
+
+
+def skimage_images(names: Sequence[str] = SKIMAGE_TRAIN) -> list[np.ndarray]:
+    """scikit-image's bundled images as float32 grayscale in [0, 1]."""
+    import skimage.data
+    from skimage.color import rgb2gray
+    from skimage.util import img_as_float32
+
+    out = []
+    for name in names:
+        img = getattr(skimage.data, name)()
+        if img.ndim == 3:
+            img = rgb2gray(img[..., :3])
+        out.append(img_as_float32(img))
+    return out
+
+
+def synthetic_images(n: int, size: int, seed: int) -> list[np.ndarray]:
+    """``n`` synthetic micrographs (see :mod:`em_accel.data.synthetic`), reproducible by seed."""
+    ss = np.random.SeedSequence(seed)
+    return [synthetic_micrograph(size, np.random.default_rng(s)) for s in ss.spawn(n)]
+
+
+def file_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
+    """Micrographs read from microscope files (any format :func:`em_accel.io.read_image`
+    reads), as float32 2-D arrays."""
+    from ..io import read_image
+
+    return [read_image(p).data.astype(np.float32) for p in paths]
+
+
+class NoisyCropDataset(Dataset):
+    """Random ``crop``×``crop`` crops of ``images`` with dihedral augmentation and Poisson noise.
+
+    Args:
+        images: clean 2-D images (arrays or tensors), each at least ``crop`` px on a side.
+        crop: crop size [px].
+        dose: ``"low"`` / ``"high"`` to draw a dose per item (see
+            :func:`~em_accel.data.noise.sample_dose`), or a fixed dose [counts/px].
+        length: number of items (any index below it is valid).
+        seed: base seed; item ``i`` is a pure function of ``(seed, i)``.
+        augment: apply a random dihedral transform.
+
+    Items are ``(noisy, target)``, each float32 ``[1, crop, crop]``.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray | torch.Tensor], crop: int,
+                 dose: str | float = "low", length: int = 1_000_000, seed: int = 0,
+                 augment: bool = True) -> None:
+        if not images:
+            raise ValueError("images must not be empty")
+        self.images = [torch.as_tensor(np.asarray(im, dtype=np.float32)) for im in images]
+        for k, im in enumerate(self.images):
+            if im.dim() != 2:
+                raise ValueError(f"images[{k}] must be 2-D, got shape {list(im.shape)}")
+            if min(im.shape) < crop:
+                raise ValueError(f"images[{k}] ({list(im.shape)}) is smaller than crop {crop}")
+        if isinstance(dose, str):
+            sample_dose(1, dose)  # validates the regime name
+        elif not dose > 0:
+            raise ValueError(f"dose must be > 0 counts/px, got {dose}")
+        self.crop, self.dose, self.length, self.seed, self.augment = crop, dose, length, seed, augment
+        # weight sources by area so big images give proportionally more crops
+        area = torch.tensor([float(im.numel()) for im in self.images])
+        self._cum = torch.cumsum(area / area.sum(), 0)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range [0, {self.length})")
+        g = item_generator(self.seed, index)
+        src = int(torch.searchsorted(self._cum, torch.rand(1, generator=g)).clamp(max=len(self.images) - 1))
+        x = random_crop(self.images[src], self.crop, g)
+        if self.augment:
+            x = random_dihedral(x, g)
+        dose = sample_dose(1, self.dose, g)[0] if isinstance(self.dose, str) else self.dose
+        pair = poisson_noise(x.contiguous()[None], dose, g)
+        return pair.noisy, pair.target
+
+
+def make_batch(dataset: Dataset, step: int, batch_size: int,
+               collate: Callable | None = None) -> tuple[torch.Tensor, ...]:
+    """Batch ``step`` of a deterministic dataset: items ``step*batch_size ... +batch_size-1``
+    (modulo its length), stacked."""
+    n = len(dataset)
+    items = [dataset[(step * batch_size + b) % n] for b in range(batch_size)]
+    if collate is not None:
+        return collate(items)
+    return tuple(torch.stack(parts) for parts in zip(*items))

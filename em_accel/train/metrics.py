@@ -1,0 +1,60 @@
+"""Image-quality metrics: MSE, PSNR and SSIM.
+
+SSIM comes from established implementations: scikit-image's ``structural_similarity`` (the
+one the thesis used, then ``compare_ssim``) for NumPy evaluation, and pytorch-msssim for
+differentiable batched tensors.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image mean squared error over the last two dims; shape ``pred.shape[:-2]``."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {list(pred.shape)} and target {list(target.shape)} differ")
+    return ((pred - target) ** 2).mean((-2, -1))
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image peak signal-to-noise ratio [dB] for a signal range ``data_range``."""
+    if not data_range > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range}")
+    return 10.0 * torch.log10(data_range ** 2 / mse(pred, target).clamp_min(1e-20))
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image SSIM of [B, C, H, W] tensors (pytorch-msssim, 11-px Gaussian window σ 1.5);
+    differentiable; shape [B]."""
+    from pytorch_msssim import ssim as _ssim
+
+    if pred.dim() != 4 or pred.shape != target.shape:
+        raise ValueError(f"pred and target must both be [B, C, H, W], got {list(pred.shape)} "
+                         f"and {list(target.shape)}")
+    return _ssim(pred, target, data_range=data_range, size_average=False)
+
+
+def ssim_numpy(pred: np.ndarray, target: np.ndarray, data_range: float | None = None) -> float:
+    """SSIM of two 2-D arrays with scikit-image (7×7 uniform window, its defaults).
+
+    ``data_range`` defaults to the target's range (max − min).
+    """
+    from skimage.metrics import structural_similarity
+
+    pred = np.asarray(pred, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if data_range is None:
+        data_range = float(target.max() - target.min()) or 1.0
+    return float(structural_similarity(pred, target, data_range=data_range))
+
+
+def mean_and_sem(values: np.ndarray | list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample std / sqrt(n))."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("values must not be empty")
+    sem = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
+    return float(v.mean()), sem

@@ -1,0 +1,116 @@
+"""Poisson dose noise, dose sampling, dihedral augmentation, deterministic crop datasets."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from em_accel.data import (NoisyCropDataset, dihedral, make_batch, minmax, poisson_noise,
+                           sample_dose, synthetic_images, synthetic_micrograph)
+
+
+def test_poisson_noise_snr_follows_the_dose():
+    # bright half at the max (1.0), dark half at 0.25, one zero pixel pins the minimum
+    clean = torch.full((200, 200), 0.25, dtype=torch.float64)
+    clean[:, 100:] = 1.0
+    clean[0, 0] = 0.0
+    for dose in (20.0, 400.0):
+        pair = poisson_noise(clean, dose, torch.Generator().manual_seed(1))
+        bright, dark = pair.noisy[1:, 100:], pair.noisy[1:, :100]
+        # counts ~ Poisson(v·dose): relative std 1/sqrt(v·dose), mean ratio 4 (scale-free)
+        assert float(bright.std() / bright.mean()) == pytest.approx(1 / math.sqrt(dose), rel=0.05)
+        assert float(dark.std() / dark.mean()) == pytest.approx(1 / math.sqrt(0.25 * dose), rel=0.05)
+        assert float(bright.mean() / dark.mean()) == pytest.approx(4.0, rel=0.03)
+        assert float(pair.noisy.min()) == 0.0 and float(pair.noisy.max()) == 1.0
+        torch.testing.assert_close(pair.target.mean(), pair.noisy.mean())
+        # target is the clean image up to one scale factor
+        ratio = pair.target[clean > 0] / clean[clean > 0]
+        torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio[0])))
+
+
+def test_poisson_noise_is_deterministic_and_batched():
+    clean = torch.rand(3, 32, 32)
+    a = poisson_noise(clean, torch.tensor([10.0, 100.0, 1000.0]), torch.Generator().manual_seed(5))
+    b = poisson_noise(clean, torch.tensor([10.0, 100.0, 1000.0]), torch.Generator().manual_seed(5))
+    c = poisson_noise(clean, torch.tensor([10.0, 100.0, 1000.0]), torch.Generator().manual_seed(6))
+    assert torch.equal(a.noisy, b.noisy) and not torch.equal(a.noisy, c.noisy)
+    err = ((a.noisy - a.target) ** 2).mean((-2, -1))
+    assert err[0] > err[1] > err[2]  # more dose, less noise
+
+
+def test_poisson_noise_rejects_bad_input():
+    with pytest.raises(ValueError, match="dose"):
+        poisson_noise(torch.rand(8, 8), -1.0)
+    with pytest.raises(TypeError, match="floating"):
+        poisson_noise(torch.ones(8, 8, dtype=torch.int64), 10.0)
+    with pytest.raises(ValueError, match="shape"):
+        poisson_noise(torch.rand(8), 10.0)
+
+
+def test_dose_distributions():
+    g = torch.Generator().manual_seed(0)
+    low = sample_dose(20000, "low", g)
+    assert float(low.min()) >= 25.0
+    assert float(low.mean()) == pytest.approx(100.0, abs=3 * 75 / math.sqrt(20000))
+    assert float(low.std()) == pytest.approx(75.0, rel=0.03)  # exponential: std = mean
+    high = sample_dose(20000, "high", g)
+    assert 200.0 <= float(high.min()) and float(high.max()) <= 2500.0
+    assert float(high.mean()) == pytest.approx(1350.0, abs=3 * 2300 / math.sqrt(12 * 20000))
+    with pytest.raises(ValueError, match="regime"):
+        sample_dose(1, "medium")
+
+
+def test_dihedral_group_matches_numpy():
+    x = torch.arange(12.0).reshape(3, 4)
+    seen = set()
+    for k in range(8):
+        want = np.rot90(x.numpy(), k % 4)
+        want = want.T if k >= 4 else want
+        got = dihedral(x, k)
+        np.testing.assert_array_equal(got.numpy(), want)
+        seen.add(tuple(got.flatten().tolist()) + tuple(got.shape))
+    assert len(seen) == 8
+    with pytest.raises(ValueError):
+        dihedral(x, 8)
+
+
+def test_minmax():
+    x = torch.tensor([[2.0, 4.0], [6.0, 10.0]])
+    torch.testing.assert_close(minmax(x), torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
+
+
+def test_dataset_items_are_pure_functions_of_seed_and_index():
+    images = synthetic_images(3, 64, seed=0)
+    ds = NoisyCropDataset(images, 32, "low", length=100, seed=7)
+    again = NoisyCropDataset(images, 32, "low", length=100, seed=7)
+    other = NoisyCropDataset(images, 32, "low", length=100, seed=8)
+    for i in (0, 17, 99):
+        x, y = ds[i]
+        assert x.shape == y.shape == (1, 32, 32)
+        assert torch.equal(x, again[i][0]) and torch.equal(y, again[i][1])
+        assert not torch.equal(x, other[i][0])
+        torch.testing.assert_close(x.mean(), y.mean())
+    xb, yb = make_batch(ds, 3, 4)
+    assert xb.shape == (4, 1, 32, 32)
+    assert torch.equal(xb[1], ds[13][0])
+    with pytest.raises(IndexError):
+        ds[100]
+
+
+def test_dataset_rejects_bad_input():
+    with pytest.raises(ValueError, match="smaller than crop"):
+        NoisyCropDataset([np.zeros((16, 16))], 32)
+    with pytest.raises(ValueError, match="2-D"):
+        NoisyCropDataset([np.zeros((2, 40, 40))], 32)
+    with pytest.raises(ValueError, match="dose"):
+        NoisyCropDataset([np.zeros((40, 40))], 32, dose=0.0)
+
+
+def test_synthetic_micrograph_range_and_reproducibility():
+    a, b = synthetic_micrograph(96, 3), synthetic_micrograph(96, 3)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and a.shape == (96, 96)
+    assert a.min() == 0.0 and a.max() == pytest.approx(1.0)
+    assert not np.array_equal(a, synthetic_micrograph(96, 4))
