@@ -88,7 +88,13 @@ def affinities(x: torch.Tensor, perplexity: float = 30.0, k: int | None = None,
     n = x.shape[0]
     if n < 4:
         raise ValueError(f"t-SNE needs at least 4 points, got {n}")
-    k = min(n - 1, int(3 * perplexity)) if k is None else int(k)
+    if k is None:
+        k = int(3 * perplexity)
+        if k > n - 1:
+            raise ValueError(f"perplexity {perplexity} is too large for {n} points: t-SNE uses "
+                             f"3 * perplexity = {k} neighbours, so it needs perplexity <= "
+                             f"{(n - 1) / 3:.1f}")
+    k = int(k)
     if not 1.0 < perplexity <= k:
         raise ValueError(f"perplexity must be in (1, k] with k = {k} neighbours for N = {n} "
                          f"points (perplexity < N/3), got {perplexity}")

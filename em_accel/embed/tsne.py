@@ -5,6 +5,7 @@ scikit-learn's for the same step. See docs/tsne.md.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -59,6 +60,25 @@ def _pick_method(method: str, n: int, grid_m: int, device: torch.device) -> str:
         return method
     pair, node = _COST["cuda" if device.type == "cuda" else "cpu"]
     return "exact" if pair * n * n <= node * (2 * grid_m) ** 2 else "fft"
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the loop's torch ops (FFT, small reductions) on ``n`` intra-op threads.
+
+    The loop calls torch thousands of times on small tensors; with OpenMP threads those calls
+    wait at barriers for threads the OS has preempted, which on a shared 2-core machine made
+    them 5x slower (measured). The native kernels use their own pool and all cores anyway.
+    """
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 class _Bar:
@@ -184,30 +204,31 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
     y -= y.mean(0)
     bbox = ops.bounding_box(y)
     bar = _Bar(n_iter, progress)
-    for it in range(n_iter):
-        ee = it < early_exaggeration_iter
-        alpha = early_exaggeration if ee else exaggeration
-        want_kl = (it + 1) % kl_every == 0 or it == n_iter - 1
-        attr, plogw = ops.tsne_attractive(y, P.indptr, P.indices, P.values, want_kl)
-        grid = ops.choose_grid(bbox, fft_nodes, fft_intervals_per_unit)
-        chosen = _pick_method(method, n, grid.m, device)
-        info.methods[chosen] = info.methods.get(chosen, 0) + 1
-        if chosen == "exact":
-            rep, zrow = ops.tsne_repulsive_exact(y)
-        else:
-            args = (grid.n_boxes, grid.p, grid.lower_x, grid.lower_y, grid.box_width)
-            pot = ops.convolve_grid(ops.tsne_interp_spread(y, *args), grid)
-            rep, zrow = ops.tsne_interp_gather(y, pot, *args)
-        z = float(zrow.sum())
-        if want_kl:  # KL of the current y under the unexaggerated P
-            kl = plogp - float(plogw.sum()) + math.log(z)
-            info.kl.append((it + 1, kl))
-            bar.show(it + 1, kl)
-            if callback is not None:
-                callback(it + 1, y)
-        bbox = ops.tsne_step(y, update, gains, attr, rep, alpha, 1.0 / z,
-                             initial_momentum if ee else final_momentum,
-                             lr_ee if ee else lr_final, min_gain, max_step_norm).tolist()
+    with _torch_threads(1 if device.type == "cpu" else None):
+        for it in range(n_iter):
+            ee = it < early_exaggeration_iter
+            alpha = early_exaggeration if ee else exaggeration
+            want_kl = (it + 1) % kl_every == 0 or it == n_iter - 1
+            attr, plogw = ops.tsne_attractive(y, P.indptr, P.indices, P.values, want_kl)
+            grid = ops.choose_grid(bbox, fft_nodes, fft_intervals_per_unit)
+            chosen = _pick_method(method, n, grid.m, device)
+            info.methods[chosen] = info.methods.get(chosen, 0) + 1
+            if chosen == "exact":
+                rep, zrow = ops.tsne_repulsive_exact(y)
+            else:
+                args = (grid.n_boxes, grid.p, grid.lower_x, grid.lower_y, grid.box_width)
+                pot = ops.convolve_grid(ops.tsne_interp_spread(y, *args), grid)
+                rep, zrow = ops.tsne_interp_gather(y, pot, *args)
+            z = float(zrow.sum())
+            if want_kl:  # KL of the current y under the unexaggerated P
+                kl = plogp - float(plogw.sum()) + math.log(z)
+                info.kl.append((it + 1, kl))
+                bar.show(it + 1, kl)
+                if callback is not None:
+                    callback(it + 1, y)
+            bbox = ops.tsne_step(y, update, gains, attr, rep, alpha, 1.0 / z,
+                                 initial_momentum if ee else final_momentum,
+                                 lr_ee if ee else lr_final, min_gain, max_step_norm).tolist()
     sync()
     info.timings["optimize"] = time.perf_counter() - t0
     return (y, info) if return_info else y
