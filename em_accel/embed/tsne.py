@@ -226,9 +226,11 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
                 bar.show(it + 1, kl)
                 if callback is not None:
                     callback(it + 1, y)
-            bbox = ops.tsne_step(y, update, gains, attr, rep, alpha, 1.0 / z,
-                                 initial_momentum if ee else final_momentum,
-                                 lr_ee if ee else lr_final, min_gain, max_step_norm).tolist()
+            y, update, gains, box = ops.tsne_step(
+                y, update, gains, attr, rep, alpha, 1.0 / z,
+                initial_momentum if ee else final_momentum, lr_ee if ee else lr_final, min_gain,
+                max_step_norm)
+            bbox = box.tolist()
     sync()
     info.timings["optimize"] = time.perf_counter() - t0
     return (y, info) if return_info else y

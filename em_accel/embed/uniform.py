@@ -6,26 +6,31 @@ import numpy as np
 import torch
 
 
-def _cdf_edges(counts: np.ndarray) -> np.ndarray:
-    """Piecewise-linear CDF at the G + 1 bin edges; a small floor keeps it strictly rising."""
-    c = counts.astype(np.float64) + 1e-3 * max(counts.sum(), 1.0) / counts.size
-    cdf = np.concatenate([[0.0], np.cumsum(c)])
-    return cdf / cdf[-1]
+def _quantile_edges(v: np.ndarray, bins: int) -> np.ndarray:
+    """Bin edges holding equal counts of ``v`` (values in [0, 1]), from 0 to 1, made strictly
+    increasing so the piecewise-linear CDF through them (edge k at k / bins) is invertible."""
+    if v.size == 0:
+        return np.linspace(0.0, 1.0, bins + 1)
+    e = np.quantile(v, np.linspace(0.0, 1.0, bins + 1))
+    e[0], e[-1] = 0.0, 1.0
+    return np.maximum.accumulate(e) + np.arange(bins + 1) * 1e-12
 
 
 def uniform_separate(y, grid: int = 25, boundary: int = 64) -> torch.Tensor | np.ndarray:
     """Map a 2-D embedding ``y`` [N, 2] to the unit square so its points are spread evenly.
 
-    The thesis's algorithm (SEED_SPEC §6.4): min-max normalise; on a ``grid`` x ``grid``
-    histogram, take the marginal CDF of x over columns and, per column, the conditional CDF of
-    y; the cell centres (u, v) of a uniform grid pulled back through these CDFs give control
-    points (t-SNE location -> uniform location); a Clough-Tocher interpolant
-    (``scipy.interpolate.CloughTocher2DInterpolator``, what ``griddata(method='cubic')`` uses)
-    through them maps every point. Two fixes over the published version: the CDFs are
-    piecewise linear inside bins, so control points do not collapse onto bin centres, and
-    ``boundary`` control points per edge of the bounding box map the box edges to the square's
-    edges (u = F_x(x) on the bottom/top, v = F_y|x(y) on the left/right), so points outside the
-    convex hull of the interior control points get coordinates instead of NaN.
+    The thesis's algorithm (SEED_SPEC §6.4): min-max normalise; cut x into ``grid`` columns and
+    each column's y into ``grid`` rows; the marginal CDF of x over the columns and the
+    conditional CDF of y within each column pull the cell centres (u, v) of a uniform grid back
+    to control points in the map (t-SNE location -> uniform location); a Clough-Tocher
+    interpolant (``scipy.interpolate.CloughTocher2DInterpolator``, what
+    ``griddata(method='cubic')`` uses) through them maps every point. Three changes from the
+    published version: bins hold equal counts (quantile edges) rather than equal widths, so
+    dense clusters and far outliers are resolved alike; CDFs are piecewise linear between
+    edges, so control points do not collapse onto bin centres; and ``boundary`` control points
+    per edge map the bounding box's edges onto the square's (u = F_x(x) on the bottom and top,
+    v = F_y|x(y) on the left and right), so points outside the convex hull of the interior
+    control points are mapped instead of coming out NaN.
 
     Returns [N, 2] in [0, 1]^2, a tensor (on y's device) for tensor input, else a numpy array.
     """
@@ -43,34 +48,28 @@ def uniform_separate(y, grid: int = 25, boundary: int = 64) -> torch.Tensor | np
         raise ValueError(f"grid and boundary must be >= 2, got {grid}, {boundary}")
     lo, hi = arr.min(0), arr.max(0)
     yn = (arr - lo) / np.where(hi > lo, hi - lo, 1.0)
-    edges = np.linspace(0.0, 1.0, grid + 1)
-    col = np.minimum((yn[:, 0] * grid).astype(np.int64), grid - 1)
-    row = np.minimum((yn[:, 1] * grid).astype(np.int64), grid - 1)
-    cdf_x = _cdf_edges(np.bincount(col, minlength=grid))
-    counts = np.zeros((grid, grid))
-    np.add.at(counts, (col, row), 1.0)
-    cdf_y = [_cdf_edges(counts[c]) for c in range(grid)]
-
-    def f_y(c: int, v: np.ndarray) -> np.ndarray:  # conditional CDF of y in column c
-        return np.interp(v, edges, cdf_y[c])
+    levels = np.linspace(0.0, 1.0, grid + 1)
+    x_edges = _quantile_edges(yn[:, 0], grid)
+    col = np.clip(np.searchsorted(x_edges, yn[:, 0], side="right") - 1, 0, grid - 1)
+    y_edges = [_quantile_edges(yn[col == c, 1], grid) for c in range(grid)]
 
     # Interior control points: uniform cell centres pulled back through the CDFs.
     centres = (np.arange(grid) + 0.5) / grid
     src, dst = [], []
     for u in centres:
-        x = np.interp(u, cdf_x, edges)
-        c = min(int(x * grid), grid - 1)
-        ys = np.interp(centres, cdf_y[c], edges)
-        src.append(np.stack([np.full(grid, x), ys], 1))
+        x = np.interp(u, levels, x_edges)
+        c = min(int(np.searchsorted(x_edges, x, side="right")) - 1, grid - 1)
+        src.append(np.stack([np.full(grid, x), np.interp(centres, levels, y_edges[c])], 1))
         dst.append(np.stack([np.full(grid, u), centres], 1))
     # Boundary control points: the bounding box's edges onto the square's edges.
     t = np.linspace(0.0, 1.0, boundary)
-    fx = np.interp(t, edges, cdf_x)
-    src += [np.stack([t, np.zeros_like(t)], 1), np.stack([t, np.ones_like(t)], 1),
-            np.stack([np.zeros_like(t), t], 1), np.stack([np.ones_like(t), t], 1)]
-    dst += [np.stack([fx, np.zeros_like(t)], 1), np.stack([fx, np.ones_like(t)], 1),
-            np.stack([np.zeros_like(t), f_y(0, t)], 1),
-            np.stack([np.ones_like(t), f_y(grid - 1, t)], 1)]
+    fx = np.interp(t, x_edges, levels)
+    zero, one = np.zeros_like(t), np.ones_like(t)
+    src += [np.stack([t, zero], 1), np.stack([t, one], 1), np.stack([zero, t], 1),
+            np.stack([one, t], 1)]
+    dst += [np.stack([fx, zero], 1), np.stack([fx, one], 1),
+            np.stack([zero, np.interp(t, y_edges[0], levels)], 1),
+            np.stack([one, np.interp(t, y_edges[-1], levels)], 1)]
     src, dst = np.concatenate(src), np.concatenate(dst)
     src, keep = np.unique(np.round(src, 12), axis=0, return_index=True)
     dst = dst[keep]

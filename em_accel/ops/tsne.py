@@ -172,8 +172,9 @@ def interp_gather_reference(y: torch.Tensor, potentials: torch.Tensor, n_boxes: 
 
 
 def step_reference(y, update, gains, attr, rep, alpha, inv_z, momentum, lr, min_gain, max_step):
-    """Reference for em_accel::tsne_step: in place on y, update, gains, then y re-centred;
-    returns the bounding box [4] float64 (min x, min y, max x, max y) of the new y."""
+    """Reference for em_accel::tsne_step: returns the new (y re-centred, update, gains) and the
+    bounding box [4] float64 (min x, min y, max x, max y) of the new y."""
+    y, update, gains = y.clone(), update.clone(), gains.clone()
     g = alpha * attr - inv_z * rep
     differ = torch.sign(g) != torch.sign(update)
     new_gains = torch.where(differ, gains + 0.2, gains * 0.8).clamp_min(min_gain)
@@ -185,7 +186,7 @@ def step_reference(y, update, gains, attr, rep, alpha, inv_z, momentum, lr, min_
     update.copy_(u)
     y.add_(u)
     y.sub_(y.double().mean(0).to(y.dtype))
-    return torch.cat([y.min(0).values, y.max(0).values]).double()
+    return y, update, gains, torch.cat([y.min(0).values, y.max(0).values]).double()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,13 +363,15 @@ def _check_step(y, update, gains, attr, rep):
     check_same_device(y=y, update=update, gains=gains, attr=attr, rep=rep)
 
 
-@torch.library.custom_op("em_accel::tsne_step", mutates_args=("y", "update", "gains"))
+@torch.library.custom_op("em_accel::tsne_step", mutates_args=())
 def tsne_step(y: torch.Tensor, update: torch.Tensor, gains: torch.Tensor, attr: torch.Tensor,
               rep: torch.Tensor, alpha: float, inv_z: float, momentum: float, lr: float,
-              min_gain: float, max_step: float) -> torch.Tensor:
-    """One fused optimiser step in place on y, update, gains, with re-centring; returns the
-    new bounding box [4] float64; see step_reference."""
+              min_gain: float, max_step: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One fused optimiser step with re-centring: returns new (y, update, gains) and the new
+    bounding box [4] float64; see step_reference. (The kernel runs in place on copies.)"""
     _check_step(y, update, gains, attr, rep)
+    y, update, gains = y.clone(), update.clone(), gains.clone()
     bbox = torch.empty(4, dtype=torch.float64, device=y.device)
     q = _T.StepParams()
     q.n, q.dtype = y.shape[0], DTYPE_CODES[y.dtype]
@@ -383,13 +386,14 @@ def tsne_step(y: torch.Tensor, update: torch.Tensor, gains: torch.Tensor, attr: 
             _T.step_cuda(q, *args, work.data_ptr(), s)
         else:
             _T.step_cpu(q, *args)
-    return bbox
+    return y, update, gains, bbox
 
 
 @tsne_step.register_fake
 def _(y, update, gains, attr, rep, alpha, inv_z, momentum, lr, min_gain, max_step):
     _check_step(y, update, gains, attr, rep)
-    return y.new_empty(4, dtype=torch.float64)
+    return (torch.empty_like(y), torch.empty_like(update), torch.empty_like(gains),
+            y.new_empty(4, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------------------------------------
