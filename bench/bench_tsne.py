@@ -54,12 +54,8 @@ def _sklearn(x):
 
 
 def _runners(device, peers):
-    runs = {f"em-accel ({device}, auto)": lambda x: _em(x, device)}
-    if device == "cpu":
-        runs["em-accel (cpu, fft)"] = lambda x: _em(x, device, method="fft")
-    if device == "cuda":
-        runs["em-accel (cuda, exact)"] = lambda x: _em(x, device, method="exact")
-        return runs
+    runs = {f"em-accel ({device}, auto)": lambda x: _em(x, device),
+            f"em-accel ({device}, fft)": lambda x: _em(x, device, method="fft")}
     if "opentsne-fft" in peers:
         runs["openTSNE FFT"] = lambda x: _opentsne(x, "fft")
     if "opentsne-bh" in peers:
@@ -92,19 +88,53 @@ def _kernel_rows(devices) -> list[dict]:
     return rows
 
 
+def _gpu_rows(sizes=(20000, 100000), n_iter=1000) -> list[dict]:
+    """On a GPU: kNN, affinities and optimisation timed separately, exact and FFT repulsion."""
+    from em_accel.embed import knn
+
+    rows = []
+    for n in sizes:
+        x, _ = gaussian_mixture(n, dim=64, clusters=10, seed=0)
+        xg = x.to("cuda")
+        knn(xg[:1000], 10)  # warm-up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        d2, idx = knn(xg, int(3 * PERPLEXITY))
+        torch.cuda.synchronize()
+        t_knn = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        P = affinities(xg, PERPLEXITY, neighbors=(d2, idx))
+        torch.cuda.synchronize()
+        t_aff = time.perf_counter() - t0
+        for method in ("exact", "fft", "auto"):
+            y, info = tsne(xg, PERPLEXITY, n_iter, affinities=P, method=method, return_info=True)
+            row = {"kind": "gpu end-to-end", "n": n, "n_iter": n_iter, "method": method,
+                   "knn_s": t_knn, "affinities_s": t_aff, "optimize_s": info.timings["optimize"],
+                   "total_s": t_knn + t_aff + info.timings["optimize"],
+                   "kl_exact": kl_divergence(P, y), "knn10": knn_preservation(xg, y),
+                   "methods": dict(info.methods), "device": torch.cuda.get_device_name()}
+            rows.append(row)
+            print(f"  GPU N={n} {method}: kNN {t_knn:.2f} s, P {t_aff:.2f} s, "
+                  f"optimise {row['optimize_s']:.2f} s, KL {row['kl_exact']:.4f}, "
+                  f"10-NN {row['knn10']:.4f}", flush=True)
+    return rows
+
+
 def run(quick: bool = False):
     sizes = [2000] if quick else [10000, 20000]
-    if os.environ.get("EM_ACCEL_TSNE_SIZES"):
-        sizes = [int(s) for s in os.environ["EM_ACCEL_TSNE_SIZES"].split(",")]
+    if "EM_ACCEL_TSNE_SIZES" in os.environ:  # "" runs no end-to-end CPU comparison
+        sizes = [int(s) for s in os.environ["EM_ACCEL_TSNE_SIZES"].split(",") if s]
     peers = os.environ.get("EM_ACCEL_TSNE_PEERS", "opentsne-fft,opentsne-bh,sklearn").split(",")
     devices = available_devices()
     tsne(torch.randn(200, 8), 10.0, 5)  # warm-up: op registration and imports out of the timings
     rows = _kernel_rows(devices)
     print_table("t-SNE kernels", rows, ["device", "n", "op", "ms", "force_rel_err", "z_rel_err"])
+    if "cuda" in devices:
+        rows += _gpu_rows((2000,) if quick else (20000, 100000), 200 if quick else 1000)
     for n in sizes:
         x, _ = gaussian_mixture(n, dim=64, clusters=10, seed=0)
         P = affinities(x, PERPLEXITY)
-        for device in devices:
+        for device in ["cpu"]:
             for name, fn in _runners(device, peers).items():
                 if device == "cuda" and name.startswith(("openTSNE", "sklearn")):
                     continue

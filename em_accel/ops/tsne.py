@@ -18,6 +18,7 @@ Data flow of one gradient: ``em_accel.embed.tsne`` -> ``attractive_forces`` ->
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -434,7 +435,7 @@ def choose_grid(y, p: int = 3, intervals_per_unit: float = 1.0,
     box (min x, min y, max x, max y)).
 
     As FIt-SNE: boxes of width about extent / max(min_intervals, extent * intervals_per_unit).
-    The width is then rounded up to a ladder of 16 steps per octave and the box count up so
+    The width is then rounded down to a ladder of 16 steps per octave and the box count up so
     the FFT size 2 * p * n_boxes has only factors 2, 3, 5, 7: the (m, width) pair then repeats
     across iterations and the kernel's FFT is reused (``kernel_fft`` caches it).
     """
@@ -442,7 +443,7 @@ def choose_grid(y, p: int = 3, intervals_per_unit: float = 1.0,
     lower_x, lower_y = box[0], box[1]
     extent = max(box[2] - box[0], box[3] - box[1], 1e-6) * (1 + 1e-6)
     n = min(max(min_intervals, math.ceil(extent * intervals_per_unit)), max_intervals)
-    width = 2.0 ** (math.ceil(16 * math.log2(extent / n)) / 16)
+    width = 2.0 ** (math.floor(16 * math.log2(extent / n)) / 16)
     n = max(1, math.ceil(extent / width))
     while not _smooth(2 * p * n):
         n += 1
@@ -470,15 +471,75 @@ def kernel_fft(grid: InterpGrid, dtype: torch.dtype, device: torch.device) -> to
     return _kernel_fft_cached(grid.m, grid.box_width / grid.p, dtype, torch.device(device))
 
 
-def convolve_grid(charges: torch.Tensor, grid: InterpGrid, kernel_hat: torch.Tensor | None = None
-                  ) -> torch.Tensor:
-    """Potentials [3, m, m]: each charge grid convolved with w^2 (zero padded FFT)."""
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    global _EXECUTOR
+    if _EXECUTOR is None or _EXECUTOR._max_workers != threads:
+        _EXECUTOR = ThreadPoolExecutor(threads, thread_name_prefix="em_accel_fft")
+    return _EXECUTOR
+
+
+def _in_chunks(fn, total: int, parts: int, ex: ThreadPoolExecutor) -> None:
+    bounds = [(i * total // parts, (i + 1) * total // parts) for i in range(parts)]
+    for f in [ex.submit(fn, a, b) for a, b in bounds if b > a]:
+        f.result()
+
+
+def convolve_grid(charges: torch.Tensor, grid: InterpGrid, kernel_hat: torch.Tensor | None = None,
+                  threads: int = 1) -> torch.Tensor:
+    """Potentials [3, m, m]: each charge grid convolved with w^2 (zero padded FFT).
+
+    ``threads`` > 1 (CPU): the 2-D transform is done as 1-D passes over row and column blocks,
+    each block a single-threaded torch FFT on a Python thread (torch releases the GIL); zero
+    rows of the padded input and unneeded rows of the output are skipped. Blocks are taken
+    from a queue, so a preempted thread delays only its own block.
+    """
     m = grid.m
     if kernel_hat is None:
         kernel_hat = kernel_fft(grid, charges.dtype, charges.device)
-    spec = torch.fft.rfft2(charges, s=(2 * m, 2 * m))
-    spec.mul_(kernel_hat)
-    return torch.fft.irfft2(spec, s=(2 * m, 2 * m))[:, :m, :m].contiguous()
+    if threads <= 1 or charges.device.type != "cpu":
+        spec = torch.fft.rfft2(charges, s=(2 * m, 2 * m))
+        spec.mul_(kernel_hat)
+        return torch.fft.irfft2(spec, s=(2 * m, 2 * m))[:, :m, :m].contiguous()
+    ex = _executor(threads)
+    parts = 4 * threads
+    k = charges.shape[0]
+    cdt = torch.complex128 if charges.dtype == torch.float64 else torch.complex64
+    kt = _transposed(kernel_hat)  # [m + 1, 2m]: (x frequency, y frequency)
+    a = torch.empty(k, m + 1, m, dtype=cdt)  # x frequency, y
+    d = torch.empty(k, m, m + 1, dtype=cdt)  # y, x frequency
+    out = torch.empty(k, m, m, dtype=charges.dtype)
+
+    def rows_forward(r0, r1):  # rfft along x of grid rows r0:r1 (the m nonzero ones)
+        a[:, :, r0:r1] = torch.fft.rfft(charges[:, r0:r1], n=2 * m, dim=-1).transpose(1, 2)
+
+    def columns(c0, c1):  # along y: fft (zero padded to 2m), kernel, ifft, first m rows
+        blk = torch.fft.fft(a[:, c0:c1], n=2 * m, dim=-1)
+        blk.mul_(kt[c0:c1])
+        d[:, :, c0:c1] = torch.fft.ifft(blk, dim=-1)[..., :m].transpose(1, 2)
+
+    def rows_inverse(r0, r1):
+        out[:, r0:r1] = torch.fft.irfft(d[:, r0:r1], n=2 * m, dim=-1)[..., :m]
+
+    _in_chunks(rows_forward, m, parts, ex)
+    _in_chunks(columns, m + 1, parts, ex)
+    _in_chunks(rows_inverse, m, parts, ex)
+    return out
+
+
+_TRANSPOSED: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _transposed(kernel_hat: torch.Tensor) -> torch.Tensor:
+    hit = _TRANSPOSED.get(id(kernel_hat))
+    if hit is None or hit[0] is not kernel_hat:
+        if len(_TRANSPOSED) > 16:
+            _TRANSPOSED.clear()
+        hit = (kernel_hat, kernel_hat.T.contiguous())
+        _TRANSPOSED[id(kernel_hat)] = hit
+    return hit[1]
 
 
 def attractive_forces(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
