@@ -1,0 +1,163 @@
+"""t-SNE: em-accel against openTSNE (FFT, BH) and scikit-learn, same data, same iterations.
+
+Data: em_accel.embed.gaussian_mixture (64-d, 10 clusters), perplexity 30, 750 iterations
+(250 early exaggeration at 12), PCA init, library-default kNN. Quality is measured outside the
+timed region against one common P (exact 90-NN, perplexity 30): exact KL (exact Z) and 10-NN
+preservation. Kernel rows time the native gradient pieces against their torch references.
+
+``python -m bench tsne`` runs N = 10k and 20k; ``--quick`` N = 2k;
+EM_ACCEL_TSNE_SIZES=10000,20000,50000 and EM_ACCEL_TSNE_PEERS=opentsne-fft,opentsne-bh,sklearn
+choose sizes and peers. Load average is recorded before and after every run.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from bench.harness import available_devices, median_time, print_table, write_record
+from em_accel.embed import affinities, gaussian_mixture, kl_divergence, knn_preservation, tsne
+from em_accel.ops import tsne as ops
+
+N_ITER, EE_ITER, PERPLEXITY = 750, 250, 30.0
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _em(x, device, **kw):
+    y, info = tsne(x, PERPLEXITY, N_ITER, device=device, return_info=True, **kw)
+    return y.cpu(), {"affinities_s": info.timings["affinities"], "optimize_s": info.timings["optimize"],
+                     "kl_lib": info.kl_divergence, "methods": dict(info.methods)}
+
+
+def _opentsne(x, method):
+    import openTSNE
+
+    est = openTSNE.TSNE(perplexity=PERPLEXITY, n_iter=N_ITER - EE_ITER,
+                        early_exaggeration_iter=EE_ITER, negative_gradient_method=method,
+                        n_jobs=2, random_state=0)
+    emb = est.fit(x.numpy())
+    return torch.from_numpy(np.asarray(emb)).float(), {"kl_lib": float(emb.kl_divergence)}
+
+
+def _sklearn(x):
+    from sklearn.manifold import TSNE
+
+    est = TSNE(perplexity=PERPLEXITY, max_iter=N_ITER, init="pca", learning_rate="auto",
+               n_jobs=2, random_state=0)
+    y = est.fit_transform(x.numpy())
+    return torch.from_numpy(y).float(), {"kl_lib": float(est.kl_divergence_)}
+
+
+def _runners(device, peers):
+    runs = {f"em-accel ({device}, auto)": lambda x: _em(x, device),
+            f"em-accel ({device}, fft)": lambda x: _em(x, device, method="fft")}
+    if "opentsne-fft" in peers:
+        runs["openTSNE FFT"] = lambda x: _opentsne(x, "fft")
+    if "opentsne-bh" in peers:
+        runs["openTSNE BH"] = lambda x: _opentsne(x, "bh")
+    if "sklearn" in peers:
+        runs["sklearn BH"] = _sklearn
+    return runs
+
+
+def _kernel_rows(devices) -> list[dict]:
+    rows = []
+    for device in devices:
+        for n in (5000, 20000):
+            y = ops.sample_embedding(n, device, torch.float32, scale=20.0)
+            yd = y.double()
+            fe, ze = ops.repulsive_forces(yd, "exact")
+            for name, fn in (("repulsive exact", lambda: ops.repulsive_forces(y, "exact")),
+                             ("repulsive fft p=3", lambda: ops.repulsive_forces(y, "fft")),
+                             ("repulsive fft p=4", lambda: ops.repulsive_forces(y, "fft", p=4))):
+                f, z = fn()
+                err = float((f.double() - fe).norm() / fe.norm())
+                rows.append({"kind": "kernel", "device": device, "n": n, "op": name,
+                             "ms": 1e3 * median_time(fn, device, warmup=1, repeats=5),
+                             "force_rel_err": err, "z_rel_err": abs(z / ze - 1)})
+            if n <= 5000:
+                rows.append({"kind": "kernel", "device": device, "n": n,
+                             "op": "repulsive torch reference (float32)",
+                             "ms": 1e3 * median_time(lambda: ops.repulsive_exact_reference(y),
+                                                     device, warmup=1, repeats=3)})
+    return rows
+
+
+def _gpu_rows(sizes=(20000, 100000), n_iter=1000) -> list[dict]:
+    """On a GPU: kNN, affinities and optimisation timed separately, exact and FFT repulsion."""
+    from em_accel.embed import knn
+
+    rows = []
+    for n in sizes:
+        x, _ = gaussian_mixture(n, dim=64, clusters=10, seed=0)
+        xg = x.to("cuda")
+        knn(xg[:1000], 10)  # warm-up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        d2, idx = knn(xg, int(3 * PERPLEXITY))
+        torch.cuda.synchronize()
+        t_knn = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        P = affinities(xg, PERPLEXITY, neighbors=(d2, idx))
+        torch.cuda.synchronize()
+        t_aff = time.perf_counter() - t0
+        for method in ("exact", "fft", "auto"):
+            y, info = tsne(xg, PERPLEXITY, n_iter, affinities=P, method=method, return_info=True)
+            row = {"kind": "gpu end-to-end", "n": n, "n_iter": n_iter, "method": method,
+                   "knn_s": t_knn, "affinities_s": t_aff, "optimize_s": info.timings["optimize"],
+                   "total_s": t_knn + t_aff + info.timings["optimize"],
+                   "kl_exact": kl_divergence(P, y), "knn10": knn_preservation(xg, y),
+                   "methods": dict(info.methods), "device": torch.cuda.get_device_name()}
+            rows.append(row)
+            print(f"  GPU N={n} {method}: kNN {t_knn:.2f} s, P {t_aff:.2f} s, "
+                  f"optimise {row['optimize_s']:.2f} s, KL {row['kl_exact']:.4f}, "
+                  f"10-NN {row['knn10']:.4f}", flush=True)
+    return rows
+
+
+def run(quick: bool = False):
+    sizes = [2000] if quick else [10000, 20000]
+    if "EM_ACCEL_TSNE_SIZES" in os.environ:  # "" runs no end-to-end CPU comparison
+        sizes = [int(s) for s in os.environ["EM_ACCEL_TSNE_SIZES"].split(",") if s]
+    peers = os.environ.get("EM_ACCEL_TSNE_PEERS", "opentsne-fft,opentsne-bh,sklearn").split(",")
+    devices = available_devices()
+    tsne(torch.randn(200, 8), 10.0, 5)  # warm-up: op registration and imports out of the timings
+    rows = _kernel_rows(devices)
+    print_table("t-SNE kernels", rows, ["device", "n", "op", "ms", "force_rel_err", "z_rel_err"])
+    if "cuda" in devices:
+        rows += _gpu_rows((2000,) if quick else (20000, 100000), 200 if quick else 1000)
+    for n in sizes:
+        x, _ = gaussian_mixture(n, dim=64, clusters=10, seed=0)
+        P = affinities(x, PERPLEXITY)
+        for device in ["cpu"]:
+            for name, fn in _runners(device, peers).items():
+                if device == "cuda" and name.startswith(("openTSNE", "sklearn")):
+                    continue
+                load0 = _load()
+                t0 = time.perf_counter()
+                y, extra = fn(x)
+                total = time.perf_counter() - t0
+                row = {"kind": "end-to-end", "n": n, "method": name, "total_s": total,
+                       "kl_exact": kl_divergence(P, y), "knn10": knn_preservation(x, y),
+                       "extent": float((y.max(0).values - y.min(0).values).max()),
+                       "load_before": load0, "load_after": _load(), **extra}
+                rows.append(row)
+                print(f"  N={n} {name}: {total:.1f} s, KL {row['kl_exact']:.4f}, "
+                      f"10-NN {row['knn10']:.4f} (load {load0} -> {row['load_after']})", flush=True)
+    e2e = [r for r in rows if r["kind"] == "end-to-end"]
+    for n in sizes:
+        base = [r for r in e2e if r["n"] == n and r["method"] == "openTSNE FFT"]
+        for r in e2e:
+            if r["n"] == n and base:
+                r["time_vs_opentsne_fft"] = r["total_s"] / base[0]["total_s"]
+                r["kl_vs_opentsne_fft"] = r["kl_exact"] / base[0]["kl_exact"]
+    print_table("t-SNE end to end (750 iterations, perplexity 30)", e2e,
+                ["n", "method", "total_s", "kl_exact", "knn10", "time_vs_opentsne_fft",
+                 "kl_vs_opentsne_fft", "load_before", "load_after"])
+    return write_record("tsne", rows, devices, extra={"n_iter": N_ITER, "perplexity": PERPLEXITY,
+                                                       "data": "gaussian_mixture(n, 64, 10, seed=0)"})

@@ -1,0 +1,283 @@
+"""t-SNE optimisation on the native gradient kernels, and a scikit-learn-style estimator.
+
+Gradient convention: openTSNE/FIt-SNE (no factor 4), so learning rates are 4x smaller than
+scikit-learn's for the same step. See docs/tsne.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .. import _native
+from ..ops import tsne as ops
+from .affinities import Affinities, affinities as compute_affinities, knn
+from .pca import pca
+
+# Per-iteration cost model for method="auto": seconds per exact pair and per FFT grid node
+# (padded, three charges). CPU: measured on the 2-core development machine; CUDA: estimates,
+# not yet measured on a GPU. Only the ratio within a device matters.
+_COST = {"cpu": (1.5e-10, 2.0e-8), "cuda": (1.0e-12, 2.0e-9)}
+
+
+@dataclass
+class TSNEInfo:
+    """What a run did: KL(P||Q) [nats] every ``kl_every`` iterations, phase timings [s]."""
+
+    kl: list[tuple[int, float]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    methods: dict[str, int] = field(default_factory=dict)
+    learning_rate: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def kl_divergence(self) -> float:
+        return self.kl[-1][1] if self.kl else math.nan
+
+
+def kl_divergence(P: Affinities, y: torch.Tensor, method: str = "exact") -> float:
+    """KL(P || Q) [nats] of embedding ``y`` [N, 2] under affinities ``P``, with Z exact
+    (method="exact", O(N^2)) or interpolated ("fft")."""
+    y = y.to(device=P.values.device, dtype=P.values.dtype).contiguous()
+    _, plogw = ops.tsne_attractive(y, P.indptr, P.indices, P.values, True)
+    _, z = ops.repulsive_forces(y, method)
+    return P.plogp() - float(plogw.sum()) + math.log(z)
+
+
+def knn_preservation(x: torch.Tensor, y: torch.Tensor, k: int = 10) -> float:
+    """Mean fraction of each point's k nearest neighbours in ``x`` that are among its k
+    nearest neighbours in ``y`` (exact kNN in both)."""
+    _, ix = knn(x.float(), k)
+    _, iy = knn(y.float(), k)
+    hits = (ix[:, :, None] == iy[:, None, :]).any(-1).float()
+    return float(hits.mean())
+
+
+def _pick_method(method: str, n: int, grid_m: int, device: torch.device) -> str:
+    if method != "auto":
+        return method
+    pair, node = _COST["cuda" if device.type == "cuda" else "cpu"]
+    return "exact" if pair * n * n <= node * (2 * grid_m) ** 2 else "fft"
+
+
+def _native_threads() -> int:
+    """Threads of the native CPU kernels (EM_ACCEL_NUM_THREADS, else OpenMP's count)."""
+    env = os.environ.get("EM_ACCEL_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else max(1, int(_native.max_threads()))
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the loop's torch ops (FFT, small reductions) on ``n`` intra-op threads.
+
+    The loop calls torch thousands of times on small tensors; with OpenMP threads those calls
+    wait at barriers for threads the OS has preempted, which on a shared 2-core machine made
+    them 5x slower (measured). The native kernels use their own pool and all cores anyway.
+    """
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class _Bar:
+    """A minimal progress line on stderr (no dependency)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.t0 = total, enabled, time.perf_counter()
+
+    def show(self, it: int, kl: float | None) -> None:
+        if not self.enabled:
+            return
+        frac = it / self.total
+        bar = "#" * int(30 * frac)
+        msg = f"\rt-SNE [{bar:<30}] {it}/{self.total} {time.perf_counter() - self.t0:6.1f}s"
+        if kl is not None:
+            msg += f" KL {kl:.4f}"
+        sys.stderr.write(msg + ("\n" if it >= self.total else ""))
+        sys.stderr.flush()
+
+
+def initial_embedding(x: torch.Tensor, init: str | torch.Tensor, seed: int,
+                      dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """PCA (first two components, rescaled to std(PC1) = 1e-4, Kobak & Berens 2019), random
+    (N(0, 1e-4^2)), or a given [N, 2] array (used as is)."""
+    n = x.shape[0]
+    if isinstance(init, torch.Tensor):
+        if tuple(init.shape) != (n, 2):
+            raise ValueError(f"init must have shape [{n}, 2], got {list(init.shape)}")
+        return init.to(device=device, dtype=dtype).contiguous().clone()
+    if init == "pca":
+        y = pca(x.double(), 2)
+        y = y / y[:, 0].std() * 1e-4
+    elif init == "random":
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randn(n, 2, generator=g, dtype=torch.float64) * 1e-4
+    else:
+        raise ValueError(f"init must be 'pca', 'random' or an [N, 2] tensor, got {init!r}")
+    return y.to(device=device, dtype=dtype).contiguous()
+
+
+def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device=None,
+         init: str | torch.Tensor = "pca", learning_rate: float | str = "auto",
+         early_exaggeration: float = 12.0, early_exaggeration_iter: int = 250,
+         exaggeration: float = 1.0, initial_momentum: float = 0.5, final_momentum: float = 0.8,
+         min_gain: float = 0.01, max_step_norm: float = 5.0, method: str = "auto",
+         dtype: torch.dtype = torch.float32, seed: int = 0, kl_every: int = 50,
+         progress: bool = False, affinities: Affinities | None = None,
+         fft_nodes: int = 4, fft_intervals_per_unit: float = 1.0,
+         callback: Callable[[int, torch.Tensor], None] | None = None,
+         return_info: bool = False):
+    """Embed ``x`` [N, D] in 2-D with t-SNE (van der Maaten & Hinton 2008).
+
+    Args:
+        x: [N, D] features (any float dtype; numpy arrays accepted).
+        perplexity: effective number of neighbours; k = 3 * perplexity exact neighbours.
+        n_iter: total iterations, early exaggeration included.
+        device: where to optimise ("cpu", "cuda", ...); default x's device.
+        init: "pca", "random" or an [N, 2] array.
+        learning_rate: "auto" = N / alpha in each phase (alpha the phase's exaggeration:
+            N/12 during early exaggeration, N afterwards; Belkina et al. 2019, openTSNE >= 0.7),
+            or a number used in both phases. No factor 4 (sklearn's rates are 4x larger).
+        early_exaggeration, early_exaggeration_iter: alpha and length of the first phase.
+        exaggeration: alpha after it (1: plain t-SNE).
+        initial_momentum, final_momentum: momentum in the first and second phase.
+        min_gain, max_step_norm: gain floor; per-point step clip [embedding units] (0: off).
+        method: "exact" (tiled O(N^2)), "fft" (FIt-SNE interpolation) or "auto" (whichever
+            costs less at the current grid size, re-chosen every iteration).
+        dtype: optimisation dtype (float32 default; float64 for checks).
+        seed: seed of the random init (the PCA init and the rest are deterministic).
+        kl_every: compute KL(P||Q) every this many iterations (and at the end).
+        progress: show a progress line on stderr.
+        affinities: precomputed P (skips kNN and calibration).
+        fft_nodes, fft_intervals_per_unit: interpolation nodes per box (4: about 0.5% force
+            error, the same final KL as openTSNE's FFT; 3 as FIt-SNE: about 2%, ~1% worse
+            KL, 20% faster), boxes per embedding unit.
+        callback: called as callback(iteration, y) after each KL evaluation.
+        return_info: also return a TSNEInfo (KL history, timings, learning rates).
+
+    Returns:
+        y [N, 2] (float32 by default) on ``device``; with return_info, (y, TSNEInfo).
+    """
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x)
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape [N, D], got {list(x.shape)}")
+    if dtype not in ops.REAL_DTYPES:
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if n_iter < 0 or early_exaggeration_iter < 0:
+        raise ValueError(f"n_iter and early_exaggeration_iter must be >= 0, got {n_iter}, "
+                         f"{early_exaggeration_iter}")
+    if method not in ("auto", "exact", "fft"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'fft', got {method!r}")
+    device = torch.device(device) if device is not None else x.device
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} requested but CUDA is not available")
+    x = x.to(device)
+    if not x.is_floating_point():
+        x = x.float()
+    n = x.shape[0]
+    info = TSNEInfo()
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    t0 = time.perf_counter()
+    if affinities is None:
+        P = compute_affinities(x, perplexity, dtype=dtype)
+    else:
+        if affinities.n != n:
+            raise ValueError(f"affinities are for {affinities.n} points, x has {n}")
+        P = affinities.to(device, dtype)
+    sync()
+    info.timings["affinities"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    y = initial_embedding(x, init, seed, dtype, device)
+    update = torch.zeros_like(y)
+    gains = torch.ones_like(y)
+    if learning_rate == "auto":
+        lr_ee, lr_final = max(n / early_exaggeration, 50.0), max(n / exaggeration, 50.0)
+    else:
+        lr_ee = lr_final = float(learning_rate)
+        if not lr_ee > 0:
+            raise ValueError(f"learning_rate must be > 0 or 'auto', got {learning_rate}")
+    info.learning_rate = (lr_ee, lr_final)
+    plogp = P.plogp()
+    y -= y.mean(0)
+    bbox = ops.bounding_box(y)
+    bar = _Bar(n_iter, progress)
+    fft_threads = _native_threads() if device.type == "cpu" else 1
+    with _torch_threads(1 if device.type == "cpu" else None):
+        for it in range(n_iter):
+            ee = it < early_exaggeration_iter
+            alpha = early_exaggeration if ee else exaggeration
+            want_kl = (it + 1) % kl_every == 0 or it == n_iter - 1
+            attr, plogw = ops.tsne_attractive(y, P.indptr, P.indices, P.values, want_kl)
+            grid = ops.choose_grid(bbox, fft_nodes, fft_intervals_per_unit)
+            chosen = _pick_method(method, n, grid.m, device)
+            info.methods[chosen] = info.methods.get(chosen, 0) + 1
+            if chosen == "exact":
+                rep, zrow = ops.tsne_repulsive_exact(y)
+            else:
+                args = (grid.n_boxes, grid.p, grid.lower_x, grid.lower_y, grid.box_width)
+                pot = ops.convolve_grid(ops.tsne_interp_spread(y, *args), grid,
+                                        threads=fft_threads)
+                rep, zrow = ops.tsne_interp_gather(y, pot, *args)
+            z = float(zrow.sum())
+            if want_kl:  # KL of the current y under the unexaggerated P
+                kl = plogp - float(plogw.sum()) + math.log(z)
+                info.kl.append((it + 1, kl))
+                bar.show(it + 1, kl)
+                if callback is not None:
+                    callback(it + 1, y)
+            y, update, gains, box = ops.tsne_step(
+                y, update, gains, attr, rep, alpha, 1.0 / z,
+                initial_momentum if ee else final_momentum, lr_ee if ee else lr_final, min_gain,
+                max_step_norm)
+            bbox = box.tolist()
+    sync()
+    info.timings["optimize"] = time.perf_counter() - t0
+    return (y, info) if return_info else y
+
+
+class TSNE:
+    """scikit-learn-style t-SNE estimator over :func:`tsne`.
+
+    ``TSNE(perplexity=30, n_iter=750, **kwargs).fit_transform(x)`` returns a numpy array
+    [N, 2]; afterwards ``embedding_``, ``kl_divergence_`` [nats], ``n_iter_``,
+    ``learning_rate_`` and ``info_`` are set. kwargs are those of :func:`tsne`.
+    """
+
+    def __init__(self, n_components: int = 2, perplexity: float = 30.0, n_iter: int = 750,
+                 **kwargs):
+        if n_components != 2:
+            raise ValueError(f"only n_components=2 is supported, got {n_components}")
+        self.n_components = n_components
+        self.perplexity = perplexity
+        self.n_iter = n_iter
+        self.kwargs = kwargs
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"n_components": self.n_components, "perplexity": self.perplexity,
+                "n_iter": self.n_iter, **self.kwargs}
+
+    def fit(self, x, y=None) -> "TSNE":
+        emb, info = tsne(x, self.perplexity, self.n_iter, return_info=True, **self.kwargs)
+        self.embedding_ = emb.cpu().numpy()
+        self.info_ = info
+        self.kl_divergence_ = info.kl_divergence
+        self.n_iter_ = self.n_iter
+        self.learning_rate_ = info.learning_rate
+        return self
+
+    def fit_transform(self, x, y=None):
+        return self.fit(x).embedding_

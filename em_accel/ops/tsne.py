@@ -1,0 +1,659 @@
+"""t-SNE kernels as torch ops, and their pure-torch references.
+
+Conventions (openTSNE/FIt-SNE, no factor 4 in the gradient), for an embedding ``y`` [N, 2]:
+
+    w_ij = 1 / (1 + |y_i - y_j|^2),   Z = sum_{k != l} w_kl,
+    dC/dy_i = alpha * sum_j p_ij w_ij (y_i - y_j)  -  (1/Z) * sum_j w_ij^2 (y_i - y_j).
+
+The ops compute the pieces: perplexity calibration of kNN rows, the attractive term over a
+sparse symmetric P (CSR), the repulsive term exactly (tiled O(N^2)) or by FFT-accelerated
+interpolation (FIt-SNE: spread charges to a grid, convolve with w^2 by FFT, gather), and a
+fused optimiser step (gains, momentum, step clip). Distances are in embedding units.
+
+Data flow of one gradient: ``em_accel.embed.tsne`` -> ``attractive_forces`` ->
+``em_accel::tsne_attractive`` -> ``_native.tsne.attractive_{cpu,cuda}`` -> ``tsne::attractive_row``
+(csrc/tsne/tsne.h); ``repulsive_forces`` -> ``em_accel::tsne_repulsive_exact`` or
+``em_accel::tsne_interp_spread`` + ``torch.fft`` + ``em_accel::tsne_interp_gather``.
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from .. import _native
+from ._common import DTYPE_CODES, check_same_device, check_tensor, native_stream
+from ._registry import OpSpec
+
+REAL_DTYPES = (torch.float32, torch.float64)
+_T = _native.tsne
+
+
+def _on_cuda(t: torch.Tensor) -> bool:
+    return t.device.type == "cuda"
+
+
+def _check_y(y: torch.Tensor, name: str = "y") -> None:
+    check_tensor(name, y, dtypes=REAL_DTYPES, ndim=2)
+    if y.shape[1] != 2:
+        raise ValueError(f"{name} must have shape [N, 2], got {list(y.shape)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# References (the executable spec), float64-capable, written from the equations.
+
+def perplexity_reference(d2: torch.Tensor, perplexity: float, tol: float = 1e-5,
+                         max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for em_accel::tsne_perplexity: vectorised bisection on beta per row.
+
+    Returns (p [N, k] with rows summing to 1, beta [N] float64) such that the entropy of
+    p_j ∝ exp(-beta d2_j) is ln(perplexity) nats.
+    """
+    d = d2.to(torch.float64)
+    d = d - d.min(dim=1, keepdim=True).values
+    target = math.log(perplexity)
+    mean = d.mean(dim=1)
+    beta = torch.where(mean > 0, 1.0 / mean.clamp_min(1e-300), torch.ones_like(mean))
+    lo = torch.zeros_like(beta)
+    hi = torch.full_like(beta, math.inf)
+    done = torch.zeros_like(beta, dtype=torch.bool)
+    for _ in range(max_iter):
+        e = torch.exp(-beta[:, None] * d)
+        s = e.sum(1)
+        h = torch.log(s) + beta * (e * d).sum(1) / s
+        diff = h - target
+        done = done | (diff.abs() < tol)
+        if bool(done.all()):
+            break
+        up = (diff > 0) & ~done
+        down = (diff <= 0) & ~done
+        lo = torch.where(up, beta, lo)
+        hi = torch.where(down, beta, hi)
+        new_up = torch.where(torch.isinf(hi), beta * 2, 0.5 * (beta + hi))
+        new_down = 0.5 * (beta + lo)
+        beta = torch.where(up, new_up, torch.where(down, new_down, beta))
+    e = torch.exp(-beta[:, None] * d)
+    return (e / e.sum(1, keepdim=True)).to(d2.dtype), beta
+
+
+def attractive_reference(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
+                         values: torch.Tensor, want_kl: bool = False
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for em_accel::tsne_attractive.
+
+    Returns (force [N, 2] = sum_j p_ij w_ij (y_i - y_j), plogw [N] float64 = sum_j p_ij ln w_ij,
+    zeros unless ``want_kl``).
+    """
+    n = y.shape[0]
+    rows = torch.repeat_interleave(torch.arange(n, device=y.device), indptr[1:] - indptr[:-1])
+    diff = y[rows] - y[indices]
+    w = 1.0 / (1.0 + (diff * diff).sum(1))
+    force = torch.zeros_like(y).index_add_(0, rows, (values * w)[:, None] * diff)
+    plogw = torch.zeros(n, dtype=torch.float64, device=y.device)
+    if want_kl:
+        plogw.index_add_(0, rows, values.double() * torch.log(w.double()))
+    return force, plogw
+
+
+def repulsive_exact_reference(y: torch.Tensor, chunk: int = 2048
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for em_accel::tsne_repulsive_exact (dense, chunked over rows).
+
+    Returns (force [N, 2] = sum_{j != i} w_ij^2 (y_i - y_j), zrow [N] float64 = sum_{j != i} w_ij).
+    """
+    forces, zrows = [], []
+    for i0 in range(0, y.shape[0], chunk):
+        yi = y[i0:i0 + chunk]
+        diff = yi[:, None, :] - y[None, :, :]
+        w = 1.0 / (1.0 + (diff * diff).sum(-1))
+        forces.append(((w * w)[..., None] * diff).sum(1))
+        zrows.append(w.double().sum(1) - 1.0)  # minus the w_ii = 1 term
+    if not forces:
+        return torch.zeros_like(y), torch.zeros(0, dtype=torch.float64, device=y.device)
+    return torch.cat(forces), torch.cat(zrows)
+
+
+def _lagrange_reference(u: torch.Tensor, p: int) -> torch.Tensor:
+    nodes = [(m + 0.5) / p for m in range(p)]
+    cols = []
+    for m in range(p):
+        w = torch.ones_like(u)
+        for l in range(p):
+            if l != m:
+                w = w * (u - nodes[l]) / (nodes[m] - nodes[l])
+        cols.append(w)
+    return torch.stack(cols, -1)
+
+
+def _interp_weights_reference(y, n_boxes, p, lower_x, lower_y, box_width):
+    lower = torch.tensor([lower_x, lower_y], dtype=y.dtype, device=y.device)
+    t = (y - lower) / box_width
+    box = torch.floor(t).clamp(0, n_boxes - 1)
+    w = _lagrange_reference(t - box, p)  # [N, 2, p]
+    node = box.long()[..., None] * p + torch.arange(p, device=y.device)  # [N, 2, p]
+    centre = lower + 0.5 * n_boxes * box_width
+    return w, node, y - centre
+
+
+def interp_spread_reference(y: torch.Tensor, n_boxes: int, p: int, lower_x: float,
+                            lower_y: float, box_width: float) -> torch.Tensor:
+    """Reference for em_accel::tsne_interp_spread: grid [3, m, m] (m = n_boxes * p) of the
+    charges (1, y1, y2) (coordinates relative to the grid centre) spread with the
+    tensor-product Lagrange weights of each point's box; index [c, row (y2), col (y1)]."""
+    m = n_boxes * p
+    w, node, yc = _interp_weights_reference(y, n_boxes, p, lower_x, lower_y, box_width)
+    c = torch.stack([torch.ones_like(yc[:, 0]), yc[:, 0], yc[:, 1]], 0)
+    ww = w[:, 1, :, None] * w[:, 0, None, :]  # [N, p(rows), p(cols)]
+    flat = (node[:, 1, :, None] * m + node[:, 0, None, :]).reshape(-1)
+    grid = torch.zeros(3, m * m, dtype=y.dtype, device=y.device)
+    for k in range(3):
+        grid[k].index_add_(0, flat, (ww * c[k][:, None, None]).reshape(-1))
+    return grid.reshape(3, m, m)
+
+
+def interp_gather_reference(y: torch.Tensor, potentials: torch.Tensor, n_boxes: int, p: int,
+                            lower_x: float, lower_y: float, box_width: float
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for em_accel::tsne_interp_gather: interpolate the three potentials
+    phi_c = sum_j w_ij^2 c_j to the points and combine them into force [N, 2] =
+    y_i phi_0 - (phi_1, phi_2) and zrow [N] float64 = (1 + 2|y_i|^2) phi_0 - 2 y_i . (phi_1, phi_2) - 1,
+    whose sum is Z (symmetry of w^2 replaces FIt-SNE's fourth charge |y|^2)."""
+    m = n_boxes * p
+    w, node, yc = _interp_weights_reference(y, n_boxes, p, lower_x, lower_y, box_width)
+    ww = w[:, 1, :, None] * w[:, 0, None, :]
+    flat = node[:, 1, :, None] * m + node[:, 0, None, :]
+    phi = [(potentials[k].reshape(-1)[flat] * ww).sum((1, 2)) for k in range(3)]
+    x1, x2 = yc[:, 0], yc[:, 1]
+    force = torch.stack([x1 * phi[0] - phi[1], x2 * phi[0] - phi[2]], 1)
+    z = (1 + 2 * (x1 * x1 + x2 * x2)) * phi[0] - 2 * (x1 * phi[1] + x2 * phi[2])
+    return force, z.double() - 1.0
+
+
+def step_reference(y, update, gains, attr, rep, alpha, inv_z, momentum, lr, min_gain, max_step):
+    """Reference for em_accel::tsne_step: returns the new (y re-centred, update, gains) and the
+    bounding box [4] float64 (min x, min y, max x, max y) of the new y."""
+    y, update, gains = y.clone(), update.clone(), gains.clone()
+    g = alpha * attr - inv_z * rep
+    differ = torch.sign(g) != torch.sign(update)
+    new_gains = torch.where(differ, gains + 0.2, gains * 0.8).clamp_min(min_gain)
+    u = momentum * update - lr * new_gains * g
+    if max_step > 0:
+        norm = u.norm(dim=1, keepdim=True)
+        u = torch.where(norm > max_step, u * (max_step / norm), u)
+    gains.copy_(new_gains)
+    update.copy_(u)
+    y.add_(u)
+    y.sub_(y.double().mean(0).to(y.dtype))
+    return y, update, gains, torch.cat([y.min(0).values, y.max(0).values]).double()
+
+
+# ---------------------------------------------------------------------------------------------
+# Ops.
+
+def _check_perplexity(d2, perplexity, tol, max_iter):
+    check_tensor("d2", d2, dtypes=REAL_DTYPES, ndim=2)
+    k = d2.shape[1]
+    if k < 2:
+        raise ValueError(f"d2 needs at least 2 neighbours per row, got shape {list(d2.shape)}")
+    if not 1.0 < perplexity <= k:
+        raise ValueError(f"perplexity must be in (1, k = {k}] for {k} neighbours, got {perplexity}")
+    if not tol > 0 or max_iter < 1:
+        raise ValueError(f"tol must be > 0 and max_iter >= 1, got {tol}, {max_iter}")
+
+
+@torch.library.custom_op("em_accel::tsne_perplexity", mutates_args=())
+def tsne_perplexity(d2: torch.Tensor, perplexity: float, tol: float, max_iter: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditional affinities p_{j|i} [N, k] and precisions beta [N] (float64) from the squared
+    distances d2 [N, k] to each point's k neighbours; see perplexity_reference."""
+    _check_perplexity(d2, perplexity, tol, max_iter)
+    p = torch.empty_like(d2)
+    beta = torch.empty(d2.shape[0], dtype=torch.float64, device=d2.device)
+    q = _T.PerplexityParams()
+    q.n, q.k, q.dtype = d2.shape[0], d2.shape[1], DTYPE_CODES[d2.dtype]
+    q.perplexity, q.tol, q.max_iter = float(perplexity), float(tol), int(max_iter)
+    with native_stream(d2.device, "em_accel::tsne_perplexity") as s:
+        if _on_cuda(d2):
+            _T.perplexity_cuda(q, d2.data_ptr(), p.data_ptr(), beta.data_ptr(), s)
+        else:
+            _T.perplexity_cpu(q, d2.data_ptr(), p.data_ptr(), beta.data_ptr())
+    return p, beta
+
+
+@tsne_perplexity.register_fake
+def _(d2, perplexity, tol, max_iter):
+    _check_perplexity(d2, perplexity, tol, max_iter)
+    return torch.empty_like(d2), d2.new_empty(d2.shape[0], dtype=torch.float64)
+
+
+def _check_csr(y, indptr, indices, values):
+    _check_y(y)
+    n = y.shape[0]
+    check_tensor("indptr", indptr, dtypes=(torch.int64,), shape=(n + 1,))
+    check_tensor("indices", indices, dtypes=(torch.int64,), ndim=1)
+    check_tensor("values", values, dtypes=(y.dtype,), shape=tuple(indices.shape))
+    check_same_device(y=y, indptr=indptr, indices=indices, values=values)
+
+
+@torch.library.custom_op("em_accel::tsne_attractive", mutates_args=())
+def tsne_attractive(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
+                    values: torch.Tensor, want_kl: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attractive force over the CSR matrix P; see attractive_reference."""
+    _check_csr(y, indptr, indices, values)
+    force = torch.empty_like(y)
+    plogw = torch.zeros(y.shape[0], dtype=torch.float64, device=y.device)
+    q = _T.AttractiveParams()
+    q.n, q.dtype, q.want_kl = y.shape[0], DTYPE_CODES[y.dtype], int(want_kl)
+    args = (y.data_ptr(), indptr.data_ptr(), indices.data_ptr(), values.data_ptr(),
+            force.data_ptr(), plogw.data_ptr())
+    with native_stream(y.device, "em_accel::tsne_attractive") as s:
+        if _on_cuda(y):
+            _T.attractive_cuda(q, *args, s)
+        else:
+            _T.attractive_cpu(q, *args)
+    return force, plogw
+
+
+@tsne_attractive.register_fake
+def _(y, indptr, indices, values, want_kl):
+    _check_csr(y, indptr, indices, values)
+    return torch.empty_like(y), y.new_empty(y.shape[0], dtype=torch.float64)
+
+
+@torch.library.custom_op("em_accel::tsne_repulsive_exact", mutates_args=())
+def tsne_repulsive_exact(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact repulsive force (not divided by Z) and row sums of w; see repulsive_exact_reference."""
+    _check_y(y)
+    force = torch.empty_like(y)
+    zrow = torch.empty(y.shape[0], dtype=torch.float64, device=y.device)
+    q = _T.RepulsiveParams()
+    q.n, q.dtype = y.shape[0], DTYPE_CODES[y.dtype]
+    with native_stream(y.device, "em_accel::tsne_repulsive_exact") as s:
+        if _on_cuda(y):
+            _T.repulsive_exact_cuda(q, y.data_ptr(), force.data_ptr(), zrow.data_ptr(), s)
+        else:
+            _T.repulsive_exact_cpu(q, y.data_ptr(), force.data_ptr(), zrow.data_ptr())
+    return force, zrow
+
+
+@tsne_repulsive_exact.register_fake
+def _(y):
+    _check_y(y)
+    return torch.empty_like(y), y.new_empty(y.shape[0], dtype=torch.float64)
+
+
+def _check_grid(n_boxes, p, box_width):
+    if not 1 <= p <= int(_T.MAX_INTERP):
+        raise ValueError(f"p (interpolation nodes per box) must be in [1, {_T.MAX_INTERP}], got {p}")
+    if n_boxes < 1:
+        raise ValueError(f"n_boxes must be >= 1, got {n_boxes}")
+    if not (box_width > 0 and math.isfinite(box_width)):
+        raise ValueError(f"box_width must be finite and > 0, got {box_width}")
+
+
+def _interp_params(y, n_boxes, p, lower_x, lower_y, box_width):
+    q = _T.InterpParams()
+    q.n, q.dtype, q.n_boxes, q.p = y.shape[0], DTYPE_CODES[y.dtype], int(n_boxes), int(p)
+    q.lower_x, q.lower_y, q.box_width = float(lower_x), float(lower_y), float(box_width)
+    return q
+
+
+@torch.library.custom_op("em_accel::tsne_interp_spread", mutates_args=())
+def tsne_interp_spread(y: torch.Tensor, n_boxes: int, p: int, lower_x: float, lower_y: float,
+                       box_width: float) -> torch.Tensor:
+    """Charges spread to the interpolation grid [3, m, m]; see interp_spread_reference."""
+    _check_y(y)
+    _check_grid(n_boxes, p, box_width)
+    m = n_boxes * p
+    grid = torch.empty(3, m, m, dtype=y.dtype, device=y.device)
+    q = _interp_params(y, n_boxes, p, lower_x, lower_y, box_width)
+    with native_stream(y.device, "em_accel::tsne_interp_spread") as s:
+        if _on_cuda(y):
+            _T.interp_spread_cuda(q, y.data_ptr(), grid.data_ptr(), s)
+        else:
+            order = torch.empty(y.shape[0], dtype=torch.int64)
+            box_start = torch.empty(n_boxes + 1, dtype=torch.int64)
+            _T.interp_spread_cpu(q, y.data_ptr(), grid.data_ptr(), order.data_ptr(),
+                                 box_start.data_ptr())
+    return grid
+
+
+@tsne_interp_spread.register_fake
+def _(y, n_boxes, p, lower_x, lower_y, box_width):
+    _check_y(y)
+    _check_grid(n_boxes, p, box_width)
+    return y.new_empty(3, n_boxes * p, n_boxes * p)
+
+
+@torch.library.custom_op("em_accel::tsne_interp_gather", mutates_args=())
+def tsne_interp_gather(y: torch.Tensor, potentials: torch.Tensor, n_boxes: int, p: int,
+                       lower_x: float, lower_y: float, box_width: float
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Potentials interpolated to the points, combined to (force, zrow); see
+    interp_gather_reference."""
+    _check_y(y)
+    _check_grid(n_boxes, p, box_width)
+    m = n_boxes * p
+    check_tensor("potentials", potentials, dtypes=(y.dtype,), shape=(3, m, m))
+    check_same_device(y=y, potentials=potentials)
+    force = torch.empty_like(y)
+    zrow = torch.empty(y.shape[0], dtype=torch.float64, device=y.device)
+    q = _interp_params(y, n_boxes, p, lower_x, lower_y, box_width)
+    args = (y.data_ptr(), potentials.data_ptr(), force.data_ptr(), zrow.data_ptr())
+    with native_stream(y.device, "em_accel::tsne_interp_gather") as s:
+        if _on_cuda(y):
+            _T.interp_gather_cuda(q, *args, s)
+        else:
+            _T.interp_gather_cpu(q, *args)
+    return force, zrow
+
+
+@tsne_interp_gather.register_fake
+def _(y, potentials, n_boxes, p, lower_x, lower_y, box_width):
+    _check_y(y)
+    return torch.empty_like(y), y.new_empty(y.shape[0], dtype=torch.float64)
+
+
+def _check_step(y, update, gains, attr, rep):
+    _check_y(y)
+    for name, t in (("update", update), ("gains", gains), ("attr", attr), ("rep", rep)):
+        check_tensor(name, t, dtypes=(y.dtype,), shape=tuple(y.shape))
+    check_same_device(y=y, update=update, gains=gains, attr=attr, rep=rep)
+
+
+@torch.library.custom_op("em_accel::tsne_step", mutates_args=())
+def tsne_step(y: torch.Tensor, update: torch.Tensor, gains: torch.Tensor, attr: torch.Tensor,
+              rep: torch.Tensor, alpha: float, inv_z: float, momentum: float, lr: float,
+              min_gain: float, max_step: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One fused optimiser step with re-centring: returns new (y, update, gains) and the new
+    bounding box [4] float64; see step_reference. (The kernel runs in place on copies.)"""
+    _check_step(y, update, gains, attr, rep)
+    y, update, gains = y.clone(), update.clone(), gains.clone()
+    bbox = torch.empty(4, dtype=torch.float64, device=y.device)
+    q = _T.StepParams()
+    q.n, q.dtype = y.shape[0], DTYPE_CODES[y.dtype]
+    q.alpha, q.inv_z, q.momentum, q.lr = float(alpha), float(inv_z), float(momentum), float(lr)
+    q.min_gain, q.max_step = float(min_gain), float(max_step)
+    args = (y.data_ptr(), update.data_ptr(), gains.data_ptr(), attr.data_ptr(), rep.data_ptr(),
+            bbox.data_ptr())
+    with native_stream(y.device, "em_accel::tsne_step") as s:
+        if _on_cuda(y):
+            work = torch.empty(_T.step_workspace_doubles(y.shape[0]), dtype=torch.float64,
+                               device=y.device)
+            _T.step_cuda(q, *args, work.data_ptr(), s)
+        else:
+            _T.step_cpu(q, *args)
+    return y, update, gains, bbox
+
+
+@tsne_step.register_fake
+def _(y, update, gains, attr, rep, alpha, inv_z, momentum, lr, min_gain, max_step):
+    _check_step(y, update, gains, attr, rep)
+    return (torch.empty_like(y), torch.empty_like(update), torch.empty_like(gains),
+            y.new_empty(4, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Composite functions used by em_accel.embed.
+
+@dataclass(frozen=True)
+class InterpGrid:
+    """The FIt-SNE interpolation grid: n_boxes x n_boxes boxes of width ``box_width``
+    [embedding units] from (lower_x, lower_y), p nodes per box per dimension."""
+
+    n_boxes: int
+    p: int
+    lower_x: float
+    lower_y: float
+    box_width: float
+
+    @property
+    def m(self) -> int:
+        return self.n_boxes * self.p
+
+
+def _smooth(n: int) -> bool:
+    for f in (2, 3, 5, 7):
+        while n % f == 0:
+            n //= f
+    return n == 1
+
+
+def bounding_box(y: torch.Tensor) -> tuple[float, float, float, float]:
+    """(min x, min y, max x, max y) of y [N, 2] [embedding units]."""
+    lo, hi = y.min(0).values.double().cpu(), y.max(0).values.double().cpu()
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+def choose_grid(y, p: int = 3, intervals_per_unit: float = 1.0,
+                min_intervals: int = 50, max_intervals: int = 1000) -> InterpGrid:
+    """The interpolation grid over the bounding square of ``y`` [N, 2] (or of a given bounding
+    box (min x, min y, max x, max y)).
+
+    As FIt-SNE: boxes of width about extent / max(min_intervals, extent * intervals_per_unit).
+    The width is then rounded down to a ladder of 16 steps per octave and the box count up so
+    the FFT size 2 * p * n_boxes has only factors 2, 3, 5, 7: the (m, width) pair then repeats
+    across iterations and the kernel's FFT is reused (``kernel_fft`` caches it).
+    """
+    box = bounding_box(y) if isinstance(y, torch.Tensor) and y.dim() == 2 else [float(v) for v in y]
+    lower_x, lower_y = box[0], box[1]
+    extent = max(box[2] - box[0], box[3] - box[1], 1e-6) * (1 + 1e-6)
+    n = min(max(min_intervals, math.ceil(extent * intervals_per_unit)), max_intervals)
+    width = 2.0 ** (math.floor(16 * math.log2(extent / n)) / 16)
+    n = max(1, math.ceil(extent / width))
+    while not _smooth(2 * p * n):
+        n += 1
+    return InterpGrid(n, p, lower_x, lower_y, width)
+
+
+@lru_cache(maxsize=8)
+def _offsets(m: int) -> torch.Tensor:
+    a = torch.arange(2 * m, dtype=torch.float64)
+    a = torch.where(a < m, a, a - 2 * m)
+    a[m] = 0.0  # never reaches a valid output; any finite value
+    return a
+
+
+@lru_cache(maxsize=16)
+def _kernel_fft_cached(m: int, step: float, dtype: torch.dtype, device: torch.device
+                       ) -> torch.Tensor:
+    a = (_offsets(m) * step).to(device=device, dtype=dtype)
+    r2 = a[:, None] ** 2 + a[None, :] ** 2
+    return torch.fft.rfft2((1.0 + r2).reciprocal_().square_())
+
+
+def kernel_fft(grid: InterpGrid, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """rfft2 of the circulant embedding [2m, 2m] of w^2 = (1 + r^2)^-2 between grid nodes."""
+    return _kernel_fft_cached(grid.m, grid.box_width / grid.p, dtype, torch.device(device))
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    global _EXECUTOR
+    if _EXECUTOR is None or _EXECUTOR._max_workers != threads:
+        _EXECUTOR = ThreadPoolExecutor(threads, thread_name_prefix="em_accel_fft")
+    return _EXECUTOR
+
+
+def _in_chunks(fn, total: int, parts: int, ex: ThreadPoolExecutor) -> None:
+    bounds = [(i * total // parts, (i + 1) * total // parts) for i in range(parts)]
+    for f in [ex.submit(fn, a, b) for a, b in bounds if b > a]:
+        f.result()
+
+
+def convolve_grid(charges: torch.Tensor, grid: InterpGrid, kernel_hat: torch.Tensor | None = None,
+                  threads: int = 1) -> torch.Tensor:
+    """Potentials [3, m, m]: each charge grid convolved with w^2 (zero padded FFT).
+
+    ``threads`` > 1 (CPU): the 2-D transform is done as 1-D passes over row and column blocks,
+    each block a single-threaded torch FFT on a Python thread (torch releases the GIL); zero
+    rows of the padded input and unneeded rows of the output are skipped. Blocks are taken
+    from a queue, so a preempted thread delays only its own block.
+    """
+    m = grid.m
+    if kernel_hat is None:
+        kernel_hat = kernel_fft(grid, charges.dtype, charges.device)
+    if threads <= 1 or charges.device.type != "cpu":
+        spec = torch.fft.rfft2(charges, s=(2 * m, 2 * m))
+        spec.mul_(kernel_hat)
+        return torch.fft.irfft2(spec, s=(2 * m, 2 * m))[:, :m, :m].contiguous()
+    ex = _executor(threads)
+    parts = 4 * threads
+    k = charges.shape[0]
+    cdt = torch.complex128 if charges.dtype == torch.float64 else torch.complex64
+    kt = _transposed(kernel_hat)  # [m + 1, 2m]: (x frequency, y frequency)
+    a = torch.empty(k, m + 1, m, dtype=cdt)  # x frequency, y
+    d = torch.empty(k, m, m + 1, dtype=cdt)  # y, x frequency
+    out = torch.empty(k, m, m, dtype=charges.dtype)
+
+    def rows_forward(r0, r1):  # rfft along x of grid rows r0:r1 (the m nonzero ones)
+        a[:, :, r0:r1] = torch.fft.rfft(charges[:, r0:r1], n=2 * m, dim=-1).transpose(1, 2)
+
+    def columns(c0, c1):  # along y: fft (zero padded to 2m), kernel, ifft, first m rows
+        blk = torch.fft.fft(a[:, c0:c1], n=2 * m, dim=-1)
+        blk.mul_(kt[c0:c1])
+        d[:, :, c0:c1] = torch.fft.ifft(blk, dim=-1)[..., :m].transpose(1, 2)
+
+    def rows_inverse(r0, r1):
+        out[:, r0:r1] = torch.fft.irfft(d[:, r0:r1], n=2 * m, dim=-1)[..., :m]
+
+    _in_chunks(rows_forward, m, parts, ex)
+    _in_chunks(columns, m + 1, parts, ex)
+    _in_chunks(rows_inverse, m, parts, ex)
+    return out
+
+
+_TRANSPOSED: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _transposed(kernel_hat: torch.Tensor) -> torch.Tensor:
+    hit = _TRANSPOSED.get(id(kernel_hat))
+    if hit is None or hit[0] is not kernel_hat:
+        if len(_TRANSPOSED) > 16:
+            _TRANSPOSED.clear()
+        hit = (kernel_hat, kernel_hat.T.contiguous())
+        _TRANSPOSED[id(kernel_hat)] = hit
+    return hit[1]
+
+
+def attractive_forces(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
+                      values: torch.Tensor, want_kl: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_j p_ij w_ij (y_i - y_j) [N, 2] and sum_j p_ij ln w_ij [N] over P in CSR form."""
+    return tsne_attractive(y, indptr, indices, values, want_kl)
+
+
+def repulsive_forces(y: torch.Tensor, method: str = "exact", p: int = 3,
+                     intervals_per_unit: float = 1.0, min_intervals: int = 50,
+                     ) -> tuple[torch.Tensor, float]:
+    """Repulsive force sum_j w_ij^2 (y_i - y_j) (not divided by Z) [N, 2] and Z.
+
+    ``method='exact'``: tiled O(N^2); ``'fft'``: FIt-SNE interpolation with ``p`` nodes per
+    box and ``intervals_per_unit`` boxes per embedding unit (at least ``min_intervals``).
+    """
+    if method == "exact":
+        force, zrow = tsne_repulsive_exact(y)
+        return force, float(zrow.sum())
+    if method != "fft":
+        raise ValueError(f"method must be 'exact' or 'fft', got {method!r}")
+    grid = choose_grid(y, p, intervals_per_unit, min_intervals)
+    args = (grid.n_boxes, grid.p, grid.lower_x, grid.lower_y, grid.box_width)
+    pot = convolve_grid(tsne_interp_spread(y, *args), grid)
+    force, zrow = tsne_interp_gather(y, pot, *args)
+    return force, float(zrow.sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample inputs shared by the tests and the benchmark.
+
+def sample_embedding(n: int = 200, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32, seed: int = 0, scale: float = 5.0
+                     ) -> torch.Tensor:
+    """A clustered 2-D embedding [n, 2]: three Gaussian blobs [embedding units]."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[0.0, 0.0], [3.0, 1.0], [-1.0, 4.0]], dtype=torch.float64) * scale
+    y = centres[torch.arange(n) % 3] + torch.randn(n, 2, generator=g, dtype=torch.float64) * scale / 3
+    return y.to(device=device, dtype=dtype)
+
+
+def symmetric_csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR (indptr, indices, values) of the n x n matrix A + A^T, A given as COO triplets
+    (duplicates summed), with columns sorted within each row."""
+    r = torch.cat([rows, cols]).long()
+    c = torch.cat([cols, rows]).long()
+    key, inverse = torch.unique(r * n + c, return_inverse=True)
+    values = torch.zeros(key.shape[0], dtype=vals.dtype, device=vals.device)
+    values.index_add_(0, inverse, torch.cat([vals, vals]))
+    counts = torch.bincount(key // n, minlength=n)
+    indptr = torch.zeros(n + 1, dtype=torch.int64, device=vals.device)
+    indptr[1:] = torch.cumsum(counts, 0)
+    return indptr, key % n, values
+
+
+def sample_csr(n: int = 200, k: int = 6, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, seed: int = 1) -> tuple:
+    """A random symmetric CSR P (indptr, indices, values), sum 1, no diagonal."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.arange(n).repeat_interleave(k)
+    cols = (rows + torch.randint(1, n, (n * k,), generator=g)) % n
+    vals = torch.rand(n * k, generator=g, dtype=torch.float64)
+    indptr, indices, values = symmetric_csr(rows, cols, vals, n)
+    values = values / values.sum()
+    return indptr.to(device), indices.to(device), values.to(device=device, dtype=dtype)
+
+
+def _sample_perplexity(device="cpu", dtype=torch.float32, requires_grad=False, n=64, k=24):
+    g = torch.Generator().manual_seed(2)
+    d2 = (torch.rand(n, k, generator=g, dtype=torch.float64) * 10).sort(1).values
+    return d2.to(device=device, dtype=dtype), 8.0, 1e-5, 200
+
+
+def _sample_attractive(device="cpu", dtype=torch.float32, requires_grad=False, n=200):
+    return (sample_embedding(n, device, dtype), *sample_csr(n, 6, device, dtype), True)
+
+
+def _sample_repulsive(device="cpu", dtype=torch.float32, requires_grad=False, n=300):
+    return (sample_embedding(n, device, dtype),)
+
+
+def _sample_grid(y):
+    grid = choose_grid(y, 3, 1.0, 8)
+    return grid.n_boxes, grid.p, grid.lower_x, grid.lower_y, grid.box_width
+
+
+def _sample_spread(device="cpu", dtype=torch.float32, requires_grad=False, n=300):
+    y = sample_embedding(n, device, dtype)
+    return (y, *_sample_grid(y))
+
+
+def _sample_gather(device="cpu", dtype=torch.float32, requires_grad=False, n=300):
+    y = sample_embedding(n, device, dtype)
+    g = _sample_grid(y)
+    m = g[0] * g[1]
+    gen = torch.Generator().manual_seed(3)
+    pot = torch.randn(3, m, m, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    return (y, pot, *g)
+
+
+def _sample_step(device="cpu", dtype=torch.float32, requires_grad=False, n=100):
+    gen = torch.Generator().manual_seed(4)
+    mk = lambda s=1.0: (torch.randn(n, 2, generator=gen, dtype=torch.float64) * s).to(device=device, dtype=dtype)
+    gains = torch.ones(n, 2, dtype=dtype, device=device)
+    return (mk(), mk(0.1), gains, mk(), mk(), 12.0, 1e-3, 0.5, 20.0, 0.01, 5.0)
+
+
+OP_SPECS = [
+    OpSpec("tsne_perplexity", perplexity_reference, _sample_perplexity, False, "tsne"),
+    OpSpec("tsne_attractive", attractive_reference, _sample_attractive, False, "tsne"),
+    OpSpec("tsne_repulsive_exact", repulsive_exact_reference, _sample_repulsive, False, "tsne"),
+    OpSpec("tsne_interp_spread", interp_spread_reference, _sample_spread, False, "tsne"),
+    OpSpec("tsne_interp_gather", interp_gather_reference, _sample_gather, False, "tsne"),
+    OpSpec("tsne_step", step_reference, _sample_step, False, "tsne"),
+]
