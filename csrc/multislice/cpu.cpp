@@ -208,18 +208,9 @@ void deposit_item(const PotentialParams& p, const double* pos, const int32_t* sp
   const int64_t nx = p.nx, ny = p.ny;
   const float dx = float(p.lx / double(nx)), dy = float(p.ly / double(ny));
   for (int64_t j = a0; j < a1; ++j) {
-    const float px = float(pos[2 * j]) / dx, py = float(pos[2 * j + 1]) / dy;
-    const float fx0 = floorf(px), fy0 = floorf(py);
-    const float fx = px - fx0, fy = py - fy0;
-    int64_t ix = int64_t(fx0) % nx, iy = int64_t(fy0) % ny;
-    if (ix < 0) ix += nx;
-    if (iy < 0) iy += ny;
-    const int64_t ix1 = (ix + 1) % nx, iy1 = (iy + 1) % ny;
+    const DepositCorners c = deposit_corners(pos[2 * j], pos[2 * j + 1], dx, dy, nx, ny);
     T* plane = out + int64_t(species[j]) * nx * ny;
-    plane[ix * ny + iy] += T((1.f - fx) * (1.f - fy));
-    plane[ix1 * ny + iy] += T(fx * (1.f - fy));
-    plane[ix * ny + iy1] += T((1.f - fx) * fy);
-    plane[ix1 * ny + iy1] += T(fx * fy);
+    for (int k = 0; k < 4; ++k) plane[c.index[k]] += T(c.weight[k]);
   }
 }
 

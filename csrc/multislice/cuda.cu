@@ -64,18 +64,9 @@ __global__ void deposit_kernel(PotentialParams p, const double* __restrict__ pos
   const float dx = float(p.lx / double(nx)), dy = float(p.ly / double(ny));
   for (int64_t j = a0 + blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < a1;
        j += int64_t(gridDim.x) * blockDim.x) {
-    const float px = float(pos[2 * j]) / dx, py = float(pos[2 * j + 1]) / dy;
-    const float fx0 = floorf(px), fy0 = floorf(py);
-    const float fx = px - fx0, fy = py - fy0;
-    int64_t ix = int64_t(fx0) % nx, iy = int64_t(fy0) % ny;
-    if (ix < 0) ix += nx;
-    if (iy < 0) iy += ny;
-    const int64_t ix1 = (ix + 1) % nx, iy1 = (iy + 1) % ny;
+    const DepositCorners c = deposit_corners(pos[2 * j], pos[2 * j + 1], dx, dy, nx, ny);
     T* plane = out + (m * p.species + species[j]) * nx * ny;
-    atomicAdd(plane + ix * ny + iy, T((1.f - fx) * (1.f - fy)));
-    atomicAdd(plane + ix1 * ny + iy, T(fx * (1.f - fy)));
-    atomicAdd(plane + ix * ny + iy1, T((1.f - fx) * fy));
-    atomicAdd(plane + ix1 * ny + iy1, T(fx * fy));
+    for (int k = 0; k < 4; ++k) atomicAdd(plane + c.index[k], T(c.weight[k]));
   }
 }
 

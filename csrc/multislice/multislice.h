@@ -55,6 +55,24 @@ EM_HD double antialias(double k2, double kc, double w) {
 }
 
 // exp(i sigma v) for the projected potential v [V·Å] and interaction parameter sigma [rad/(V·Å)].
+// abTEM-compatible bilinear deposit of one atom at (x, y) [Å] on an nx x ny periodic grid of
+// spacing dx, dy [Å]: the four grid offsets (ix * ny + iy) and their weights.
+struct DepositCorners {
+  int64_t index[4];
+  float weight[4];
+};
+EM_HD DepositCorners deposit_corners(double x, double y, float dx, float dy, int64_t nx, int64_t ny) {
+  const float px = float(x) / dx, py = float(y) / dy;
+  const float fx0 = floorf(px), fy0 = floorf(py);
+  const float fx = px - fx0, fy = py - fy0;
+  int64_t ix = int64_t(fx0) % nx, iy = int64_t(fy0) % ny;
+  if (ix < 0) ix += nx;
+  if (iy < 0) iy += ny;
+  const int64_t ix1 = (ix + 1) % nx, iy1 = (iy + 1) % ny;
+  return {{ix * ny + iy, ix1 * ny + iy, ix * ny + iy1, ix1 * ny + iy1},
+          {(1.f - fx) * (1.f - fy), fx * (1.f - fy), (1.f - fx) * fy, fx * fy}};
+}
+
 template <class T> EM_HD cplx<T> transmission(T v, T sigma) { return cis(T(sigma * v)); }
 
 }  // namespace multislice

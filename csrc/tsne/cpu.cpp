@@ -200,28 +200,8 @@ void interp_gather_cpu(const InterpParams& q, const void* y, const void* potenti
     const T* yy = static_cast<const T*>(y);
     const T* pot = static_cast<const T*>(potentials);
     T* f = static_cast<T*>(force);
-    const int64_t cells = g.m * g.m;
     parallel_for(q.n, 2048, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const T x = yy[2 * i], v = yy[2 * i + 1];
-      T ux, uy, wx[kMaxInterp], wy[kMaxInterp], phi[kCharges] = {T(0), T(0), T(0)};
-      const int bx = box_of(x, g.lx, g.h, g.nb, &ux);
-      const int by = box_of(v, g.ly, g.h, g.nb, &uy);
-      lagrange_weights(ux, g.p, wx);
-      lagrange_weights(uy, g.p, wy);
-      for (int my = 0; my < g.p; ++my) {
-        const int64_t rowoff = (int64_t(by) * g.p + my) * g.m + int64_t(bx) * g.p;
-        for (int mx = 0; mx < g.p; ++mx) {
-          const T w = wx[mx] * wy[my];
-          for (int k = 0; k < kCharges; ++k) phi[k] += w * pot[k * cells + rowoff + mx];
-        }
-      }
-      T rx, ry, z;
-      combine_potentials(x - g.cx, v - g.cy, phi, &rx, &ry, &z);
-      f[2 * i] = rx;
-      f[2 * i + 1] = ry;
-      zrow[i] = double(z) - 1.0;
-    }
+      for (int64_t i = b; i < e; ++i) gather_point(i, g, yy, pot, f, zrow);
     });
   });
 }

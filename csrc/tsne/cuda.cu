@@ -121,28 +121,9 @@ template <class T>
 __global__ void gather_kernel(int64_t n, GridFrame<T> g, const T* __restrict__ y,
                               const T* __restrict__ pot, T* __restrict__ force,
                               double* __restrict__ zrow) {
-  const int64_t cells = g.m * g.m;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const T x = y[2 * i], v = y[2 * i + 1];
-    T ux, uy, wx[kMaxInterp], wy[kMaxInterp], phi[kCharges] = {T(0), T(0), T(0)};
-    const int bx = box_of(x, g.lx, g.h, g.nb, &ux);
-    const int by = box_of(v, g.ly, g.h, g.nb, &uy);
-    lagrange_weights(ux, g.p, wx);
-    lagrange_weights(uy, g.p, wy);
-    for (int my = 0; my < g.p; ++my) {
-      const int64_t rowoff = (int64_t(by) * g.p + my) * g.m + int64_t(bx) * g.p;
-      for (int mx = 0; mx < g.p; ++mx) {
-        const T w = wx[mx] * wy[my];
-        for (int k = 0; k < kCharges; ++k) phi[k] += w * pot[k * cells + rowoff + mx];
-      }
-    }
-    T rx, ry, z;
-    combine_potentials(x - g.cx, v - g.cy, phi, &rx, &ry, &z);
-    force[2 * i] = rx;
-    force[2 * i + 1] = ry;
-    zrow[i] = double(z) - 1.0;
-  }
+       i += int64_t(gridDim.x) * blockDim.x)
+    gather_point(i, g, y, pot, force, zrow);
 }
 
 constexpr int kStepBlocks = 1024;  // fixed grid: per-block partials in a fixed order

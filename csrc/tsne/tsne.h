@@ -127,6 +127,31 @@ template <class A> EM_HD void combine_potentials(A x, A y, const A* phi, A* rx, 
   *zrow = (A(1) + A(2) * (x * x + y * y)) * phi[0] - A(2) * (x * phi[1] + y * phi[2]);
 }
 
+// Interpolate the grid potentials [kCharges, m, m] at point i and write its repulsive force
+// [2] and its share of the normalisation Z, minus the self term, to zrow[i].
+template <class T, class Frame>
+EM_HD void gather_point(int64_t i, const Frame& g, const T* y, const T* pot, T* force, double* zrow) {
+  const int64_t cells = g.m * g.m;
+  const T x = y[2 * i], v = y[2 * i + 1];
+  T ux, uy, wx[kMaxInterp], wy[kMaxInterp], phi[kCharges] = {T(0), T(0), T(0)};
+  const int bx = box_of(x, g.lx, g.h, g.nb, &ux);
+  const int by = box_of(v, g.ly, g.h, g.nb, &uy);
+  lagrange_weights(ux, g.p, wx);
+  lagrange_weights(uy, g.p, wy);
+  for (int my = 0; my < g.p; ++my) {
+    const int64_t rowoff = (int64_t(by) * g.p + my) * g.m + int64_t(bx) * g.p;
+    for (int mx = 0; mx < g.p; ++mx) {
+      const T w = wx[mx] * wy[my];
+      for (int k = 0; k < kCharges; ++k) phi[k] += w * pot[k * cells + rowoff + mx];
+    }
+  }
+  T rx, ry, z;
+  combine_potentials(x - g.cx, v - g.cy, phi, &rx, &ry, &z);
+  force[2 * i] = rx;
+  force[2 * i + 1] = ry;
+  zrow[i] = double(z) - 1.0;
+}
+
 // One optimiser step for one point (delta-bar-delta gains, momentum, per-point step clip):
 //   g = alpha * attr - rep / Z;  gain += 0.2 if sign(g) != sign(update) else gain *= 0.8;
 //   update = momentum * update - lr * gain * g;  y += update.
