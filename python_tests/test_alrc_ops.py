@@ -248,3 +248,18 @@ def test_cuda_side_streams_match_default_stream():
     torch.cuda.synchronize()
     for o in outs:
         torch.testing.assert_close(o, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_every_16_bit_pattern_loads_exactly(device, dtype):
+    # Per-pixel absolute error against 0 is |x|, exact in float32: all 65536 bit patterns
+    # (subnormals, inf, NaN included) must widen exactly as torch's own .float() does.
+    bits = torch.arange(0, 65536, dtype=torch.int32).to(torch.int16).view(dtype).reshape(1, -1)
+    pred = bits.to(device)
+    huge = torch.full(pred.shape[1:], 1e30, device=device)  # threshold far above every value
+    out = alrc_fused(pred, torch.zeros_like(pred), huge, huge * 0, 3.0, math.inf, 0.5,
+                     int(ErrorKind.ABSOLUTE), True)[0]
+    want = bits.float().abs()
+    below = ~(want > 1e30) | torch.isinf(want)  # finite bfloat16 values above 1e30 get clipped
+    got = out.cpu()[below].nan_to_num(nan=-1.0)
+    assert torch.equal(got, want[below].nan_to_num(nan=-1.0))

@@ -17,7 +17,7 @@ constexpr int64_t kParallelMin = int64_t(1) << 15;
 
 // Sum of error(pred - target) over [begin, end), accumulated in lanes then in double.
 template <ErrorKind K, class T>
-double chunk_error_sum(const T* pred, const T* target, int64_t begin, int64_t end) {
+EM_CPU_CLONES double chunk_error_sum(const T* pred, const T* target, int64_t begin, int64_t end) {
   using S = Storage<T>;
   using A = typename S::acc;
   A lane[kLanes] = {};
@@ -99,6 +99,16 @@ void forward_per_pixel(const Params& p, const T* pred, const T* target, const fl
   }
 }
 
+// grad_pred[i] = coef * error'(pred[i] - target[i]) over [begin, end).
+template <ErrorKind K, class T>
+EM_CPU_CLONES void scaled_error_grad(typename Storage<T>::acc coef, const T* pred, const T* target,
+                                     T* grad_pred, int64_t begin, int64_t end) {
+  using S = Storage<T>;
+  using A = typename S::acc;
+  for (int64_t i = begin; i < end; ++i)
+    S::store(grad_pred, i, coef * error_grad<K>(A(S::load(pred, i) - S::load(target, i))));
+}
+
 template <ErrorKind K, class T>
 void backward_impl(const Params& p, const void* grad_loss_v, const T* pred, const T* target,
                    const void* scale_v, T* grad_pred) {
@@ -121,9 +131,7 @@ void backward_impl(const Params& p, const void* grad_loss_v, const T* pred, cons
   for (int64_t t = 0; t < p.batch * chunks; ++t) {
     const int64_t b = t / chunks, begin = b * p.elems + (t % chunks) * kChunk;
     const int64_t end = begin + kChunk < (b + 1) * p.elems ? begin + kChunk : (b + 1) * p.elems;
-    const A coef = g[b] * scale[b] * inv_n;
-    for (int64_t i = begin; i < end; ++i)
-      S::store(grad_pred, i, coef * error_grad<K>(A(S::load(pred, i) - S::load(target, i))));
+    scaled_error_grad<K>(g[b] * scale[b] * inv_n, pred, target, grad_pred, begin, end);
   }
 }
 
