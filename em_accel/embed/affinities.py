@@ -1,4 +1,5 @@
-"""Input affinities for t-SNE: exact kNN, perplexity calibration (native), symmetric sparse P."""
+"""Input affinities for t-SNE: kNN (exact, or approximate HNSW on CPU for large N), perplexity
+calibration (native), symmetric sparse P."""
 from __future__ import annotations
 
 import math
@@ -46,24 +47,94 @@ class Affinities:
         return out
 
 
-def knn(x: torch.Tensor, k: int, block_bytes: int = 64 << 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact k nearest neighbours of every row of ``x`` [N, D] (itself excluded), by blocked
-    brute force (one GEMM and a top-k per block of rows), on x's device.
+#: On CPU, ``knn_method="auto"`` switches from exact brute force to approximate HNSW search at
+#: this many points (bench: 20k x 64-d, k = 90, 2 threads: exact 4.2 s, HNSW 1.8 s at recall 0.995).
+APPROX_KNN_MIN_N = 20_000
+KNN_METHODS = ("auto", "exact", "approx")
 
-    Returns (d2 [N, k] squared Euclidean distances in x's units^2, ascending; idx [N, k] int64).
+
+def _hnswlib():
+    """The hnswlib module, or None if it is not installed."""
+    try:
+        import hnswlib
+    except ImportError:
+        return None
+    return hnswlib
+
+
+def resolve_knn_method(method: str, n: int, device: torch.device) -> str:
+    """"exact" or "approx" for ``method`` in KNN_METHODS: "auto" is approx only on CPU, for
+    n >= APPROX_KNN_MIN_N and with hnswlib installed (otherwise exact, silently)."""
+    if method not in KNN_METHODS:
+        raise ValueError(f"knn_method must be one of {KNN_METHODS}, got {method!r}")
+    if method == "approx":
+        if _hnswlib() is None:
+            raise ImportError("knn_method='approx' needs the hnswlib package: "
+                              "pip install 'em-accel[embed]' (or pip install hnswlib)")
+        return "approx"
+    if method == "auto" and device.type == "cpu" and n >= APPROX_KNN_MIN_N \
+            and _hnswlib() is not None:
+        return "approx"
+    return "exact"
+
+
+def _exact_idx(xf: torch.Tensor, k: int, block_bytes: int) -> torch.Tensor:
+    """Indices [N, k] of the exact k nearest neighbours by blocked GEMM + top-k."""
+    n = xf.shape[0]
+    sq = (xf * xf).sum(1)
+    rows = max(1, min(n, block_bytes // (4 * n)))
+    idx = torch.empty(n, k, dtype=torch.int64, device=xf.device)
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        d = torch.addmm(sq[None, :], xf[i0:i1], xf.T, beta=1, alpha=-2).add_(sq[i0:i1, None])
+        d[torch.arange(i1 - i0, device=xf.device), torch.arange(i0, i1, device=xf.device)] = math.inf
+        idx[i0:i1] = torch.topk(d, k, dim=1, largest=False, sorted=True).indices
+    return idx
+
+
+def _hnsw_idx(xf: torch.Tensor, k: int, m: int = 16, ef: int = 100) -> torch.Tensor:
+    """Indices [N, k] of approximate k nearest neighbours from an hnswlib HNSW graph
+    (Malkov & Yashunin 2018; M = m links, ef_construction = ef, query ef = max(ef, k + 1)),
+    built and queried on CPU with torch's thread count."""
+    import numpy as np
+
+    hnswlib = _hnswlib()
+    n, dim = xf.shape
+    data = np.ascontiguousarray(xf.detach().to("cpu", torch.float32).numpy())
+    index = hnswlib.Index(space="l2", dim=dim)
+    index.init_index(max_elements=n, ef_construction=ef, M=m, random_seed=0)
+    index.set_num_threads(max(1, torch.get_num_threads()))
+    index.add_items(data, np.arange(n))
+    index.set_ef(max(ef, k + 1))
+    labels, _ = index.knn_query(data, k=k + 1)
+    # Drop each point itself (normally first; with duplicates it may sit elsewhere or be
+    # missing, in which case the (k+1)-th neighbour goes instead).
+    not_self = labels != np.arange(n)[:, None]
+    keep = np.argsort(~not_self, axis=1, kind="stable")[:, :k]
+    idx = np.take_along_axis(labels, keep, axis=1).astype(np.int64)
+    return torch.from_numpy(idx).to(xf.device)
+
+
+def knn(x: torch.Tensor, k: int, block_bytes: int = 64 << 20,
+        method: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest neighbours of every row of ``x`` [N, D] (itself excluded).
+
+    method: "exact" = blocked brute force (one GEMM and a top-k per block of rows) on x's
+    device; "approx" = HNSW graph search (hnswlib) on CPU, recall ~0.99 on clustered data
+    (ImportError if hnswlib is missing); "auto" = approx on CPU for N >= APPROX_KNN_MIN_N when
+    hnswlib is installed, exact otherwise (and always exact on GPU).
+
+    Returns (d2 [N, k] squared Euclidean distances in x's units^2, ascending, computed exactly
+    for the neighbours found; idx [N, k] int64), on x's device.
     """
     n = x.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, N - 1 = {n - 1}], got {k}")
     xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    sq = (xf * xf).sum(1)
-    rows = max(1, min(n, block_bytes // (4 * n)))
-    idx = torch.empty(n, k, dtype=torch.int64, device=x.device)
-    for i0 in range(0, n, rows):
-        i1 = min(n, i0 + rows)
-        d = torch.addmm(sq[None, :], xf[i0:i1], xf.T, beta=1, alpha=-2).add_(sq[i0:i1, None])
-        d[torch.arange(i1 - i0, device=x.device), torch.arange(i0, i1, device=x.device)] = math.inf
-        idx[i0:i1] = torch.topk(d, k, dim=1, largest=False, sorted=True).indices
+    if resolve_knn_method(method, n, x.device) == "approx":
+        idx = _hnsw_idx(xf, k)
+    else:
+        idx = _exact_idx(xf, k, block_bytes)
     # Recompute the kept distances directly: the GEMM form loses digits to cancellation.
     d2 = torch.empty(n, k, dtype=xf.dtype, device=x.device)
     step = max(1, (16 << 20) // max(1, k * x.shape[1] * 4))
@@ -76,10 +147,12 @@ def knn(x: torch.Tensor, k: int, block_bytes: int = 64 << 20) -> tuple[torch.Ten
 
 def affinities(x: torch.Tensor, perplexity: float = 30.0, k: int | None = None,
                dtype: torch.dtype = torch.float32, tol: float = 1e-5, max_iter: int = 200,
-               neighbors: tuple[torch.Tensor, torch.Tensor] | None = None) -> Affinities:
+               neighbors: tuple[torch.Tensor, torch.Tensor] | None = None,
+               knn_method: str = "exact") -> Affinities:
     """t-SNE input affinities of ``x`` [N, D].
 
-    k = min(N - 1, floor(3 * perplexity)) exact nearest neighbours; per-point precision by
+    k = min(N - 1, floor(3 * perplexity)) nearest neighbours (``knn_method`` as in :func:`knn`:
+    "exact" default, "approx", "auto"); per-point precision by
     native bisection so each row's entropy is ln(perplexity) nats; p_ij = (p_j|i + p_i|j) / 2N.
     ``neighbors`` = (d2, idx) skips the kNN search (e.g. a custom distance).
     """
@@ -98,7 +171,7 @@ def affinities(x: torch.Tensor, perplexity: float = 30.0, k: int | None = None,
     if not 1.0 < perplexity <= k:
         raise ValueError(f"perplexity must be in (1, k] with k = {k} neighbours for N = {n} "
                          f"points (perplexity < N/3), got {perplexity}")
-    d2, idx = knn(x, k) if neighbors is None else neighbors
+    d2, idx = knn(x, k, method=knn_method) if neighbors is None else neighbors
     pc, _ = ops.tsne_perplexity(d2.to(dtype).contiguous(), float(perplexity), tol, max_iter)
     rows = torch.arange(n, device=x.device).repeat_interleave(k)
     indptr, indices, values = ops.symmetric_csr(rows, idx.reshape(-1), pc.reshape(-1).double(), n)

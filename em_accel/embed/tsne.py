@@ -17,7 +17,7 @@ import torch
 
 from .. import _native
 from ..ops import tsne as ops
-from .affinities import Affinities, affinities as compute_affinities, knn
+from .affinities import Affinities, affinities as compute_affinities, knn, resolve_knn_method
 from .pca import pca
 
 # Per-iteration cost model for method="auto": seconds per exact pair and per FFT grid node
@@ -135,6 +135,7 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
          min_gain: float = 0.01, max_step_norm: float = 5.0, method: str = "auto",
          dtype: torch.dtype = torch.float32, seed: int = 0, kl_every: int = 50,
          progress: bool = False, affinities: Affinities | None = None,
+         knn_method: str = "auto",
          fft_nodes: int = 4, fft_intervals_per_unit: float = 1.0,
          callback: Callable[[int, torch.Tensor], None] | None = None,
          return_info: bool = False):
@@ -142,7 +143,7 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
 
     Args:
         x: [N, D] features (any float dtype; numpy arrays accepted).
-        perplexity: effective number of neighbours; k = 3 * perplexity exact neighbours.
+        perplexity: effective number of neighbours; k = 3 * perplexity neighbours.
         n_iter: total iterations, early exaggeration included.
         device: where to optimise ("cpu", "cuda", ...); default x's device.
         init: "pca", "random" or an [N, 2] array.
@@ -160,6 +161,9 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
         kl_every: compute KL(P||Q) every this many iterations (and at the end).
         progress: show a progress line on stderr.
         affinities: precomputed P (skips kNN and calibration).
+        knn_method: "auto" (approximate HNSW search via hnswlib on CPU for N >= 20k when it
+            is installed, else exact), "exact" (brute force) or "approx" (HNSW; ImportError
+            without hnswlib). See :func:`em_accel.embed.knn`.
         fft_nodes, fft_intervals_per_unit: interpolation nodes per box (4: about 0.5% force
             error, the same final KL as openTSNE's FFT; 3 as FIt-SNE: about 2%, ~1% worse
             KL, 20% faster), boxes per embedding unit.
@@ -178,6 +182,7 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
     if n_iter < 0 or early_exaggeration_iter < 0:
         raise ValueError(f"n_iter and early_exaggeration_iter must be >= 0, got {n_iter}, "
                          f"{early_exaggeration_iter}")
+    resolve_knn_method(knn_method, x.shape[0], torch.device("cpu"))  # validate early
     if method not in ("auto", "exact", "fft"):
         raise ValueError(f"method must be 'auto', 'exact' or 'fft', got {method!r}")
     device = torch.device(device) if device is not None else x.device
@@ -192,7 +197,7 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
 
     t0 = time.perf_counter()
     if affinities is None:
-        P = compute_affinities(x, perplexity, dtype=dtype)
+        P = compute_affinities(x, perplexity, dtype=dtype, knn_method=knn_method)
     else:
         if affinities.n != n:
             raise ValueError(f"affinities are for {affinities.n} points, x has {n}")
