@@ -1,7 +1,8 @@
 """t-SNE: em-accel against openTSNE (FFT, BH) and scikit-learn, same data, same iterations.
 
 Data: em_accel.embed.gaussian_mixture (64-d, 10 clusters), perplexity 30, 750 iterations
-(250 early exaggeration at 12), PCA init, library-default kNN. Quality is measured outside the
+(250 early exaggeration at 12), PCA init, library-default kNN (em-accel: auto = exact below 20k
+points, HNSW at and above; openTSNE: auto = Annoy above 1000 points). Quality is measured outside the
 timed region against one common P (exact 90-NN, perplexity 30): exact KL (exact Z) and 10-NN
 preservation. Kernel rows time the native gradient pieces against their torch references.
 
@@ -19,6 +20,7 @@ import torch
 
 from bench.harness import available_devices, median_time, print_table, write_record
 from em_accel.embed import affinities, gaussian_mixture, kl_divergence, knn_preservation, tsne
+from em_accel.embed.affinities import resolve_knn_method
 from em_accel.ops import tsne as ops
 
 N_ITER, EE_ITER, PERPLEXITY = 750, 250, 30.0
@@ -31,7 +33,9 @@ def _load() -> float:
 def _em(x, device, **kw):
     y, info = tsne(x, PERPLEXITY, N_ITER, device=device, return_info=True, **kw)
     return y.cpu(), {"affinities_s": info.timings["affinities"], "optimize_s": info.timings["optimize"],
-                     "kl_lib": info.kl_divergence, "methods": dict(info.methods)}
+                     "kl_lib": info.kl_divergence, "methods": dict(info.methods),
+                     "knn_method": resolve_knn_method(kw.get("knn_method", "auto"), x.shape[0],
+                                                      torch.device(device))}
 
 
 def _opentsne(x, method):
@@ -133,7 +137,7 @@ def run(quick: bool = False):
         rows += _gpu_rows((2000,) if quick else (20000, 100000), 200 if quick else 1000)
     for n in sizes:
         x, _ = gaussian_mixture(n, dim=64, clusters=10, seed=0)
-        P = affinities(x, PERPLEXITY)
+        P = affinities(x, PERPLEXITY, knn_method="exact")  # the common yardstick
         for device in ["cpu"]:
             for name, fn in _runners(device, peers).items():
                 if device == "cuda" and name.startswith(("openTSNE", "sklearn")):

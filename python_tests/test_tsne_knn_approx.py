@@ -44,7 +44,7 @@ def test_approx_recall_unclustered():
     x = torch.randn(4000, 32, generator=g)  # a harder case: no cluster structure
     _, ie = knn(x, 30, method="exact")
     _, ia = knn(x, 30, method="approx")
-    assert _recall(ie, ia) >= 0.9  # measured 0.97
+    assert _recall(ie, ia) >= 0.9  # measured 0.995
 
 
 def test_auto_switch(monkeypatch):

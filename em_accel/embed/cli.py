@@ -21,7 +21,8 @@ def _run(args: argparse.Namespace) -> int:
         from .pca import pca
         x = pca(x, min(args.pca, x.shape[1]))
     y, info = tsne(x, perplexity=args.perplexity, n_iter=args.n_iter, device=args.device,
-                   method=args.method, seed=args.seed, progress=not args.quiet, return_info=True)
+                   method=args.method, knn_method=args.knn, seed=args.seed,
+                   progress=not args.quiet, return_info=True)
     y = y.cpu()
     if args.uniform:
         y = uniform_separate(y)
@@ -52,6 +53,9 @@ def register(subparsers) -> None:
     p.add_argument("--n-iter", type=int, default=750)
     p.add_argument("--pca", type=int, default=0, help="reduce to this many PCs first (0: off)")
     p.add_argument("--method", choices=["auto", "exact", "fft"], default="auto")
+    p.add_argument("--knn", choices=["auto", "exact", "approx"], default="auto",
+                   help="neighbour search: approx = HNSW (hnswlib); auto = approx on CPU "
+                   "for N >= 20k")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--uniform", action="store_true", help="uniformly separate the map (US-tSNE)")
