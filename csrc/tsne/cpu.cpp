@@ -170,20 +170,7 @@ void interp_spread_cpu(const InterpParams& q, const void* y, void* grid, int64_t
     parallel_for(g.nb, 1, [&](int64_t b, int64_t) {
       for (int64_t s = box_start[b]; s < box_start[b + 1]; ++s) {
         const int64_t i = order[s];
-        const T x = yy[2 * i], v = yy[2 * i + 1];
-        T ux, uy, wx[kMaxInterp], wy[kMaxInterp], c[kCharges];
-        const int bx = box_of(x, g.lx, g.h, g.nb, &ux);
-        const int by = box_of(v, g.ly, g.h, g.nb, &uy);
-        lagrange_weights(ux, g.p, wx);
-        lagrange_weights(uy, g.p, wy);
-        charges(x - g.cx, v - g.cy, c);
-        for (int my = 0; my < g.p; ++my) {
-          const int64_t rowoff = (int64_t(by) * g.p + my) * g.m + int64_t(bx) * g.p;
-          for (int mx = 0; mx < g.p; ++mx) {
-            const T w = wx[mx] * wy[my];
-            for (int k = 0; k < kCharges; ++k) out[k * cells + rowoff + mx] += w * c[k];
-          }
-        }
+        spread_point(i, g, yy, [out](int64_t k, T w) { out[k] += w; });
       }
     });
   });

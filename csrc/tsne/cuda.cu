@@ -93,28 +93,18 @@ template <class A> GridFrame<A> frame(const InterpParams& q) {
                       int64_t(q.n_boxes) * q.p};
 }
 
+template <class T> struct AtomicAdd {
+  T* grid;
+  __device__ void operator()(int64_t k, T w) const { atomicAdd(grid + k, w); }
+};
+
 // Spreading with atomics: the sum order, hence the last bits, can vary run to run.
 template <class T>
 __global__ void spread_kernel(int64_t n, GridFrame<T> g, const T* __restrict__ y,
                               T* __restrict__ grid) {
-  const int64_t cells = g.m * g.m;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const T x = y[2 * i], v = y[2 * i + 1];
-    T ux, uy, wx[kMaxInterp], wy[kMaxInterp], c[kCharges];
-    const int bx = box_of(x, g.lx, g.h, g.nb, &ux);
-    const int by = box_of(v, g.ly, g.h, g.nb, &uy);
-    lagrange_weights(ux, g.p, wx);
-    lagrange_weights(uy, g.p, wy);
-    charges(x - g.cx, v - g.cy, c);
-    for (int my = 0; my < g.p; ++my) {
-      const int64_t rowoff = (int64_t(by) * g.p + my) * g.m + int64_t(bx) * g.p;
-      for (int mx = 0; mx < g.p; ++mx) {
-        const T w = wx[mx] * wy[my];
-        for (int k = 0; k < kCharges; ++k) atomicAdd(grid + k * cells + rowoff + mx, w * c[k]);
-      }
-    }
-  }
+       i += int64_t(gridDim.x) * blockDim.x)
+    spread_point(i, g, y, AtomicAdd<T>{grid});
 }
 
 template <class T>

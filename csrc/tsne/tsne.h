@@ -127,6 +127,28 @@ template <class A> EM_HD void combine_potentials(A x, A y, const A* phi, A* rx, 
   *zrow = (A(1) + A(2) * (x * x + y * y)) * phi[0] - A(2) * (x * phi[1] + y * phi[2]);
 }
 
+// Spread point i's charges onto its box's p x p interpolation nodes of the grid [kCharges, m, m];
+// add(index, value) accumulates (a plain += on the CPU, where boxes are owned by one thread; an
+// atomicAdd on the GPU).
+template <class T, class Frame, class Add>
+EM_HD void spread_point(int64_t i, const Frame& g, const T* y, Add add) {
+  const int64_t cells = g.m * g.m;
+  const T x = y[2 * i], v = y[2 * i + 1];
+  T ux, uy, wx[kMaxInterp], wy[kMaxInterp], c[kCharges];
+  const int bx = box_of(x, g.lx, g.h, g.nb, &ux);
+  const int by = box_of(v, g.ly, g.h, g.nb, &uy);
+  lagrange_weights(ux, g.p, wx);
+  lagrange_weights(uy, g.p, wy);
+  charges(x - g.cx, v - g.cy, c);
+  for (int my = 0; my < g.p; ++my) {
+    const int64_t rowoff = (int64_t(by) * g.p + my) * g.m + int64_t(bx) * g.p;
+    for (int mx = 0; mx < g.p; ++mx) {
+      const T w = wx[mx] * wy[my];
+      for (int k = 0; k < kCharges; ++k) add(k * cells + rowoff + mx, w * c[k]);
+    }
+  }
+}
+
 // Interpolate the grid potentials [kCharges, m, m] at point i and write its repulsive force
 // [2] and its share of the normalisation Z, minus the self term, to zrow[i].
 template <class T, class Frame>
