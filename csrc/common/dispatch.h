@@ -18,6 +18,17 @@ template <class F> void dispatch_float_types(DType code, const char* where, F&& 
                               std::to_string(static_cast<int>(code)));
 }
 
+// For kernels that need float32 range and precision: calls f(float{}) or f(double{}).
+template <class F> void dispatch_real_types(int code, const char* where, F&& f) {
+  switch (static_cast<DType>(code)) {
+    case DType::F32: f(float{}); return;
+    case DType::F64: f(double{}); return;
+    default: break;
+  }
+  throw std::invalid_argument(std::string(where) + ": dtype must be float32 or float64, got code " +
+                              std::to_string(code));
+}
+
 inline void require(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument(msg);
 }

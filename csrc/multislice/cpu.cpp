@@ -12,12 +12,6 @@ namespace {
 
 constexpr int64_t kParallelWork = 1 << 18;  // elements below which loops stay on one thread
 
-template <class F> void dispatch_real(int dtype, const char* where, F&& f) {
-  if (dtype == int(DType::F32)) { f(float{}); return; }
-  if (dtype == int(DType::F64)) { f(double{}); return; }
-  require(false, std::string(where) + ": dtype must be F32 or F64, got code " + std::to_string(dtype));
-}
-
 // r += sum_a c_a * e_a over a row of m complex values, for na = 1..4 atoms at once (split
 // re/im layout). Compiled for AVX-512, AVX2 and baseline x86-64; the loader picks one.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -219,7 +213,7 @@ void deposit_item(const PotentialParams& p, const double* pos, const int32_t* sp
 void structure_factor_cpu(const PotentialParams& p, const double* positions, const int32_t* species,
                           const int64_t* offsets, const void* ff, void* out) {
   if (p.items == 0 || p.nx == 0 || p.ny == 0) return;
-  dispatch_real(p.dtype, "multislice.structure_factor_cpu", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.structure_factor_cpu", [&](auto tag) {
     using T = decltype(tag);
     const int64_t plane = p.nx * (p.ny / 2 + 1);
     for (int64_t m = 0; m < p.items; ++m)
@@ -231,7 +225,7 @@ void structure_factor_cpu(const PotentialParams& p, const double* positions, con
 void deposit_cpu(const PotentialParams& p, const double* positions, const int32_t* species,
                  const int64_t* offsets, void* out) {
   if (p.items == 0 || p.nx == 0 || p.ny == 0) return;
-  dispatch_real(p.dtype, "multislice.deposit_cpu", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.deposit_cpu", [&](auto tag) {
     using T = decltype(tag);
     const int64_t block = p.species * p.nx * p.ny;
 #pragma omp parallel for schedule(dynamic) if (int64_t(offsets[p.items]) > 4096)
@@ -248,7 +242,7 @@ void transmit_cpu(const TransmitParams& p, const void* potential, void* wave) {
                     static_cast<cplx<float>*>(wave), 0);
     return;
   }
-  dispatch_real(p.dtype, "multislice.transmit_cpu", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.transmit_cpu", [&](auto tag) {
     using T = decltype(tag);
     const T* v = static_cast<const T*>(potential);
     cplx<T>* w = static_cast<cplx<T>*>(wave);
@@ -267,7 +261,7 @@ void transmission_cpu(const TransmitParams& p, const void* potential, void* out)
                     static_cast<cplx<float>*>(out), 1);
     return;
   }
-  dispatch_real(p.dtype, "multislice.transmission_cpu", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.transmission_cpu", [&](auto tag) {
     using T = decltype(tag);
     const T* v = static_cast<const T*>(potential);
     cplx<T>* t = static_cast<cplx<T>*>(out);
@@ -304,7 +298,7 @@ void for_band(int64_t ny, int64_t lo, int64_t hi, F&& f) {
 
 void propagate_cpu(const PropagateParams& p, const double* tilt, void* spectrum) {
   if (p.batch == 0 || p.nx == 0 || p.ny == 0) return;
-  dispatch_real(p.dtype, "multislice.propagate_cpu", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.propagate_cpu", [&](auto tag) {
     using T = decltype(tag);
     cplx<T>* w = static_cast<cplx<T>*>(spectrum);
     const int64_t nx = p.nx, ny = p.ny;

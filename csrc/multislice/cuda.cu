@@ -12,12 +12,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <class F> void dispatch_real(int dtype, const char* where, F&& f) {
-  if (dtype == int(DType::F32)) { f(float{}); return; }
-  if (dtype == int(DType::F64)) { f(double{}); return; }
-  require(false, std::string(where) + ": dtype must be F32 or F64, got code " + std::to_string(dtype));
-}
-
 // grid (ceil(nx*nyh / threads), M): one thread per half-spectrum bin of item m, looping its atoms.
 template <class T>
 __global__ void structure_factor_kernel(PotentialParams p, const double* __restrict__ pos,
@@ -110,7 +104,7 @@ void structure_factor_cuda(const PotentialParams& p, const double* positions,
   if (p.items == 0 || p.nx == 0 || p.ny == 0) return;
   require(p.items <= 65535, "multislice.structure_factor_cuda: at most 65535 items per call, got " +
                                 std::to_string(p.items));
-  dispatch_real(p.dtype, "multislice.structure_factor_cuda", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.structure_factor_cuda", [&](auto tag) {
     using T = decltype(tag);
     const int64_t plane = p.nx * (p.ny / 2 + 1);
     dim3 grid(unsigned(blocks_for(plane, kThreads, 65535)), unsigned(p.items));
@@ -125,7 +119,7 @@ void deposit_cuda(const PotentialParams& p, const double* positions, const int32
   if (p.items == 0 || p.nx == 0 || p.ny == 0) return;
   require(p.items <= 65535, "multislice.deposit_cuda: at most 65535 items per call, got " +
                                 std::to_string(p.items));
-  dispatch_real(p.dtype, "multislice.deposit_cuda", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.deposit_cuda", [&](auto tag) {
     using T = decltype(tag);
     dim3 grid(8, unsigned(p.items));
     deposit_kernel<T><<<grid, kThreads, 0, stream>>>(p, positions, species, offsets,
@@ -136,7 +130,7 @@ void deposit_cuda(const PotentialParams& p, const double* positions, const int32
 
 void transmit_cuda(const TransmitParams& p, const void* potential, void* wave, cudaStream_t s) {
   if (p.batch == 0 || p.pixels == 0) return;
-  dispatch_real(p.dtype, "multislice.transmit_cuda", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.transmit_cuda", [&](auto tag) {
     using T = decltype(tag);
     transmit_kernel<T><<<blocks_for(p.batch * p.pixels, kThreads), kThreads, 0, s>>>(
         p, static_cast<const T*>(potential), static_cast<cplx<T>*>(wave), 0);
@@ -146,7 +140,7 @@ void transmit_cuda(const TransmitParams& p, const void* potential, void* wave, c
 
 void transmission_cuda(const TransmitParams& p, const void* potential, void* out, cudaStream_t s) {
   if (p.batch == 0 || p.pixels == 0) return;
-  dispatch_real(p.dtype, "multislice.transmission_cuda", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.transmission_cuda", [&](auto tag) {
     using T = decltype(tag);
     transmit_kernel<T><<<blocks_for(p.batch * p.pixels, kThreads), kThreads, 0, s>>>(
         p, static_cast<const T*>(potential), static_cast<cplx<T>*>(out), 1);
@@ -156,7 +150,7 @@ void transmission_cuda(const TransmitParams& p, const void* potential, void* out
 
 void propagate_cuda(const PropagateParams& p, const double* tilt, void* spectrum, cudaStream_t s) {
   if (p.batch == 0 || p.nx == 0 || p.ny == 0) return;
-  dispatch_real(p.dtype, "multislice.propagate_cuda", [&](auto tag) {
+  dispatch_real_types(p.dtype, "multislice.propagate_cuda", [&](auto tag) {
     using T = decltype(tag);
     propagate_kernel<T><<<blocks_for(p.batch * p.nx * p.ny, kThreads), kThreads, 0, s>>>(
         p, tilt, static_cast<cplx<T>*>(spectrum));

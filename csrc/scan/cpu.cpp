@@ -1,7 +1,7 @@
 // Scan CPU launchers: OpenMP loops over the math in scan.h.
 #include <cstring>
 
-#include "dispatch_real.h"
+#include "../common/dispatch.h"
 #include "launch.h"
 #include "scan.h"
 

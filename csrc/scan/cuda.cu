@@ -1,6 +1,6 @@
 // Scan CUDA launchers: grid launches over the math in scan.h.
 #include "../common/cuda_check.h"
-#include "dispatch_real.h"
+#include "../common/dispatch.h"
 #include "launch.h"
 #include "scan.h"
 

@@ -22,17 +22,6 @@ namespace em {
 namespace tsne {
 namespace {
 
-// float32 / float64 only: t-SNE needs the range and precision of at least float32.
-template <class F> void dispatch_real(int code, const char* where, F&& f) {
-  switch (static_cast<DType>(code)) {
-    case DType::F32: f(float{}); return;
-    case DType::F64: f(double{}); return;
-    default: break;
-  }
-  throw std::invalid_argument(std::string(where) + ": dtype code " + std::to_string(code) +
-                              " is not float32 or float64");
-}
-
 constexpr int64_t kTile = 1024;  // j-tile of the exact repulsion: float partial sums, then double
 
 // Repulsion on rows [i0, i1) from all n points held as separate x and y arrays.
@@ -94,7 +83,7 @@ template <class A> struct GridFrame {
 void perplexity_cpu(const PerplexityParams& q, const void* d2, void* p, double* beta) {
   if (q.n == 0) return;
   const double log_perp = log(q.perplexity);
-  dispatch_real(q.dtype, "tsne.perplexity_cpu", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.perplexity_cpu", [&](auto tag) {
     using T = decltype(tag);
     const T* d = static_cast<const T*>(d2);
     T* out = static_cast<T*>(p);
@@ -108,7 +97,7 @@ void perplexity_cpu(const PerplexityParams& q, const void* d2, void* p, double* 
 void attractive_cpu(const AttractiveParams& q, const void* y, const int64_t* indptr,
                     const int64_t* indices, const void* values, void* force, double* plogw) {
   if (q.n == 0) return;
-  dispatch_real(q.dtype, "tsne.attractive_cpu", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.attractive_cpu", [&](auto tag) {
     using T = decltype(tag);
     const T* yy = static_cast<const T*>(y);
     const T* v = static_cast<const T*>(values);
@@ -129,7 +118,7 @@ void attractive_cpu(const AttractiveParams& q, const void* y, const int64_t* ind
 
 void repulsive_exact_cpu(const RepulsiveParams& q, const void* y, void* force, double* zrow) {
   if (q.n == 0) return;
-  dispatch_real(q.dtype, "tsne.repulsive_exact_cpu", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.repulsive_exact_cpu", [&](auto tag) {
     using T = decltype(tag);
     const T* yy = static_cast<const T*>(y);
     std::vector<T> xs(q.n), ys(q.n);  // structure of arrays for unit-stride vector loads
@@ -145,7 +134,7 @@ void interp_spread_cpu(const InterpParams& q, const void* y, void* grid, int64_t
                        int64_t* box_start) {
   require(q.p >= 1 && q.p <= kMaxInterp, "tsne.interp_spread_cpu: p must be in [1, 8], got " +
                                              std::to_string(q.p));
-  dispatch_real(q.dtype, "tsne.interp_spread_cpu", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.interp_spread_cpu", [&](auto tag) {
     using T = decltype(tag);
     const GridFrame<T> g(q);
     const T* yy = static_cast<const T*>(y);
@@ -181,7 +170,7 @@ void interp_gather_cpu(const InterpParams& q, const void* y, const void* potenti
   if (q.n == 0) return;
   require(q.p >= 1 && q.p <= kMaxInterp, "tsne.interp_gather_cpu: p must be in [1, 8], got " +
                                              std::to_string(q.p));
-  dispatch_real(q.dtype, "tsne.interp_gather_cpu", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.interp_gather_cpu", [&](auto tag) {
     using T = decltype(tag);
     const GridFrame<T> g(q);
     const T* yy = static_cast<const T*>(y);
@@ -196,7 +185,7 @@ void interp_gather_cpu(const InterpParams& q, const void* y, const void* potenti
 void step_cpu(const StepParams& q, void* y, void* update, void* gains, const void* attr,
               const void* rep, double* bbox) {
   if (q.n == 0) return;
-  dispatch_real(q.dtype, "tsne.step_cpu", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.step_cpu", [&](auto tag) {
     using T = decltype(tag);
     T* yy = static_cast<T*>(y);
     T* u = static_cast<T*>(update);

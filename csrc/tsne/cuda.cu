@@ -13,16 +13,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <class F> void dispatch_real(int code, const char* where, F&& f) {
-  switch (static_cast<DType>(code)) {
-    case DType::F32: f(float{}); return;
-    case DType::F64: f(double{}); return;
-    default: break;
-  }
-  throw std::invalid_argument(std::string(where) + ": dtype code " + std::to_string(code) +
-                              " is not float32 or float64");
-}
-
 template <class T>
 __global__ void perplexity_kernel(PerplexityParams q, double log_perp, const T* __restrict__ d2,
                                   T* __restrict__ p, double* __restrict__ beta) {
@@ -207,7 +197,7 @@ __global__ void bbox_kernel(int blocks, const double* __restrict__ work, double*
 void perplexity_cuda(const PerplexityParams& q, const void* d2, void* p, double* beta,
                      cudaStream_t stream) {
   if (q.n == 0) return;
-  dispatch_real(q.dtype, "tsne.perplexity_cuda", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.perplexity_cuda", [&](auto tag) {
     using T = decltype(tag);
     perplexity_kernel<T><<<blocks_for(q.n, kThreads), kThreads, 0, stream>>>(
         q, log(q.perplexity), static_cast<const T*>(d2), static_cast<T*>(p), beta);
@@ -219,7 +209,7 @@ void attractive_cuda(const AttractiveParams& q, const void* y, const int64_t* in
                      const int64_t* indices, const void* values, void* force, double* plogw,
                      cudaStream_t stream) {
   if (q.n == 0) return;
-  dispatch_real(q.dtype, "tsne.attractive_cuda", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.attractive_cuda", [&](auto tag) {
     using T = decltype(tag);
     attractive_kernel<T><<<blocks_for(q.n, kThreads), kThreads, 0, stream>>>(
         q, static_cast<const T*>(y), indptr, indices, static_cast<const T*>(values),
@@ -231,7 +221,7 @@ void attractive_cuda(const AttractiveParams& q, const void* y, const int64_t* in
 void repulsive_exact_cuda(const RepulsiveParams& q, const void* y, void* force, double* zrow,
                           cudaStream_t stream) {
   if (q.n == 0) return;
-  dispatch_real(q.dtype, "tsne.repulsive_exact_cuda", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.repulsive_exact_cuda", [&](auto tag) {
     using T = decltype(tag);
     const int64_t blocks = (q.n + kThreads - 1) / kThreads;
     repulsive_exact_kernel<T><<<unsigned(blocks), kThreads, 0, stream>>>(
@@ -243,7 +233,7 @@ void repulsive_exact_cuda(const RepulsiveParams& q, const void* y, void* force, 
 void interp_spread_cuda(const InterpParams& q, const void* y, void* grid, cudaStream_t stream) {
   require(q.p >= 1 && q.p <= kMaxInterp, "tsne.interp_spread_cuda: p must be in [1, 8], got " +
                                              std::to_string(q.p));
-  dispatch_real(q.dtype, "tsne.interp_spread_cuda", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.interp_spread_cuda", [&](auto tag) {
     using T = decltype(tag);
     const GridFrame<T> g = frame<T>(q);
     cudaMemsetAsync(grid, 0, sizeof(T) * kCharges * g.m * g.m, stream);
@@ -260,7 +250,7 @@ void interp_gather_cuda(const InterpParams& q, const void* y, const void* potent
   if (q.n == 0) return;
   require(q.p >= 1 && q.p <= kMaxInterp, "tsne.interp_gather_cuda: p must be in [1, 8], got " +
                                              std::to_string(q.p));
-  dispatch_real(q.dtype, "tsne.interp_gather_cuda", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.interp_gather_cuda", [&](auto tag) {
     using T = decltype(tag);
     gather_kernel<T><<<blocks_for(q.n, kThreads), kThreads, 0, stream>>>(
         q.n, frame<T>(q), static_cast<const T*>(y), static_cast<const T*>(potentials),
@@ -272,7 +262,7 @@ void interp_gather_cuda(const InterpParams& q, const void* y, const void* potent
 void step_cuda(const StepParams& q, void* y, void* update, void* gains, const void* attr,
                const void* rep, double* bbox, double* workspace, cudaStream_t stream) {
   if (q.n == 0) return;
-  dispatch_real(q.dtype, "tsne.step_cuda", [&](auto tag) {
+  dispatch_real_types(q.dtype, "tsne.step_cuda", [&](auto tag) {
     using T = decltype(tag);
     const int blocks = int(blocks_for(q.n, kThreads, kStepBlocks));
     step_kernel<T><<<blocks, kThreads, 0, stream>>>(
