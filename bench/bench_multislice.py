@@ -163,12 +163,23 @@ def run(quick: bool = False) -> Path:
 
 
 def run_cuda(quick: bool = False) -> Path:
-    """GPU timings of em-accel's loop (no abTEM on the GPU machine): ms per slice, the FFT-bound
-    floor (fft2 + ifft2 + one complex multiply per slice, measured on the same card) and the
-    achieved memory bandwidth against the card's measured device-to-device copy bandwidth."""
-    from ase.build import bulk  # noqa: F401  (ASE is optional here: structures are built directly)
+    """GPU timings, ms per slice: em-accel's loop (potential on the fly, exact and deposit; and
+    prebuilt, batch 1 and 16) vs abTEM on the GPU through CuPy where abTEM and CuPy import (same
+    structure, grid and slices; the agreement of the waves is recorded too), the FFT-bound floor
+    (fft2 + ifft2 + one complex multiply per slice, same card) and the achieved memory
+    bandwidth against the card's measured device-to-device copy bandwidth. Times are wall clock
+    around fully synchronised calls (torch and CuPy streams), best of repeats."""
+    from ase.build import bulk
 
-    from em_accel.sim import Potential, Structure, from_ase, multislice, plane_wave
+    from em_accel.sim import Potential, from_ase, multislice, plane_wave
+
+    try:
+        import abtem
+        import cupy
+        abtem.config.set({"device": "gpu", "precision": "float32", "dask.scheduler": "synchronous"})
+    except ImportError as exc:  # abTEM/CuPy are carried to the GPU machine as wheels
+        print(f"abTEM on GPU unavailable ({exc}); timing em-accel alone", flush=True)
+        abtem = cupy = None
 
     dev = "cuda"
     x = torch.empty(2 ** 28, dtype=torch.float32, device=dev)  # 1 GiB
@@ -183,19 +194,23 @@ def run_cuda(quick: bool = False) -> Path:
     copy_bw = 2 * x.numel() * 4 * 10 / (ev[0].elapsed_time(ev[1]) * 1e-3)  # read + write bytes/s
     del x, y
 
-    def cuda_time(fn, repeats=5):
-        fn()
+    def sync():
         torch.cuda.synchronize()
+        if cupy is not None:
+            cupy.cuda.Device().synchronize()
+
+    def gpu_time(fn, repeats=5):
+        fn()
+        sync()
         best = math.inf
         for _ in range(repeats):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
+            t0 = time.perf_counter()
             fn()
-            b.record()
-            torch.cuda.synchronize()
-            best = min(best, a.elapsed_time(b) * 1e-3)
+            sync()
+            best = min(best, time.perf_counter() - t0)
         return best
 
+    name = torch.cuda.get_device_name()
     rows = []
     sizes = [(512, 5, 50, "general"), (512, 4, 50, "periodic")] if quick else [
         (512, 5, 100, "general"), (512, 4, 100, "periodic"), (1024, 10, 100, "general"),
@@ -213,30 +228,62 @@ def run_cuda(quick: bool = False) -> Path:
                 torch.fft.fft2(psi, out=spec)
                 torch.fft.ifft2(spec, out=psi)
 
-        t_floor = cuda_time(floor) / n
+        t_floor = gpu_time(floor) / n
+        base = {"device": name, "gpts": gpts, "layout": layout, "slices": n,
+                "floor_ms_per_slice": t_floor * 1e3}
+        timing, waves = {}, {}
+        if abtem is not None:
+            atoms_ab = s.to_ase()
+
+            def abtem_fly():
+                pot = abtem.Potential(atoms_ab, gpts=gpts, slice_thickness=DZ, device="gpu",
+                                      parametrization="kirkland", projection="infinite")
+                return abtem.PlaneWave(energy=ENERGY * 1e3, device="gpu").multislice(pot).compute(
+                    progress_bar=False).array
+
+            pot_ab = abtem.Potential(atoms_ab, gpts=gpts, slice_thickness=DZ, device="gpu",
+                                     parametrization="kirkland", projection="infinite"
+                                     ).build().compute(progress_bar=False)
+
+            def abtem_pre():
+                return abtem.PlaneWave(energy=ENERGY * 1e3, device="gpu").multislice(pot_ab).compute(
+                    progress_bar=False).array
+
+            waves["abtem"] = torch.from_numpy(cupy.asnumpy(abtem_fly())).to(torch.complex128)
+            timing["abtem"] = gpu_time(abtem_fly, 3) / n
+            timing["abtem_prebuilt"] = gpu_time(abtem_pre, 3) / n
         for method in ("exact", "deposit"):
             def fly():
                 p = Potential(s, gpts=gpts, slice_thickness=DZ, method=method, device=dev)
                 return multislice(plane_wave(p.grid, device=dev), p, ENERGY)
-            t_fly = cuda_time(fly, 3) / n
-            rows.append({"device": torch.cuda.get_device_name(), "gpts": gpts, "layout": layout,
-                         "impl": f"ours_{method}", "ms_per_slice": t_fly * 1e3,
-                         "floor_ms_per_slice": t_floor * 1e3, "ratio_to_floor": t_fly / t_floor})
+            waves[method] = fly().cpu().to(torch.complex128)
+            timing[f"ours_{method}"] = gpu_time(fly, 3) / n
         pre = Potential(s, gpts=gpts, slice_thickness=DZ, method="deposit", device=dev).precompute()
         for batch in (1, 16):
             def loop():
                 return multislice(plane_wave(pre.grid, batch, device=dev), pre, ENERGY)
-            t = cuda_time(loop) / n / batch
-            # traffic of the loop per wave and slice: multiply (r psi, r t, w psi), FFT pair
-            # (>= 2 passes of r+w each), propagate (r+w) => at least 9 passes of 8 bytes x N
-            bw = 9 * 8 * n_pix / t
-            rows.append({"device": torch.cuda.get_device_name(), "gpts": gpts, "layout": layout,
-                         "impl": f"ours_prebuilt_batch{batch}", "ms_per_slice": t * 1e3,
-                         "floor_ms_per_slice": t_floor * 1e3, "ratio_to_floor": t / t_floor,
-                         "achieved_GBps": bw / 1e9, "copy_GBps": copy_bw / 1e9,
-                         "bandwidth_fraction": bw / copy_bw})
+            timing[f"ours_prebuilt_batch{batch}"] = gpu_time(loop) / n / batch
+        for impl, t in timing.items():
+            row = {**base, "impl": impl, "ms_per_slice": t * 1e3, "ratio_to_floor": t / t_floor}
+            if "abtem" in timing:
+                ref = timing["abtem_prebuilt" if "prebuilt" in impl else "abtem"]
+                row["speedup_vs_abtem"] = ref / t
+            if impl.startswith("ours_prebuilt"):
+                # traffic per wave and slice: multiply (r psi, r t, w psi), FFT pair (>= 2 passes
+                # of r+w each), propagate (r+w) => at least 9 passes of 8 bytes x N
+                bw = 9 * 8 * n_pix / t
+                row.update(achieved_GBps=bw / 1e9, copy_GBps=copy_bw / 1e9,
+                           bandwidth_fraction=bw / copy_bw)
+            if "abtem" in waves and impl in ("ours_exact", "ours_deposit"):
+                w, ref_w = waves[impl[5:]], waves["abtem"]
+                row["rel_l2_vs_abtem"] = ((w - ref_w).norm() / ref_w.norm()).item()
+            rows.append(row)
         print(rows[-1], flush=True)
-    print_table("multislice on GPU (per wave and slice)", rows,
-                ["gpts", "layout", "impl", "ms_per_slice", "floor_ms_per_slice", "ratio_to_floor",
-                 "achieved_GBps", "bandwidth_fraction"])
-    return write_record("multislice", rows, ["cuda"], {"copy_GBps": copy_bw / 1e9, "energy_keV": ENERGY})
+    print_table("multislice on GPU (ms per wave and slice; speed-up vs abTEM+CuPy, prebuilt rows "
+                "vs abTEM prebuilt)", rows,
+                ["gpts", "layout", "impl", "ms_per_slice", "speedup_vs_abtem", "ratio_to_floor",
+                 "rel_l2_vs_abtem", "bandwidth_fraction"])
+    extra = {"copy_GBps": copy_bw / 1e9, "energy_keV": ENERGY, "slice_thickness_A": DZ,
+             "abtem": abtem.__version__ if abtem is not None else None,
+             "cupy": cupy.__version__ if cupy is not None else None}
+    return write_record("multislice", rows, ["cuda"], extra)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from em_accel.data import (NoisyCropDataset, dihedral, make_batch, minmax, poisson_noise,
+from em_accel.data import (NoisyCropDataset, dihedral, dihedral_inverse, make_batch, minmax, poisson_noise,
                            sample_dose, synthetic_images, synthetic_micrograph)
 
 
@@ -74,6 +74,14 @@ def test_dihedral_group_matches_numpy():
     assert len(seen) == 8
     with pytest.raises(ValueError):
         dihedral(x, 8)
+
+
+def test_dihedral_inverse_undoes_each_transform():
+    x = torch.arange(2 * 3 * 5.0).reshape(2, 3, 5)
+    for k in range(8):
+        torch.testing.assert_close(dihedral_inverse(dihedral(x, k), k), x, rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        dihedral_inverse(x, -1)
 
 
 def test_minmax():

@@ -37,6 +37,25 @@ def test_tiling_equals_a_whole_image_pass(shape, tile, margin):
     torch.testing.assert_close(got, want.detach())
 
 
+def test_dihedral_ensemble_is_the_mean_of_the_eight_views_and_equivariant():
+    from em_accel.data import dihedral, dihedral_inverse
+    from em_accel.models.tiling import dihedral_ensemble
+
+    net = _local_net().requires_grad_(False)  # not rotation-equivariant: its 8 views differ
+    x = torch.rand(2, 1, 32, 48, dtype=torch.float64)
+    views = [dihedral_inverse(net(dihedral(x, k)), k) for k in range(8)]
+    assert float((views[0] - views[1]).abs().max()) > 1e-6
+    got = dihedral_ensemble(net, x)
+    torch.testing.assert_close(got, torch.stack(views).mean(0))
+    for k in range(8):  # the ensemble commutes with every flip/rotation
+        torch.testing.assert_close(dihedral_ensemble(net, dihedral(x, k)), dihedral(got, k))
+    img = torch.rand(70, 90, dtype=torch.float64)  # tiled: each tile is ensembled
+    tiled = denoise_tiled(net, img, tile=48, margin=8, ensemble=True)
+    padded = F.pad(img[None, None], (8,) * 4, mode="reflect")
+    whole = dihedral_ensemble(net, padded)[0, 0, 8:78, 8:98]
+    torch.testing.assert_close(tiled, whole)
+
+
 def test_tiling_on_device_matches_cpu(device):
     net = _local_net().float()
     img = torch.rand(90, 70)
@@ -149,10 +168,15 @@ def test_looks_low_dose():
 def test_evaluate_command_writes_the_table(tmp_path, capsys):
     assert main(["evaluate", "denoise", "-n", "2", "--size", "64", "--doses", "low",
                  "--methods", "Gaussian", "median", "atrous denoiser (shipped small)",
+                 "atrous denoiser (shipped small, 8x dihedral ensemble)",
                  "--no-bm3d", "--out", str(tmp_path), "--no-progress"]) == 0
     rows = json.loads((tmp_path / "denoise_eval.json").read_text())["rows"]
     names = {r["method"] for r in rows if r["subset"] == "all"}
-    assert names == {"Gaussian", "median", "atrous denoiser (shipped small)"}
+    assert names == {"Gaussian", "median", "atrous denoiser (shipped small)",
+                     "atrous denoiser (shipped small, 8x dihedral ensemble)"}
+    mse = {r["method"]: r["mse"] for r in rows if r["subset"] == "all"}
+    assert mse["atrous denoiser (shipped small, 8x dihedral ensemble)"] != \
+        mse["atrous denoiser (shipped small)"]
     assert all(np.isfinite(r["mse"]) and 0 < r["ssim"] <= 1 for r in rows)
     assert "| Gaussian |" in capsys.readouterr().out
     assert (tmp_path / "mae_map_low_atrous_denoiser.npy").is_file()

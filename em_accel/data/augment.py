@@ -13,6 +13,15 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return y.transpose(-2, -1) if k >= 4 else y
 
 
+def dihedral_inverse(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Undo :func:`dihedral`: ``dihedral_inverse(dihedral(x, k), k) == x``."""
+    if not 0 <= k < 8:
+        raise ValueError(f"k must be in [0, 8), got {k}")
+    if k >= 4:
+        y = y.transpose(-2, -1)
+    return torch.rot90(y, -(k % 4), dims=(-2, -1))
+
+
 def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A uniformly chosen dihedral transform of ``x`` [..., H, W]."""
     k = int(torch.randint(8, (1,), generator=generator))

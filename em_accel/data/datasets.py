@@ -44,10 +44,20 @@ def skimage_images(names: Sequence[str] = SKIMAGE_TRAIN) -> list[np.ndarray]:
     return out
 
 
-def synthetic_images(n: int, size: int, seed: int) -> list[np.ndarray]:
-    """``n`` synthetic micrographs (see :mod:`em_accel.data.synthetic`), reproducible by seed."""
-    ss = np.random.SeedSequence(seed)
-    return [synthetic_micrograph(size, np.random.default_rng(s)) for s in ss.spawn(n)]
+def synthetic_images(n: int, size: int, seed: int, workers: int = 0) -> list[np.ndarray]:
+    """``n`` synthetic micrographs (see :mod:`em_accel.data.synthetic`), reproducible by seed;
+    ``workers`` > 1 generates them in that many processes (same images)."""
+    seeds = np.random.SeedSequence(seed).spawn(n)
+    if workers > 1 and n > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, n)) as pool:
+            return list(pool.map(_synthetic_from_seed, [size] * n, seeds))
+    return [_synthetic_from_seed(size, s) for s in seeds]
+
+
+def _synthetic_from_seed(size: int, seed: np.random.SeedSequence) -> np.ndarray:
+    return synthetic_micrograph(size, np.random.default_rng(seed))
 
 
 def file_images(paths: Sequence[str | Path]) -> list[np.ndarray]:

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=int, default=16, help="context kept around tiles [px]")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--ensemble", action="store_true",
+                   help="average the 8 flips/rotations of every tile (8x the compute, lower error)")
     p.add_argument("--format", default="same", choices=["same", "tif", "mrc", "npy"],
                    help="output format ('same' keeps TIFF/MRC, else writes TIFF)")
     p.add_argument("--no-progress", action="store_true")
@@ -57,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--methods", nargs="*", default=None,
                    help="subset of method names (default: all)")
     e.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow)")
+    e.add_argument("--no-ensemble", action="store_true",
+                   help="skip the shipped model's 8-fold dihedral self-ensemble row")
     e.add_argument("--also", nargs="*", default=[], metavar="LABEL=PATH",
                    help="extra weights (save_weights format) to score beside the shipped model: "
                         "PATH for both doses, or LOW_PATH:HIGH_PATH")
@@ -116,7 +120,8 @@ def _denoise(args: argparse.Namespace) -> int:
         bar = tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile",
                    disable=args.no_progress)
         out = np.stack([denoise_image(model, f, tile=tile, margin=args.margin,
-                                      batch_size=args.batch_size, progress=bar.update)
+                                      batch_size=args.batch_size, progress=bar.update,
+                                      ensemble=args.ensemble)
                         for f in frames])
         bar.close()
         out = out[0] if mic.data.ndim == 2 else out
@@ -126,6 +131,7 @@ def _denoise(args: argparse.Namespace) -> int:
         dest = args.out / f"{path.stem}_denoised{suffix}"
         meta = {"em_accel": {"denoised_by": "em_accel.models.AtrousDenoiser", "model": name,
                              "tile": tile, "margin": args.margin,
+                             "dihedral_ensemble": args.ensemble,
                              "compute_per_pixel": round(overlap_cost(h, w, tile, args.margin), 4),
                              "source": str(path), "source_format": mic.format},
                 "source_metadata": mic.metadata}
@@ -145,7 +151,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         if regime in args.doses:
             model = load_pretrained(name)
             nets[regime] = (network_method(model, tile=DEFAULT_TILE, margin=16),
-                            network_method(model, tile=DEFAULT_TILE, margin=0))
+                            network_method(model, tile=DEFAULT_TILE, margin=0),
+                            network_method(model, tile=DEFAULT_TILE, margin=16, ensemble=True))
     extra = {}
     for item in args.also:
         label, sep, path = item.partition("=")
@@ -156,7 +163,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                         for r, p in (("low", low), ("high", high or low))}
     rows, maps = [], {}
     for regime in args.doses:
-        chosen = {"atrous denoiser (shipped small)": nets[regime][0],
+        ensemble = {} if args.no_ensemble else {
+            "atrous denoiser (shipped small, 8x dihedral ensemble)": nets[regime][2]}
+        chosen = {"atrous denoiser (shipped small)": nets[regime][0], **ensemble,
                   **{label: fns[regime] for label, fns in extra.items()}, **methods}
         if args.methods:
             unknown = sorted(set(args.methods) - set(chosen))

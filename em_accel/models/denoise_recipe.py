@@ -19,7 +19,7 @@ import torch
 from ..data import NoisyCropDataset, skimage_images, synthetic_images
 from ..train.checkpoint import save_weights
 from ..train.loop import Trainer, TrainConfig
-from .denoiser import AtrousDenoiser, count_parameters
+from .denoiser import AtrousDenoiser, count_parameters, load_weights
 
 #: The shipped model's scale and the crop it was trained on (also its inference tile).
 SMALL = {"width": 0.125, "depth": 2}
@@ -27,9 +27,9 @@ TRAIN_SEED, HELDOUT_SEED = 1000, 2000
 CROP = 256
 
 
-def training_images(n_synthetic: int = 48, size: int = 512) -> list:
+def training_images(n_synthetic: int = 48, size: int = 512, workers: int = 0) -> list:
     """Clean training images: synthetic micrographs (seed 1000) + scikit-image's training set."""
-    return synthetic_images(n_synthetic, size, TRAIN_SEED) + skimage_images()
+    return synthetic_images(n_synthetic, size, TRAIN_SEED, workers) + skimage_images()
 
 
 def _seconds_per_step(scale: dict, images: list, batch: int, crop: int, device: str,
@@ -50,16 +50,22 @@ def _seconds_per_step(scale: dict, images: list, batch: int, crop: int, device: 
 
 def run(out: Path, low_steps: int, high_steps: int, batch: int, crop: int = CROP,
         threads: int | None = None, progress: bool = True, scale: dict | None = None,
-        device: str = "cpu", workers: int = 0, seconds: float | None = None) -> dict:
+        device: str = "cpu", workers: int = 0, seconds: float | None = None,
+        init: Path | None = None, n_synthetic: int = 48, low_lr: float = 1e-3) -> dict:
     """Train both phases under ``out`` and write ``denoiser_small_{low,high}.safetensors``.
 
     With ``seconds``, the step counts are scaled down (keeping their ratio) to fit that
-    training-time budget, from the measured time of a few throw-away steps.
+    training-time budget, from the measured time of a few throw-away steps. With ``init`` (a
+    weights file from :func:`save_weights`, e.g. the shipped low-dose model), training starts
+    from those weights and their architecture instead of a fresh ``scale``.
     """
     if threads:
         torch.set_num_threads(threads)
     scale = dict(scale or SMALL)
-    images = training_images()
+    if init is not None:
+        start, start_notes = load_weights(init)
+        scale = {"width": start.config["width"], "depth": start.config["depth"]}
+    images = training_images(n_synthetic, workers=workers)
     if seconds:
         per = _seconds_per_step(scale, images, batch, crop, device, workers)
         fit = int(seconds / per)
@@ -67,10 +73,12 @@ def run(out: Path, low_steps: int, high_steps: int, batch: int, crop: int = CROP
             low_steps, high_steps = (round(fit * low_steps / (low_steps + high_steps)),
                                      round(fit * high_steps / (low_steps + high_steps)))
     torch.manual_seed(0)
-    model = AtrousDenoiser(**scale)
+    model = start.float().train() if init is not None else AtrousDenoiser(**scale)
     summary: dict = {"params": count_parameters(model), "crop": crop, "batch": batch,
-                     "config": model.config}
-    for phase, dose, steps, lr in (("low", "low", low_steps, 1e-3), ("high", "high", high_steps, 3e-4)):
+                     "config": model.config, "n_synthetic": n_synthetic}
+    if init is not None:
+        summary["init"] = {"path": str(init), "notes": start_notes}
+    for phase, dose, steps, lr in (("low", "low", low_steps, low_lr), ("high", "high", high_steps, 3e-4)):
         ds = NoisyCropDataset(images, crop, dose, seed=TRAIN_SEED + (phase == "high"))
         cfg = TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=min(50, steps // 10),
                           checkpoint_every=max(100, steps // 10), log_every=20, workers=workers)
@@ -79,7 +87,8 @@ def run(out: Path, low_steps: int, high_steps: int, batch: int, crop: int = CROP
         notes = {"phase": phase, "dose": dose, "steps": steps, "batch": batch, "crop": crop,
                  "lr": lr, "train_seconds": round(time.perf_counter() - t0, 1),
                  "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-                 "data": "48 synthetic 512² micrographs (seed 1000) + skimage SKIMAGE_TRAIN",
+                 "data": f"{n_synthetic} synthetic 512² micrographs (seed 1000) + skimage "
+                         "SKIMAGE_TRAIN", "init": str(init) if init else None,
                  "tile": crop}
         save_weights(out / f"denoiser_small_{phase}.safetensors", model, model.config,
                      dtype=torch.float16, notes=notes)
@@ -102,11 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes")
     p.add_argument("--seconds", type=float, default=None,
                    help="fit the step counts into this many seconds of training")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (save_weights format), e.g. to train on")
+    p.add_argument("--n-synthetic", type=int, default=48, help="synthetic training micrographs")
+    p.add_argument("--low-lr", type=float, default=1e-3, help="low-dose phase learning rate")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     summary = run(a.out, a.low_steps, a.high_steps, a.batch, a.crop, a.threads,
                   not a.no_progress, {"width": a.width, "depth": a.depth}, a.device, a.workers,
-                  a.seconds)
+                  a.seconds, a.init, a.n_synthetic, a.low_lr)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -68,11 +68,14 @@ def _bm3d(x: np.ndarray) -> np.ndarray:
     return np.asarray(bm3d.bm3d(x, sigma_psd=sigma), dtype=np.float64)
 
 
-def network_method(model: torch.nn.Module, tile: int = 512, margin: int = 16) -> Method:
-    """The network as a method on [0, 1] images (tiled like the CLI)."""
+def network_method(model: torch.nn.Module, tile: int = 512, margin: int = 16,
+                   ensemble: bool = False) -> Method:
+    """The network as a method on [0, 1] images (tiled like the CLI; ``ensemble``: mean over
+    the 8 dihedral transforms)."""
     from .tiling import denoise_image
 
-    return lambda x: denoise_image(model, x, tile=tile, margin=margin).astype(np.float64)
+    return lambda x: denoise_image(model, x, tile=tile, margin=margin,
+                                   ensemble=ensemble).astype(np.float64)
 
 
 def heldout_clean(n: int, size: int = 256, natural_fraction: float = 0.25,

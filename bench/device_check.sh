@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine, from the repository root: CUDA build (sm_90), every cuda-marked
+# test, a denoiser training run (in the background while the tests run: tests are not timed),
+# then the GPU benches of t-SNE (20k/100k points, kNN / affinities / optimisation apart) and
+# multislice (vs abTEM + CuPy). Records and logs land in $OUT (at most 8 files come back).
+# abTEM and the packages it imports that the machine lacks travel as wheels in .whl/ (see
+# bench/README or the device tool's notes); without them the multislice bench times us alone.
+set -o pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+T0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+  fi
+  stamp build
+  python3 -m pip install -q --no-build-isolation --no-deps -e . -Cbuild-dir=build/gpu \
+      -Ccmake.define.EM_ACCEL_CUDA=ON -Ccmake.define.EM_ACCEL_CUDA_ARCHS=90 \
+      > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  python3 -c "import em_accel, json; print(json.dumps(em_accel.build_info()))"
+
+  stamp "denoiser training (background)"
+  mkdir -p /tmp/gpurun
+  ( timeout "${TRAIN_TIMEOUT:-330}" python3 -m em_accel.models.denoise_recipe /tmp/gpurun \
+      --device cuda --workers 10 --batch "${TRAIN_BATCH:-32}" --n-synthetic 192 \
+      --init em_accel/models/weights/denoiser_small_low.safetensors --low-lr 5e-4 \
+      --low-steps 30000 --high-steps 8000 --seconds "${TRAIN_SECONDS:-180}" --no-progress \
+      > /tmp/gpurun/train.log 2>&1; echo "training rc=$?" >> /tmp/gpurun/train.log ) &
+  TRAIN_PID=$!
+
+  stamp "cuda tests"
+  timeout 200 python3 -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors \
+      -rfE python_tests 2>&1 | tail -40
+  stamp "waiting for training"
+  wait $TRAIN_PID
+  tail -5 /tmp/gpurun/train.log
+  mkdir -p "$OUT/weights"
+  cp /tmp/gpurun/denoiser_small_*.safetensors "$OUT/weights/" 2>/dev/null
+  tar czf "$OUT/weights/train_logs.tgz" -C /tmp/gpurun recipe.json train.log low/log.jsonl \
+      high/log.jsonl 2>/dev/null
+
+  stamp "t-SNE bench"
+  EM_ACCEL_TSNE_SIZES= EM_ACCEL_BENCH_OUT="$OUT" timeout 150 python3 -m bench tsne 2>&1 | tail -30
+  stamp "multislice bench"
+  EM_ACCEL_BENCH_OUT="$OUT" timeout 180 python3 -c \
+      "from bench.bench_multislice import run_cuda; run_cuda()" 2>&1 | tail -40
+  stamp done
+} 2>&1 | tee "$OUT/log.txt"
