@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine, from the repository root: CUDA build (sm_90), every cuda-marked
-# test, a denoiser training run (in the background while the tests run: tests are not timed),
-# then the GPU benches of t-SNE (20k/100k points, kNN / affinities / optimisation apart) and
-# multislice (vs abTEM + CuPy). Records and logs land in $OUT (at most 8 files come back).
+# test, a denoiser training run (in the background while the tests run, TRAIN_BACKGROUND=1: tests
+# are not timed; else after them), then the GPU benches of t-SNE (20k/100k points, kNN /
+# affinities / optimisation apart) and multislice (vs abTEM + CuPy). STAGES picks among
+# "tests train tsne multislice" (default all). Records and logs land in $OUT (at most 8 files
+# come back). Training continues from TRAIN_INIT (default: the shipped low-dose weights).
 # abTEM and the packages it imports that the machine lacks travel as wheels in .whl/ (see
 # bench/README or the device tool's notes); without them the multislice bench times us alone.
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+STAGES=${STAGES:-tests train tsne multislice}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 {
@@ -23,30 +27,42 @@ stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
       > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
   python3 -c "import em_accel, json; print(json.dumps(em_accel.build_info()))"
 
-  stamp "denoiser training (background)"
-  mkdir -p /tmp/gpurun
-  ( timeout "${TRAIN_TIMEOUT:-330}" python3 -m em_accel.models.denoise_recipe /tmp/gpurun \
-      --device cuda --workers 10 --batch "${TRAIN_BATCH:-32}" --n-synthetic 192 \
-      --init em_accel/models/weights/denoiser_small_low.safetensors --low-lr 5e-4 \
-      --low-steps 30000 --high-steps 8000 --seconds "${TRAIN_SECONDS:-180}" --no-progress \
-      > /tmp/gpurun/train.log 2>&1; echo "training rc=$?" >> /tmp/gpurun/train.log ) &
-  TRAIN_PID=$!
+  train() {
+    mkdir -p /tmp/gpurun
+    timeout "${TRAIN_TIMEOUT:-330}" python3 -m em_accel.models.denoise_recipe /tmp/gpurun \
+        --device cuda --workers 10 --batch "${TRAIN_BATCH:-32}" --n-synthetic 192 \
+        --init "${TRAIN_INIT:-em_accel/models/weights/denoiser_small_low.safetensors}" \
+        --low-lr "${TRAIN_LR:-5e-4}" --low-steps 30000 --high-steps "${TRAIN_HIGH_STEPS:-8000}" \
+        --seconds "${TRAIN_SECONDS:-180}" --no-progress > /tmp/gpurun/train.log 2>&1
+    echo "training rc=$?" >> /tmp/gpurun/train.log
+  }
+  if has train && [ "${TRAIN_BACKGROUND:-1}" = 1 ]; then
+    stamp "denoiser training (background)"; train & TRAIN_PID=$!
+  fi
+  if has tests; then
+    stamp "cuda tests"
+    timeout 200 python3 -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors \
+        -rfE python_tests > "$OUT/tests.log" 2>&1
+    grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | tail -20
+  fi
+  if has train; then
+    if [ -n "$TRAIN_PID" ]; then stamp "waiting for training"; wait $TRAIN_PID
+    else stamp "denoiser training"; train; fi
+    tail -3 /tmp/gpurun/train.log
+    mkdir -p "$OUT/weights"
+    cp /tmp/gpurun/denoiser_small_*.safetensors "$OUT/weights/" 2>/dev/null
+    tar czf "$OUT/weights/train_logs.tgz" -C /tmp/gpurun recipe.json train.log low/log.jsonl \
+        high/log.jsonl 2>/dev/null
+  fi
 
-  stamp "cuda tests"
-  timeout 200 python3 -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors \
-      -rfE python_tests 2>&1 | tail -40
-  stamp "waiting for training"
-  wait $TRAIN_PID
-  tail -5 /tmp/gpurun/train.log
-  mkdir -p "$OUT/weights"
-  cp /tmp/gpurun/denoiser_small_*.safetensors "$OUT/weights/" 2>/dev/null
-  tar czf "$OUT/weights/train_logs.tgz" -C /tmp/gpurun recipe.json train.log low/log.jsonl \
-      high/log.jsonl 2>/dev/null
-
-  stamp "t-SNE bench"
-  EM_ACCEL_TSNE_SIZES= EM_ACCEL_BENCH_OUT="$OUT" timeout 150 python3 -m bench tsne 2>&1 | tail -30
-  stamp "multislice bench"
-  EM_ACCEL_BENCH_OUT="$OUT" timeout 180 python3 -c \
-      "from bench.bench_multislice import run_cuda; run_cuda()" 2>&1 | tail -40
+  if has tsne; then
+    stamp "t-SNE bench"
+    EM_ACCEL_TSNE_SIZES= EM_ACCEL_BENCH_OUT="$OUT" timeout 150 python3 -m bench tsne 2>&1 | tail -30
+  fi
+  if has multislice; then
+    stamp "multislice bench"
+    EM_ACCEL_BENCH_OUT="$OUT" timeout 180 python3 -c \
+        "from bench.bench_multislice import run_cuda; run_cuda()" 2>&1 | tail -40
+  fi
   stamp done
 } 2>&1 | tee "$OUT/log.txt"

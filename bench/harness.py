@@ -83,6 +83,9 @@ def available_devices() -> list[str]:
 
 def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
     print(f"\n{title}")
+    if not rows:
+        print("(no rows)")
+        return
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
     print("  ".join(c.rjust(widths[c]) for c in columns))
     for r in rows:

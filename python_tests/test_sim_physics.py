@@ -283,12 +283,17 @@ def test_exit_wave_and_stem_on_cuda_match_cpu(method):
 
     s = from_ase(bulk("GaAs", "zincblende", a=5.653, cubic=True)).repeat(2, 2, 2)
     s.positions[0] += (0.3, 0.1, 0.0)  # general path
+    pc = Potential(s, gpts=(120, 110), slice_thickness=1.9, method=method)
+    pg = Potential(s, gpts=(120, 110), slice_thickness=1.9, method=method, device="cuda")
+    vc, vg = pc.build(), pg.build().cpu()
+    err = ((vg - vc).norm() / vc.norm()).item()
+    assert err < 1e-6, f"potential: relative L2 {err:.3g}"
     kw = dict(energy=300, gpts=(120, 110), slice_thickness=1.9, method=method)
     cpu = exit_wave(s, **kw)
     gpu = exit_wave(s, device="cuda", **kw).cpu()
-    assert ((gpu - cpu).norm() / cpu.norm()).item() < 1e-5
-    pc = Potential(s, gpts=(120, 110), slice_thickness=1.9, method=method)
-    pg = Potential(s, gpts=(120, 110), slice_thickness=1.9, method=method, device="cuda")
-    a = stem(pc, 300, [(1.0, 2.0), (3.0, 3.0)], [(50, 120)], semiangle_cutoff=20)
-    b = stem(pg, 300, [(1.0, 2.0), (3.0, 3.0)], [(50, 120)], semiangle_cutoff=20).cpu()
-    assert torch.allclose(a, b, rtol=1e-4)
+    err = ((gpu - cpu).norm() / cpu.norm()).item()
+    assert err < 1e-5, f"exit wave: relative L2 {err:.3g}"
+    # 50-90 mrad: inside the 95.8 mrad this sampling simulates at 300 keV
+    a = stem(pc, 300, [(1.0, 2.0), (3.0, 3.0)], [(50, 90)], semiangle_cutoff=20)
+    b = stem(pg, 300, [(1.0, 2.0), (3.0, 3.0)], [(50, 90)], semiangle_cutoff=20).cpu()
+    assert a.min() > 0 and torch.allclose(a, b, rtol=1e-4), (a, b)

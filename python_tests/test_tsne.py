@@ -13,7 +13,17 @@ DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: dict(rtol=2e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-14)}
 
 
+#: Norm-wise bounds for CUDA, whose atomicAdd order and FMA contraction differ from the
+#: reference's: spreading sums charges times Lagrange weights of both signs, so single elements
+#: can lose many ulps to cancellation (seen on an H200: 2.8e-13 absolute in float64).
+CUDA_REL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
 def _close(a, b, dtype):
+    if a.device.type == "cuda":
+        err = _rel(a, b)
+        assert err < CUDA_REL[dtype], f"relative L2 error {err:.3g} >= {CUDA_REL[dtype]:g}"
+        return
     torch.testing.assert_close(a.double().cpu(), b.double().cpu(), **TOL[dtype])
 
 
@@ -189,4 +199,6 @@ def test_cpu_and_cuda_agree():
     assert _rel(fg, fc) < 1e-5 and abs(zg / zc - 1) < 1e-6
     fc, zc = T.repulsive_forces(y, "fft")
     fg, zg = T.repulsive_forces(y.cuda(), "fft")
-    assert _rel(fg, fc) < 1e-4 and abs(zg / zc - 1) < 1e-5
+    # float32 FFTs of different libraries (pocketfft/MKL vs cuFFT) on the interpolation grid:
+    # Z, a sum of 4e6 kernel values through them, differed by 1.9e-5 on an H200
+    assert _rel(fg, fc) < 1e-4 and abs(zg / zc - 1) < 1e-4, (_rel(fg, fc), zg / zc - 1)
