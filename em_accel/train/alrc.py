@@ -28,6 +28,20 @@ _ERRORS = {"squared": ErrorKind.SQUARED, "mse": ErrorKind.SQUARED,
            "quartic": ErrorKind.QUARTIC}
 
 
+def average_across_ranks(*tensors: torch.Tensor) -> None:
+    """Replace each tensor by its mean over the ranks of the default process group (in place;
+    nothing without one). Under DDP every rank updates the moments from its own batch; since the
+    update is linear in the batch mean and all ranks start from the same moments, their average
+    is exactly the update from the global batch (equal per-rank batch sizes), and it keeps the
+    ranks' clipping thresholds identical."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for t in tensors:
+        dist.all_reduce(t)  # SUM: gloo has no AVG
+        t.div_(dist.get_world_size())
+
+
 class ALRC(nn.Module):
     """One- or two-sided adaptive learning rate clipping of per-example (or per-element) losses.
 
@@ -43,7 +57,8 @@ class ALRC(nn.Module):
             clipped against its own moments (suggested in the thesis, untested there).
 
     Moments are buffers, so they are saved in ``state_dict`` and move with ``.to()``. They are
-    updated only in training mode, from the clipped losses, after the threshold is applied.
+    updated only in training mode, from the clipped losses, after the threshold is applied; under
+    ``torch.distributed`` they are averaged over the ranks after each update (one all-reduce).
     Non-finite losses pass through unclipped and never enter the moments.
     """
 
@@ -96,6 +111,7 @@ class ALRC(nn.Module):
             with torch.no_grad():
                 self.mu1.copy_(mu1.reshape(self.mu1.shape))
                 self.mu2.copy_(mu2.reshape(self.mu2.shape))
+                average_across_ranks(self.mu1, self.mu2)
 
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
         """Clip per-example losses [B] (per-element: [B, *moments_shape]); same shape out."""
@@ -174,6 +190,7 @@ class DALRC(ALRC):
                 if bool(finite.any()):
                     batch = torch.where(finite, clipped, 0).sum(0) / finite.sum(0).clamp(min=1)
                     self.loss_mean.mul_(self.norm_decay).add_((1 - self.norm_decay) * batch.float())
+                average_across_ranks(self.loss_mean)
         return clipped / self.loss_mean.to(clipped.dtype).clamp(min=1e-12)
 
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
