@@ -122,3 +122,25 @@ def test_synthetic_micrograph_range_and_reproducibility():
     assert a.dtype == np.float32 and a.shape == (96, 96)
     assert a.min() == 0.0 and a.max() == pytest.approx(1.0)
     assert not np.array_equal(a, synthetic_micrograph(96, 4))
+
+
+def test_simulated_micrographs_are_reproducible_lattice_images():
+    from em_accel.data import simulated_images, synthetic_images
+
+    a = simulated_images(2, 64, seed=7)
+    b = simulated_images(2, 64, seed=7, workers=2)
+    for x, y in zip(a, b):
+        assert x.shape == (64, 64) and x.dtype == np.float32
+        np.testing.assert_array_equal(x, y)  # same images in processes
+        assert x.min() == 0.0 and x.max() == pytest.approx(1.0) and x.std() > 0.05
+    assert not np.array_equal(a[0], a[1])
+
+    def peak_fraction(img):  # share of non-DC spectral power in the strongest 2% of bins
+        p = np.abs(np.fft.fft2(img - img.mean())) ** 2
+        top = np.sort(p.ravel())[::-1]
+        return top[: p.size // 50].sum() / top.sum()
+
+    # a periodic crystal images to a few Bragg spots; the synthetic micrographs (amorphous
+    # background, grains, particles) spread their power
+    assert min(peak_fraction(x) for x in a) > 0.99
+    assert max(peak_fraction(x) for x in synthetic_images(2, 64, seed=7)) < 0.99

@@ -138,3 +138,20 @@ def test_transmission_accurate_for_large_phases(device):
     phase = v.cpu().to(torch.float64) * torch.tensor(sigma, dtype=torch.float32).to(torch.float64)
     want = torch.polar(torch.ones_like(phase), phase)
     assert (got - want).abs().max().item() < 6e-6
+
+
+def test_cpu_fft_backend_accepts_any_strides_of_size_one_axes():
+    # torch calls these tensors contiguous; FFTW plans compare NumPy strides (a sliced [1, ...]
+    # spectrum once made em_accel.data.simulated fail on a cached plan)
+    from em_accel.sim import fft
+
+    x = torch.randn(1, 64, 33, dtype=torch.complex64)
+    odd = x.clone().as_strided((1, 64, 33), (7, 33, 1))
+    assert odd.is_contiguous()
+    for _ in range(2):  # the second call runs on the cached plan
+        torch.testing.assert_close(fft.irfft2(odd.clone().as_strided((1, 64, 33), (7, 33, 1)),
+                                              s=(64, 64)), torch.fft.irfft2(x, s=(64, 64)),
+                                   rtol=1e-5, atol=1e-5)
+    w = torch.randn(1, 64, 64, dtype=torch.complex64).as_strided((1, 64, 64), (5, 64, 1))
+    torch.testing.assert_close(fft.fft2(w), torch.fft.fft2(w), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fft.ifft2(w), torch.fft.ifft2(w), rtol=1e-4, atol=1e-5)

@@ -47,17 +47,37 @@ def skimage_images(names: Sequence[str] = SKIMAGE_TRAIN) -> list[np.ndarray]:
 def synthetic_images(n: int, size: int, seed: int, workers: int = 0) -> list[np.ndarray]:
     """``n`` synthetic micrographs (see :mod:`em_accel.data.synthetic`), reproducible by seed;
     ``workers`` > 1 generates them in that many processes (same images)."""
+    return _seeded_images(_synthetic_from_seed, n, size, seed, workers)
+
+
+def simulated_images(n: int, size: int, seed: int, workers: int = 0) -> list[np.ndarray]:
+    """``n`` multislice HRTEM images (see :mod:`em_accel.data.simulated`), reproducible by
+    seed; ``workers`` > 1 simulates them in that many processes (same images)."""
+    return _seeded_images(_simulated_from_seed, n, size, seed, workers)
+
+
+def _seeded_images(make: Callable, n: int, size: int, seed: int, workers: int) -> list[np.ndarray]:
+    """``make(size, child_seed)`` for the ``n`` children of ``seed``, in processes if asked."""
     seeds = np.random.SeedSequence(seed).spawn(n)
     if workers > 1 and n > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(workers, n)) as pool:
-            return list(pool.map(_synthetic_from_seed, [size] * n, seeds))
-    return [_synthetic_from_seed(size, s) for s in seeds]
+        # spawn, not fork: forking a process whose torch/OpenMP/FFTW threads hold locks can hang
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, n), mp_context=ctx) as pool:
+            return list(pool.map(make, [size] * n, seeds))
+    return [make(size, s) for s in seeds]
 
 
 def _synthetic_from_seed(size: int, seed: np.random.SeedSequence) -> np.ndarray:
     return synthetic_micrograph(size, np.random.default_rng(seed))
+
+
+def _simulated_from_seed(size: int, seed: np.random.SeedSequence) -> np.ndarray:
+    from .simulated import simulated_micrograph
+
+    return simulated_micrograph(size, np.random.default_rng(seed))
 
 
 def file_images(paths: Sequence[str | Path]) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import NoisyCropDataset, skimage_images, synthetic_images
+from ..data import NoisyCropDataset, simulated_images, skimage_images, synthetic_images
 from ..train.checkpoint import save_weights
 from ..train.loop import Trainer, TrainConfig
 from .denoiser import AtrousDenoiser, count_parameters, load_weights
@@ -27,9 +27,12 @@ TRAIN_SEED, HELDOUT_SEED = 1000, 2000
 CROP = 256
 
 
-def training_images(n_synthetic: int = 48, size: int = 512, workers: int = 0) -> list:
-    """Clean training images: synthetic micrographs (seed 1000) + scikit-image's training set."""
-    return synthetic_images(n_synthetic, size, TRAIN_SEED, workers) + skimage_images()
+def training_images(n_synthetic: int = 48, size: int = 512, workers: int = 0,
+                    n_simulated: int = 0) -> list:
+    """Clean training images: synthetic micrographs (seed 1000), multislice HRTEM images (seed
+    1000) + scikit-image's training set."""
+    return (synthetic_images(n_synthetic, size, TRAIN_SEED, workers)
+            + simulated_images(n_simulated, size, TRAIN_SEED, workers) + skimage_images())
 
 
 def _seconds_per_step(scale: dict, images: list, batch: int, crop: int, device: str,
@@ -51,7 +54,8 @@ def _seconds_per_step(scale: dict, images: list, batch: int, crop: int, device: 
 def run(out: Path, low_steps: int, high_steps: int, batch: int, crop: int = CROP,
         threads: int | None = None, progress: bool = True, scale: dict | None = None,
         device: str = "cpu", workers: int = 0, seconds: float | None = None,
-        init: Path | None = None, n_synthetic: int = 48, low_lr: float = 1e-3) -> dict:
+        init: Path | None = None, n_synthetic: int = 48, low_lr: float = 1e-3,
+        n_simulated: int = 0) -> dict:
     """Train both phases under ``out`` and write ``denoiser_small_{low,high}.safetensors``.
 
     With ``seconds``, the step counts are scaled down (keeping their ratio) to fit that
@@ -65,7 +69,7 @@ def run(out: Path, low_steps: int, high_steps: int, batch: int, crop: int = CROP
     if init is not None:
         start, start_notes = load_weights(init)
         scale = {"width": start.config["width"], "depth": start.config["depth"]}
-    images = training_images(n_synthetic, workers=workers)
+    images = training_images(n_synthetic, workers=workers, n_simulated=n_simulated)
     if seconds:
         per = _seconds_per_step(scale, images, batch, crop, device, workers)
         fit = int(seconds / per)
@@ -75,7 +79,8 @@ def run(out: Path, low_steps: int, high_steps: int, batch: int, crop: int = CROP
     torch.manual_seed(0)
     model = start.float().train() if init is not None else AtrousDenoiser(**scale)
     summary: dict = {"params": count_parameters(model), "crop": crop, "batch": batch,
-                     "config": model.config, "n_synthetic": n_synthetic}
+                     "config": model.config, "n_synthetic": n_synthetic,
+                     "n_simulated": n_simulated}
     if init is not None:
         summary["init"] = {"path": str(init), "notes": start_notes}
     for phase, dose, steps, lr in (("low", "low", low_steps, low_lr), ("high", "high", high_steps, 3e-4)):
@@ -87,8 +92,8 @@ def run(out: Path, low_steps: int, high_steps: int, batch: int, crop: int = CROP
         notes = {"phase": phase, "dose": dose, "steps": steps, "batch": batch, "crop": crop,
                  "lr": lr, "train_seconds": round(time.perf_counter() - t0, 1),
                  "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-                 "data": f"{n_synthetic} synthetic 512² micrographs (seed 1000) + skimage "
-                         "SKIMAGE_TRAIN", "init": str(init) if init else None,
+                 "data": f"{n_synthetic} synthetic + {n_simulated} multislice 512² micrographs "
+                         "(seed 1000) + skimage SKIMAGE_TRAIN", "init": str(init) if init else None,
                  "tile": crop}
         save_weights(out / f"denoiser_small_{phase}.safetensors", model, model.config,
                      dtype=torch.float16, notes=notes)
@@ -114,12 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", type=Path, default=None,
                    help="start from these weights (save_weights format), e.g. to train on")
     p.add_argument("--n-synthetic", type=int, default=48, help="synthetic training micrographs")
+    p.add_argument("--n-simulated", type=int, default=0,
+                   help="multislice HRTEM training images (em_accel.data.simulated)")
     p.add_argument("--low-lr", type=float, default=1e-3, help="low-dose phase learning rate")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     summary = run(a.out, a.low_steps, a.high_steps, a.batch, a.crop, a.threads,
                   not a.no_progress, {"width": a.width, "depth": a.depth}, a.device, a.workers,
-                  a.seconds, a.init, a.n_synthetic, a.low_lr)
+                  a.seconds, a.init, a.n_synthetic, a.low_lr, a.n_simulated)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -57,6 +57,17 @@ def _plan(shape, dtype, direction: str, inplace: bool):
     return plan
 
 
+def _np(x: torch.Tensor):
+    """NumPy view of a contiguous tensor with the canonical strides FFTW's plans were made for:
+    torch calls a tensor contiguous whatever the strides of its size-1 axes, NumPy and pyFFTW
+    compare them."""
+    strides, step = [], 1
+    for d in reversed(x.shape):
+        strides.append(step)
+        step *= max(int(d), 1)
+    return x.as_strided(x.shape, tuple(reversed(strides))).numpy()
+
+
 def _usable(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype in (torch.complex64, torch.complex128)
             and x.is_contiguous() and x.data_ptr() % 64 == 0 and _fftw() is not None)
@@ -73,7 +84,7 @@ def fft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.empty_like(x)
     plan = _plan(x.shape, x.dtype, "FFTW_FORWARD", out is x)
     with _LOCK:
-        plan.update_arrays(x.numpy(), out.numpy())
+        plan.update_arrays(_np(x), _np(out))
         plan.execute()
     return out
 
@@ -89,7 +100,7 @@ def ifft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.empty_like(x)
     plan = _plan(x.shape, x.dtype, "FFTW_BACKWARD", out is x)
     with _LOCK:
-        plan.update_arrays(x.numpy(), out.numpy())
+        plan.update_arrays(_np(x), _np(out))
         plan.execute()
     out.mul_(1.0 / (x.shape[-1] * x.shape[-2]))
     return out
@@ -125,7 +136,7 @@ def rfft2(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty((*x.shape[:-1], x.shape[-1] // 2 + 1), dtype=cdt)
     plan = _plan_real(x.shape, x.dtype, out.shape, cdt, "FFTW_FORWARD")
     with _LOCK:
-        plan.update_arrays(x.numpy(), out.numpy())
+        plan.update_arrays(_np(x), _np(out))
         plan.execute()
     return out
 
@@ -138,7 +149,7 @@ def irfft2(x: torch.Tensor, s: tuple[int, int]) -> torch.Tensor:
     out = torch.empty((*x.shape[:-2], *s), dtype=rdt)
     plan = _plan_real(x.shape, x.dtype, out.shape, rdt, "FFTW_BACKWARD")
     with _LOCK:
-        plan.update_arrays(x.numpy(), out.numpy())
+        plan.update_arrays(_np(x), _np(out))
         plan.execute()
     out.mul_(1.0 / (s[0] * s[1]))
     return out
