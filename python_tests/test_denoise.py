@@ -178,5 +178,18 @@ def test_evaluate_command_writes_the_table(tmp_path, capsys):
     assert mse["atrous denoiser (shipped small, 8x dihedral ensemble)"] != \
         mse["atrous denoiser (shipped small)"]
     assert all(np.isfinite(r["mse"]) and 0 < r["ssim"] <= 1 for r in rows)
-    assert "| Gaussian |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| Gaussian |" in out and "paired MSE differences" in out
     assert (tmp_path / "mae_map_low_atrous_denoiser.npy").is_file()
+
+
+def test_paired_difference_pairs_images():
+    from em_accel.models.evaluate import paired_difference
+
+    rows = [{"dose": "low", "subset": "all", "method": m, "mse_per_image": v}
+            for m, v in (("a", [1.0, 2.0, 3.0]), ("b", [1.5, 2.5, 2.0]))]
+    d = paired_difference(rows, "a", "b", "low")
+    assert d["n"] == 3 and d["a_lower"] == 2
+    assert d["mean_difference"] == pytest.approx((-0.5 - 0.5 + 1.0) / 3)
+    assert d["se"] == pytest.approx(np.std([-0.5, -0.5, 1.0], ddof=1) / np.sqrt(3))
+    assert paired_difference(rows, "a", "missing", "low") is None

@@ -143,7 +143,8 @@ def _denoise(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .denoiser import PRETRAINED_HIGH, PRETRAINED_LOW, load_pretrained, load_weights
-    from .evaluate import classical_methods, evaluate, format_table, network_method, save_results
+    from .evaluate import (classical_methods, evaluate, format_table, network_method,
+                           paired_difference, save_results)
 
     methods = classical_methods(include_bm3d=not args.no_bm3d)
     nets = {}
@@ -181,6 +182,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     path = save_results({"rows": rows, "maps": maps}, args.out)
     for subset in ("all", "micrograph"):
         print(format_table(rows, subset))
+    print("\npaired MSE differences, network minus the best other method (×10⁻³, mean ± SE):")
+    net = "atrous denoiser (shipped small)"
+    for regime in args.doses:
+        for subset in ("all", "micrograph"):
+            others = [r for r in rows if r["dose"] == regime and r["subset"] == subset
+                      and not r["method"].startswith(("atrous", "noisy"))
+                      and r["method"] not in extra]
+            if not others:
+                continue
+            best = min(others, key=lambda r: r["mse"])["method"]
+            for a in (net, net.replace(")", ", 8x dihedral ensemble)")):
+                d = paired_difference(rows, a, best, regime, subset)
+                if d:
+                    print(f"  {regime} {subset}: {a} - {best} = {1e3 * d['mean_difference']:+.3f}"
+                          f" ± {1e3 * d['se']:.3f}, lower on {d['a_lower']}/{d['n']} images")
     print(f"\nresults: {path}")
     edges = json.loads(path.read_text())["edges"]
     for key, e in edges.items():

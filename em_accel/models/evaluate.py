@@ -136,7 +136,8 @@ def evaluate(methods: dict[str, Method], n: int = 32, size: int = 256,
                 s, s_se = mean_and_sem(ssim_v[sel])
                 rows.append({"dose": regime, "dose_range": [lo, hi], "method": name,
                              "subset": subset, "n": int(sel.sum()), "mse": m, "mse_se": m_se,
-                             "ssim": s, "ssim_se": s_se, "seconds": float(np.median(times))})
+                             "ssim": s, "ssim_se": s_se, "seconds": float(np.median(times)),
+                             "mse_per_image": mse_v[sel].tolist()})
         for name, fn in (mae_maps or {}).items():
             acc = np.zeros((size, size))
             for noisy, target, _ in pairs:
@@ -145,6 +146,20 @@ def evaluate(methods: dict[str, Method], n: int = 32, size: int = 256,
     if bar is not None:
         bar.close()
     return {"rows": rows, "maps": maps}
+
+
+def paired_difference(rows: list[dict], a: str, b: str, dose: str, subset: str = "all"
+                      ) -> dict[str, float] | None:
+    """MSE of method ``a`` minus method ``b`` on the same noisy images (same dose, subset):
+    mean ± standard error of the per-image differences and how often ``a`` is lower. Pairing
+    removes the image-to-image spread that dominates the per-method standard errors."""
+    pick = {r["method"]: r for r in rows if r["dose"] == dose and r["subset"] == subset}
+    if a not in pick or b not in pick or "mse_per_image" not in pick[a]:
+        return None
+    d = np.array(pick[a]["mse_per_image"]) - np.array(pick[b]["mse_per_image"])
+    mean, se = mean_and_sem(d)
+    return {"a": a, "b": b, "dose": dose, "subset": subset, "n": int(d.size),
+            "mean_difference": mean, "se": se, "a_lower": int((d < 0).sum())}
 
 
 def edge_profile(mae_map: np.ndarray, band: int = 16) -> dict[str, float]:
