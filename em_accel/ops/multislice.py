@@ -402,9 +402,42 @@ def deposit(positions, species, offsets, num_species, nx, ny, lx, ly, double=Fal
                       int(num_species), int(nx), int(ny), float(lx), float(ly), bool(double))
 
 
-def transmission(potential: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``exp(i sigma V)``; see :func:`ms_transmission`."""
-    return ms_transmission(potential.contiguous(), float(sigma))
+def deposit_into(positions, species, offsets, out: torch.Tensor, lx: float, ly: float) -> torch.Tensor:
+    """Bilinear deposit into ``out`` [M, S, nx, ny] (zeroed here; the kernel of em_accel::ms_deposit).
+
+    The simulator reuses ``out`` across slices (large fresh CPU allocations page-fault)."""
+    m = _check_atoms(positions, species, offsets, out.shape[-2], out.shape[-1], lx, ly)
+    check_tensor("out", out, dtypes=REAL_DTYPES, ndim=4)
+    if out.shape[0] != m or out.shape[1] < 1:
+        raise ValueError(f"out must have shape [{m}, S >= 1, nx, ny], got {list(out.shape)}")
+    check_same_device(positions=positions, out=out)
+    out.zero_()
+    p = _potential_params(m, out.shape[2], out.shape[3], out.shape[1], lx, ly, out.dtype)
+    with native_stream(positions.device, "em_accel::ms_deposit") as stream:
+        args = (p, positions.data_ptr(), species.data_ptr(), offsets.data_ptr(), out.data_ptr())
+        if positions.device.type == "cuda":
+            _N.deposit_cuda(*args, stream)
+        else:
+            _N.deposit_cpu(*args)
+    return out
+
+
+def transmission(potential: torch.Tensor, sigma: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``exp(i sigma V)``; see :func:`ms_transmission`. With ``out`` (complex, contiguous, the
+    potential's shape) the kernel writes there instead of a new tensor."""
+    if out is None:
+        return ms_transmission(potential.contiguous(), float(sigma))
+    potential = potential.contiguous()
+    check_tensor("potential", potential, dtypes=REAL_DTYPES, min_ndim=1)
+    check_tensor("out", out, dtypes=(_COMPLEX_OF[potential.dtype],), shape=tuple(potential.shape))
+    check_same_device(potential=potential, out=out)
+    p = _transmit_params(1, potential.numel(), potential.numel(), float(sigma), potential.dtype)
+    with native_stream(potential.device, "em_accel::ms_transmission") as stream:
+        if potential.device.type == "cuda":
+            _N.transmission_cuda(p, potential.data_ptr(), out.data_ptr(), stream)
+        else:
+            _N.transmission_cpu(p, potential.data_ptr(), out.data_ptr())
+    return out
 
 
 def transmit_(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> torch.Tensor:
