@@ -64,8 +64,9 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
         tilt: beam tilt (theta_x, theta_y) [mrad], or [B, 2]; carried by the propagator.
         exit_planes: also return the wave after every ``exit_planes``-th slice, or (a list)
             after each listed number of slices (1..num_slices), e.g. several thicknesses.
-        bandlimit_transmission: band-limit t (abTEM's convention; costs one FFT pair per slice
-            and chunk). False applies exp(i sigma V) on the fly, fused into one native pass.
+        bandlimit_transmission: band-limit t (abTEM's convention; costs one FFT pair per slice,
+            or per distinct slice when slices repeat: ``Potential.slice_ids``). False applies
+            exp(i sigma V) on the fly, fused into one native pass.
         chunk: slices whose transmission functions are built together.
 
     Returns:
@@ -107,9 +108,24 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
     cx, cy = p0.cell_grid.gpts
     chunk = max(1, min(int(chunk), (8 << 20) // (cx * cy * psi.element_size() * len(pots))))
     ws = fft.Workspace()
+    # Slices with equal content (a crystal periodic along the beam, sliced commensurately) share
+    # one band-limited transmission function, built once, when those fit in 256 MiB.
+    tcache = None
+    if bandlimit_transmission and len(pots) == 1:
+        unique = len(set(p0.slice_ids.tolist()))
+        if unique < n and unique * cx * cy * psi.element_size() <= 256 << 20:
+            tcache = {}
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        if bandlimit_transmission:
+        if tcache is not None:
+            t = []
+            for j in range(start, stop):
+                u = int(p0.slice_ids[j])
+                if u not in tcache:
+                    v = p0.slices(j, j + 1, tiled=False)[:, None]
+                    tcache[u] = transmission_functions(v, energy, p0.cell_grid)[0]
+                t.append(tcache[u])
+        elif bandlimit_transmission:
             # one lateral period when the potential is periodic: [C, 1 or B, cx, cy]
             if len(pots) == 1:
                 v = _chunk_potential(p0, start, stop, ws)[:, None]

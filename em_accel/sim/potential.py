@@ -169,6 +169,20 @@ class Potential:
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._kernel = self._form_factors()
         self._cache: torch.Tensor | None = None
+        self.slice_ids = self._slice_ids(structure.positions[order, :2], sp[order])
+
+    def _slice_ids(self, xy: np.ndarray, sp: np.ndarray) -> np.ndarray:
+        """Id of each slice's content: slices with the same thickness and exactly the same atoms
+        (x, y, species) get the same id, so their potentials and transmission functions are
+        equal (a crystal along the beam with slices commensurate with its period)."""
+        ids, seen = np.empty(len(self.thicknesses), dtype=np.int64), {}
+        for m in range(len(self.thicknesses)):
+            a0, a1 = int(self._offsets[m]), int(self._offsets[m + 1])
+            x, y, z = xy[a0:a1, 0], xy[a0:a1, 1], sp[a0:a1]
+            o = np.lexsort((y, x, z))
+            key = (float(self.thicknesses[m]), x[o].tobytes(), y[o].tobytes(), z[o].tobytes())
+            ids[m] = seen.setdefault(key, len(seen))
+        return ids
 
     @property
     def num_slices(self) -> int:
