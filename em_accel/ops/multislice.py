@@ -309,13 +309,14 @@ def _check_propagate(spectrum, tilt, dx, dy, wavelength, dz, kc, taper) -> int:
     return batch
 
 
-def _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch) -> None:
+def _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch, scale=1.0) -> None:
     p = _N.PropagateParams()
     p.batch, p.nx, p.ny = batch, spectrum.shape[-2], spectrum.shape[-1]
     p.dx, p.dy, p.wavelength, p.dz = float(dx), float(dy), float(wavelength), float(dz)
     p.kc, p.taper = float(kc), float(taper)
     p.tilt_stride = 0 if tilt.numel() == 2 else 2
     p.dtype = DTYPE_CODES[_REAL_OF[spectrum.dtype]]
+    p.scale = float(scale)
     with native_stream(spectrum.device, "em_accel::ms_propagate") as stream:
         if spectrum.device.type == "cuda":
             _N.propagate_cuda(p, tilt.data_ptr(), spectrum.data_ptr(), stream)
@@ -452,13 +453,17 @@ def transmit_(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> torc
 
 
 def propagate_(spectrum: torch.Tensor, dx: float, dy: float, wavelength: float, dz: float,
-               kc: float, taper: float, tilt: torch.Tensor | None = None) -> torch.Tensor:
-    """In place propagation + band limit of a spectrum (the kernel of em_accel::ms_propagate)."""
+               kc: float, taper: float, tilt: torch.Tensor | None = None,
+               scale: float = 1.0) -> torch.Tensor:
+    """In place propagation + band limit of a spectrum (the kernel of em_accel::ms_propagate),
+    times a real ``scale`` (the simulator folds the inverse FFT's 1/N in here)."""
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
     if tilt is None:
         tilt = torch.zeros(2, dtype=torch.float64, device=spectrum.device)
     tilt = tilt.to(torch.float64).contiguous()
     batch = _check_propagate(spectrum, tilt, dx, dy, wavelength, dz, kc, taper)
-    _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch)
+    _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch, scale)
     return spectrum
 
 

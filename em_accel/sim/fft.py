@@ -106,20 +106,23 @@ def fft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     return out
 
 
-def ifft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Inverse 2-D FFT (1/N normalised) of the last two axes; ``out`` may be ``x``."""
+def ifft2(x: torch.Tensor, out: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+    """Inverse 2-D FFT of the last two axes, 1/N normalised (``normalize=False``: unnormalised,
+    the caller has folded 1/N in elsewhere); ``out`` may be ``x``."""
     if not _usable(x) or (out is not None and not _usable(out)):
+        norm = "backward" if normalize else "forward"  # "forward": no scale on the inverse
         if out is x:
-            out.copy_(torch.fft.ifft2(x))
+            out.copy_(torch.fft.ifft2(x, norm=norm))
             return out
-        return torch.fft.ifft2(x, out=out)
+        return torch.fft.ifft2(x, out=out, norm=norm)
     if out is None:
         out = torch.empty_like(x)
     plan = _plan(x.shape, x.dtype, "FFTW_BACKWARD", out is x)
     with _LOCK:
         plan.update_arrays(_np(x), _np(out))
         plan.execute()
-    out.mul_(1.0 / (x.shape[-1] * x.shape[-2]))
+    if normalize:
+        out.mul_(1.0 / (x.shape[-1] * x.shape[-2]))
     return out
 
 

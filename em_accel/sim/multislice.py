@@ -25,20 +25,26 @@ _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 def transmission_functions(potential: torch.Tensor, energy: float, grid: Grid,
-                           bandlimit: bool = True, out: torch.Tensor | None = None) -> torch.Tensor:
+                           bandlimit: bool = True, out: torch.Tensor | None = None,
+                           scale: float = 1.0) -> torch.Tensor:
     """Band-limited transmission functions ``IFFT[A FFT(exp(i sigma V))]`` of potential slices.
 
     Args:
         potential: real [..., nx, ny] projected potential [V·Å].
         energy: [keV]; grid: the sampling grid.
         out: optional contiguous complex tensor of the potential's shape for the result.
+        scale: real factor on the result, applied inside the band-limit pass (the loop folds
+            the wave's inverse-FFT 1/N in here).
     """
     t = ops.transmission(potential, interaction_parameter(energy), out=out)
     if bandlimit:
         kc, taper = grid.antialias()
         fft.fft2(t, out=t)
-        ops.propagate_(t, *grid.sampling, wavelength(energy), 0.0, kc, taper)
-        fft.ifft2(t, out=t)
+        n = grid.gpts[0] * grid.gpts[1]
+        ops.propagate_(t, *grid.sampling, wavelength(energy), 0.0, kc, taper, scale=scale / n)
+        fft.ifft2(t, out=t, normalize=False)
+    elif scale != 1.0:
+        t.mul_(scale)
     return t
 
 
@@ -108,6 +114,7 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
     cx, cy = p0.cell_grid.gpts
     chunk = max(1, min(int(chunk), (8 << 20) // (cx * cy * psi.element_size() * len(pots))))
     ws = fft.Workspace()
+    inv_n = 1.0 / (psi.shape[-1] * psi.shape[-2])
     # Slices with equal content (a crystal periodic along the beam, sliced commensurately) share
     # one band-limited transmission function, built once, when those fit in 256 MiB.
     tcache = None
@@ -123,7 +130,7 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
                 u = int(p0.slice_ids[j])
                 if u not in tcache:
                     v = p0.slices(j, j + 1, tiled=False)[:, None]
-                    tcache[u] = transmission_functions(v, energy, p0.cell_grid)[0]
+                    tcache[u] = transmission_functions(v, energy, p0.cell_grid, scale=inv_n)[0]
                 t.append(tcache[u])
         elif bandlimit_transmission:
             # one lateral period when the potential is periodic: [C, 1 or B, cx, cy]
@@ -131,7 +138,7 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
                 v = _chunk_potential(p0, start, stop, ws)[:, None]
             else:
                 v = torch.stack([p.slices(start, stop, tiled=False) for p in pots], 1)
-            t = transmission_functions(v, energy, p0.cell_grid,
+            t = transmission_functions(v, energy, p0.cell_grid, scale=inv_n,
                                        out=ws.get("t", v.shape, psi.dtype, psi.device))
         else:
             v = torch.stack([p.slices(start, stop) for p in pots], 1)  # [C, 1 or B, nx, ny]
@@ -141,9 +148,11 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
                 _mul_tiled(psi, t[j], p0.tile)
             else:
                 ops.transmit_(psi, v[j, 0] if len(pots) == 1 else v[j], sigma)
+            # the inverse FFT's 1/N rides on t (or on the propagator when t is not built)
             fft.fft2(psi, out=spec)
-            ops.propagate_(spec, dx, dy, lam, float(p0.thicknesses[start + j]), kc, taper, tilt_t)
-            fft.ifft2(spec, out=psi)
+            ops.propagate_(spec, dx, dy, lam, float(p0.thicknesses[start + j]), kc, taper, tilt_t,
+                           scale=1.0 if t is not None else inv_n)
+            fft.ifft2(spec, out=psi, normalize=False)
             if start + j + 1 in record:
                 planes.append(psi.clone())
             if callback is not None:
