@@ -146,3 +146,22 @@ def test_buffer_reusing_forms_equal_allocating_ones():
     a = ws.get("a", (4, 4), torch.float32, "cpu")
     b = ws.get("a", (2, 3), torch.float32, "cpu")
     assert b.data_ptr() == a.data_ptr() and b.is_contiguous()
+    # another thread gets its own buffer (a Potential may be shared across threads)
+    import threading
+
+    other = []
+    th = threading.Thread(target=lambda: other.append(ws.get("a", (4, 4), torch.float32, "cpu")))
+    th.start()
+    th.join()
+    assert other[0].data_ptr() != a.data_ptr()
+
+
+def test_potential_shared_by_threads_gives_the_same_slices():
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = Potential(_random_structure(seed=3), gpts=(96, 80), slice_thickness=1.0)
+    ref = p.build()
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda _: p.slices(tiled=False, out=torch.empty_like(ref)), range(8)))
+    for o in outs:
+        assert torch.equal(o, ref)
