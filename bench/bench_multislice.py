@@ -1,14 +1,19 @@
 """Multislice exit waves: em-accel vs abTEM 1.0.11 vs our pure-torch reference, in one run.
 
-Structure: Si [001] slab (the setup of docs/multislice.md §8.2), 200 keV, slices of 2.009 Å,
+Structure: Si [001] slab (the setup of docs/multislice.md §8.2), 200 keV, slices of 2.009 Å
+(layout "zperiodic": a/4 = 1.358 Å, commensurate with the lattice along the beam),
 Kirkland parametrization, infinite projection, float32. Grids 512², 1024² (and 2048² unless
 ``quick``), with 5, 10, 20 unit cells across so dx = 0.0530 Å.
 
-Rows (ms per slice, best and median of repeats):
+Rows (ms per slice, best and median of interleaved rounds: every case once per round):
 - ``abtem``: PlaneWave.multislice(Potential).compute(), potential built on the fly;
 - ``abtem_prebuilt``: the same with the potential built beforehand;
 - ``ours_exact`` / ``ours_deposit``: em_accel.sim.multislice with the potential built on the fly by
   the exact structure factor / the abTEM-compatible deposit;
+- ``ours_exact_distinct`` / ``ours_deposit_distinct``: the same without sharing the transmission
+  function of slices with equal content (``Potential.slice_ids``): the cost when every slice
+  differs (defects, frozen phonons). Si [001] slices of 2.009 Å hold only 8 distinct atom
+  layouts among 50 slices, which the default shares;
 - ``ours_prebuilt``: em-accel's loop with the potential built beforehand;
 - ``ours_fused``: prebuilt potential, transmission applied on the fly without its band limit
   (one FFT pair per slice; not abTEM's convention);
@@ -40,14 +45,27 @@ ENERGY = 200.0
 DZ = 2.009
 
 
-def _times(fn, repeats: int) -> tuple[float, float]:
-    fn()  # warm-up (plans, JIT, first custom-op call)
-    ts = []
+def _interleaved(cases: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each case over ``repeats`` rounds, cases interleaved within a round."""
+    for fn in cases.values():
+        fn()  # warm-up (plans, JIT, first custom-op call)
+    out = {name: [] for name in cases}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts), float(np.median(ts))
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def _reference_loop(v: torch.Tensor, grid, thicknesses) -> torch.Tensor:
@@ -71,6 +89,7 @@ def run(quick: bool = False) -> Path:
     from ase.build import bulk
 
     from em_accel.sim import Potential, from_ase, multislice, plane_wave
+    from em_accel.sim.structure_factor import cost
 
     threads = int(_THREADS)
     torch.set_num_threads(threads)
@@ -79,34 +98,42 @@ def run(quick: bool = False) -> Path:
     # (gpts, unit cells across, slices, layout): "general" grids are not commensurate with the
     # lattice (the general code path, as for defects or phonons); "periodic" grids are, and
     # em-accel then builds V, t and the band limit on one lateral period.
-    sizes = [(256, 5, 10, "general"), (256, 4, 10, "periodic")] if quick else [
-        (512, 5, 50, "general"), (512, 4, 50, "periodic"), (1024, 10, 50, "general"),
-        (1024, 8, 50, "periodic"), (2048, 20, 10, "general"), (2048, 16, 10, "periodic")]
+    # "zperiodic": a general lateral grid, sliced commensurately with the period along the beam
+    # (4 slices per Si cell): equal slices share one band-limited transmission function.
+    sizes = [(256, 5, 10, "general"), (256, 4, 10, "periodic"), (256, 5, 12, "zperiodic")] if quick else [
+        (512, 5, 50, "general"), (512, 4, 50, "periodic"), (512, 5, 48, "zperiodic"),
+        (1024, 10, 50, "general"), (1024, 8, 50, "periodic"), (1024, 10, 48, "zperiodic"),
+        (2048, 20, 10, "general"), (2048, 16, 10, "periodic"), (2048, 20, 24, "zperiodic")]
     repeats = 2 if quick else 3
     rows = []
+    load = [os.getloadavg()[0]]
     for gpts, cells, nslices, layout in sizes:
-        s = from_ase(bulk("Si", cubic=True)).repeat(cells, cells, 1).with_thickness(nslices * DZ)
+        a_si = bulk("Si", cubic=True).cell[2, 2]
+        dz = a_si / 4 if layout == "zperiodic" else DZ
+        s = from_ase(bulk("Si", cubic=True)).repeat(cells, cells, 1).with_thickness(nslices * dz)
         atoms_ab = s.to_ase()
         n = nslices
 
         def abtem_fly():
-            pot = abtem.Potential(atoms_ab, gpts=gpts, slice_thickness=DZ, parametrization="kirkland",
+            pot = abtem.Potential(atoms_ab, gpts=gpts, slice_thickness=dz, parametrization="kirkland",
                                   projection="infinite")
             return abtem.PlaneWave(energy=ENERGY * 1e3).multislice(pot).compute(progress_bar=False).array
 
-        pot_ab = abtem.Potential(atoms_ab, gpts=gpts, slice_thickness=DZ, parametrization="kirkland",
+        pot_ab = abtem.Potential(atoms_ab, gpts=gpts, slice_thickness=dz, parametrization="kirkland",
                                  projection="infinite").build().compute(progress_bar=False)
 
         def abtem_pre():
             return abtem.PlaneWave(energy=ENERGY * 1e3).multislice(pot_ab).compute(progress_bar=False).array
 
-        def ours(method, fused=False, pot=None):
+        def ours(method, fused=False, pot=None, distinct=False):
             def fn():
-                p = pot or Potential(s, gpts=gpts, slice_thickness=DZ, method=method)
+                p = pot or Potential(s, gpts=gpts, slice_thickness=dz, method=method)
+                if distinct:  # no sharing of equal slices: the cost when every slice differs
+                    p.slice_ids = np.arange(p.num_slices)
                 return multislice(plane_wave(p.grid), p, ENERGY, bandlimit_transmission=not fused)
             return fn
 
-        pre = Potential(s, gpts=gpts, slice_thickness=DZ, method="deposit").precompute()
+        pre = Potential(s, gpts=gpts, slice_thickness=dz, method="deposit").precompute()
         # correctness before timing: deposit mode vs abTEM, exact vs deposit
         ref_wave = abtem_fly()
         dep_wave = ours("deposit")()
@@ -122,20 +149,36 @@ def run(quick: bool = False) -> Path:
         cases = {
             "abtem": abtem_fly, "abtem_prebuilt": abtem_pre,
             "ours_exact": ours("exact"), "ours_deposit": ours("deposit"),
+            "ours_exact_distinct": ours("exact", distinct=True),
+            "ours_deposit_distinct": ours("deposit", distinct=True),
             "ours_prebuilt": ours("deposit", pot=pre), "ours_fused": ours("deposit", True, pre),
             "reference": lambda: _reference_loop(pre.build(), pre.grid, pre.thicknesses),
         }
         if layout == "periodic":
-            for name in ("abtem_prebuilt", "ours_fused", "reference"):
+            for name in ("abtem_prebuilt", "ours_fused", "reference", "ours_exact_distinct",
+                         "ours_deposit_distinct"):
                 cases.pop(name)
+        if layout == "zperiodic":
+            for name in ("abtem_prebuilt", "ours_prebuilt", "ours_fused", "reference",
+                         "ours_exact_distinct", "ours_deposit_distinct"):
+                cases.pop(name)
+        probe_pot = Potential(s, gpts=gpts, slice_thickness=dz)
+        per_slice = np.diff(probe_pot._offsets)
+        sf_auto = min(("gemm", "nufft"), key=lambda k: cost(k, int(per_slice.max()), 1, *probe_pot.cell_grid.gpts))
+        unique_slices = len(set(probe_pot.slice_ids.tolist()))
         timing = {}
-        for name, fn in cases.items():
-            best, med = _times(fn, 1 if gpts >= 2048 else repeats)
+        # interleaved rounds (every case once per round, after one warm-up each) so that load
+        # changes on the shared machine hit all cases alike; best and median over rounds
+        rounds = _interleaved(cases, 2 if gpts >= 2048 else repeats)
+        for name in cases:
+            best, med = min(rounds[name]), float(np.median(rounds[name]))
             timing[name] = best
             rows.append({"gpts": gpts, "layout": layout, "cells": cells, "dx_A": s.cell[0] / gpts,
-                         "slices": n, "impl": name, "ms_per_slice_best": best / n * 1e3,
+                         "slices": n, "slice_thickness_A": dz, "unique_slices": unique_slices,
+                         "exact_sf_method": sf_auto, "load1": os.getloadavg()[0], "impl": name, "ms_per_slice_best": best / n * 1e3,
                          "ms_per_slice_median": med / n * 1e3})
             print(f"  {gpts}² {layout} {name}: {best / n * 1e3:.2f} ms/slice (median {med / n * 1e3:.2f})", flush=True)
+        load.append(os.getloadavg()[0])
         for r in rows:
             if r["gpts"] == gpts and r["layout"] == layout:
                 base = "abtem_prebuilt" if r["impl"] in ("ours_prebuilt", "ours_fused", "reference") else "abtem"
@@ -150,6 +193,7 @@ def run(quick: bool = False) -> Path:
                  "speedup_vs_abtem", "speedup_vs_reference", "rel_l2_deposit_vs_abtem",
                  "rel_l2_exact_vs_abtem"])
     extra = {"threads": threads, "abtem": abtem.__version__, "energy_keV": ENERGY,
+             "load_average_1min": load, "cpu": _cpu_name(),
              "slice_thickness_A": DZ, "notes": "speedup of ours_prebuilt/ours_fused/reference is vs "
              "abtem_prebuilt; of ours_exact/ours_deposit vs abtem (potential on the fly)"}
     try:

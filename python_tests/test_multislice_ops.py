@@ -155,3 +155,18 @@ def test_cpu_fft_backend_accepts_any_strides_of_size_one_axes():
     w = torch.randn(1, 64, 64, dtype=torch.complex64).as_strided((1, 64, 64), (5, 64, 1))
     torch.testing.assert_close(fft.fft2(w), torch.fft.fft2(w), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fft.ifft2(w), torch.fft.ifft2(w), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dz, aperture", [(2.0, True), (0.0, True), (0.0, False), (2.0, False)])
+def test_propagate_scale_multiplies_the_result(device, dtype, dz, aperture):
+    # the simulator folds the inverse FFT's 1/N into this pass; the flat, taper and
+    # phase-free (dz = 0) branches must all carry it
+    spec, tilt, dx, dy, lam, _, kc, taper = M.sample_propagate(device, dtype)
+    if not aperture:
+        kc = taper = 0.0
+    ref = M.propagate_reference(spec, tilt, dx, dy, lam, dz, kc, taper)
+    out = M.propagate_(spec.clone(), dx, dy, lam, dz, kc, taper, tilt, scale=0.125)
+    _close(out, ref * 0.125, dtype, scale=ref.abs().max().item())
+    with pytest.raises(ValueError, match="scale"):
+        M.propagate_(spec.clone(), dx, dy, lam, dz, kc, taper, tilt, scale=float("nan"))

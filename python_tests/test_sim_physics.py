@@ -160,8 +160,9 @@ class _Scaled(Potential):
 
     eps = 1.0
 
-    def slices(self, start=0, stop=None, tiled=True):
-        return super().slices(start, stop, tiled) * self.eps
+    def slices(self, start=0, stop=None, tiled=True, out=None):
+        v = super().slices(start, stop, tiled, out)
+        return v.mul_(self.eps) if out is not None else v * self.eps
 
 
 def test_weak_phase_object_matches_first_order():

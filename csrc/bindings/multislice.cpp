@@ -39,7 +39,8 @@ void define(py::module_& m) {
       .def_readwrite("kc", &ms::PropagateParams::kc)
       .def_readwrite("taper", &ms::PropagateParams::taper)
       .def_readwrite("tilt_stride", &ms::PropagateParams::tilt_stride)
-      .def_readwrite("dtype", &ms::PropagateParams::dtype);
+      .def_readwrite("dtype", &ms::PropagateParams::dtype)
+      .def_readwrite("scale", &ms::PropagateParams::scale);
 
   const auto gil = py::call_guard<py::gil_scoped_release>();
   m.def("structure_factor_cpu",

@@ -311,7 +311,7 @@ void propagate_cpu(const PropagateParams& p, const double* tilt, void* spectrum)
       for (int64_t ix = 0; ix < nx; ++ix) {
         const cplx<double> e = cis(fresnel_phase_1d(double(freq_index(ix, nx)) * fx, p.wavelength,
                                                     p.dz, tilt[2 * t]));
-        px[t * nx + ix] = {T(e.re), T(e.im)};
+        px[t * nx + ix] = {T(p.scale * e.re), T(p.scale * e.im)};  // the scale rides on x
       }
       for (int64_t iy = 0; iy < ny; ++iy) {
         const cplx<double> e = cis(fresnel_phase_1d(double(freq_index(iy, ny)) * fy, p.wavelength,
@@ -319,6 +319,7 @@ void propagate_cpu(const PropagateParams& p, const double* tilt, void* spectrum)
         py[t * ny + iy] = {T(e.re), T(e.im)};
       }
     }
+    const T s = T(p.scale);
     const bool aperture = p.kc > 0;
     const double inner2 = aperture ? (p.kc - p.taper) * (p.kc - p.taper) : INFINITY;
     const double outer2 = aperture ? p.kc * p.kc : INFINITY;
@@ -337,15 +338,17 @@ void propagate_cpu(const PropagateParams& p, const double* tilt, void* spectrum)
           const cplx<T> f = cmul(cx, cy[iy]);
           row[iy] = cmul(row[iy], f);
         };
+        auto scaled = [&](int64_t iy) { row[iy] = {s * row[iy].re, s * row[iy].im}; };
         auto taper = [&](int64_t iy) {
           const double ky = double(freq_index(iy, ny)) * fy;
-          const T a = T(antialias(kx2 + ky * ky, p.kc, p.taper));
+          const T a = T(antialias(kx2 + ky * ky, p.kc, p.taper)) * (phase_free ? s : T(1));
           const cplx<T> f = phase_free ? cplx<T>{a, T(0)} : cmul(cx, cy[iy]);
           row[iy] = phase_free ? cplx<T>{a * row[iy].re, a * row[iy].im}
                                : cmul(row[iy], cplx<T>{a * f.re, a * f.im});
         };
         auto zero = [&](int64_t iy) { row[iy] = {T(0), T(0)}; };
         if (!phase_free) for_band<T>(ny, -1, m_in, flat);
+        else if (s != T(1)) for_band<T>(ny, -1, m_in, scaled);
         for_band<T>(ny, m_in, m_out, taper);
         for_band<T>(ny, m_out, ny, zero);
       }

@@ -92,7 +92,8 @@ __global__ void propagate_kernel(PropagateParams p, const double* __restrict__ t
     const cplx<T> ex = cis(T(fresnel_phase_1d(kx, p.wavelength, p.dz, th[0])));
     const cplx<T> ey = cis(T(fresnel_phase_1d(ky, p.wavelength, p.dz, th[1])));
     const cplx<T> f = cmul(ex, ey);
-    w[i] = cmul(w[i], cplx<T>{T(a) * f.re, T(a) * f.im});
+    const T as = T(a * p.scale);
+    w[i] = cmul(w[i], cplx<T>{as * f.re, as * f.im});
   }
 }
 

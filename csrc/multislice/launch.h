@@ -56,7 +56,8 @@ void transmit_cuda(const TransmitParams& p, const void* potential, void* wave, c
 void transmission_cuda(const TransmitParams& p, const void* potential, void* out, cudaStream_t s);
 
 // Fresnel propagation with the antialias aperture and beam tilt, applied in one pass to a
-// wave spectrum (unshifted FFT layout). dz = 0 applies the band limit (and nothing else).
+// wave spectrum (unshifted FFT layout), times a real scale. dz = 0 applies the band limit (and
+// the scale, nothing else).
 struct PropagateParams {
   int64_t batch, nx, ny;  // spectrum [B, nx, ny] complex, in place
   double dx, dy;          // real-space sampling [Å]
@@ -65,6 +66,7 @@ struct PropagateParams {
   double kc, taper;       // antialias cutoff and taper width [1/Å]; kc <= 0: no aperture
   int64_t tilt_stride;    // 0: one tilt for all waves; 2: tilt [B, 2]
   int dtype;
+  double scale = 1.0;     // real factor on the whole result (folds an inverse-FFT 1/N in)
 };
 //   tilt [2] or [B, 2] float64: (tan theta_x, tan theta_y)
 void propagate_cpu(const PropagateParams& p, const double* tilt, void* spectrum);

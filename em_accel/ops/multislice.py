@@ -309,13 +309,14 @@ def _check_propagate(spectrum, tilt, dx, dy, wavelength, dz, kc, taper) -> int:
     return batch
 
 
-def _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch) -> None:
+def _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch, scale=1.0) -> None:
     p = _N.PropagateParams()
     p.batch, p.nx, p.ny = batch, spectrum.shape[-2], spectrum.shape[-1]
     p.dx, p.dy, p.wavelength, p.dz = float(dx), float(dy), float(wavelength), float(dz)
     p.kc, p.taper = float(kc), float(taper)
     p.tilt_stride = 0 if tilt.numel() == 2 else 2
     p.dtype = DTYPE_CODES[_REAL_OF[spectrum.dtype]]
+    p.scale = float(scale)
     with native_stream(spectrum.device, "em_accel::ms_propagate") as stream:
         if spectrum.device.type == "cuda":
             _N.propagate_cuda(p, tilt.data_ptr(), spectrum.data_ptr(), stream)
@@ -402,9 +403,42 @@ def deposit(positions, species, offsets, num_species, nx, ny, lx, ly, double=Fal
                       int(num_species), int(nx), int(ny), float(lx), float(ly), bool(double))
 
 
-def transmission(potential: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``exp(i sigma V)``; see :func:`ms_transmission`."""
-    return ms_transmission(potential.contiguous(), float(sigma))
+def deposit_into(positions, species, offsets, out: torch.Tensor, lx: float, ly: float) -> torch.Tensor:
+    """Bilinear deposit into ``out`` [M, S, nx, ny] (zeroed here; the kernel of em_accel::ms_deposit).
+
+    The simulator reuses ``out`` across slices (large fresh CPU allocations page-fault)."""
+    m = _check_atoms(positions, species, offsets, out.shape[-2], out.shape[-1], lx, ly)
+    check_tensor("out", out, dtypes=REAL_DTYPES, ndim=4)
+    if out.shape[0] != m or out.shape[1] < 1:
+        raise ValueError(f"out must have shape [{m}, S >= 1, nx, ny], got {list(out.shape)}")
+    check_same_device(positions=positions, out=out)
+    out.zero_()
+    p = _potential_params(m, out.shape[2], out.shape[3], out.shape[1], lx, ly, out.dtype)
+    with native_stream(positions.device, "em_accel::ms_deposit") as stream:
+        args = (p, positions.data_ptr(), species.data_ptr(), offsets.data_ptr(), out.data_ptr())
+        if positions.device.type == "cuda":
+            _N.deposit_cuda(*args, stream)
+        else:
+            _N.deposit_cpu(*args)
+    return out
+
+
+def transmission(potential: torch.Tensor, sigma: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``exp(i sigma V)``; see :func:`ms_transmission`. With ``out`` (complex, contiguous, the
+    potential's shape) the kernel writes there instead of a new tensor."""
+    if out is None:
+        return ms_transmission(potential.contiguous(), float(sigma))
+    potential = potential.contiguous()
+    check_tensor("potential", potential, dtypes=REAL_DTYPES, min_ndim=1)
+    check_tensor("out", out, dtypes=(_COMPLEX_OF[potential.dtype],), shape=tuple(potential.shape))
+    check_same_device(potential=potential, out=out)
+    p = _transmit_params(1, potential.numel(), potential.numel(), float(sigma), potential.dtype)
+    with native_stream(potential.device, "em_accel::ms_transmission") as stream:
+        if potential.device.type == "cuda":
+            _N.transmission_cuda(p, potential.data_ptr(), out.data_ptr(), stream)
+        else:
+            _N.transmission_cpu(p, potential.data_ptr(), out.data_ptr())
+    return out
 
 
 def transmit_(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -419,13 +453,17 @@ def transmit_(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> torc
 
 
 def propagate_(spectrum: torch.Tensor, dx: float, dy: float, wavelength: float, dz: float,
-               kc: float, taper: float, tilt: torch.Tensor | None = None) -> torch.Tensor:
-    """In place propagation + band limit of a spectrum (the kernel of em_accel::ms_propagate)."""
+               kc: float, taper: float, tilt: torch.Tensor | None = None,
+               scale: float = 1.0) -> torch.Tensor:
+    """In place propagation + band limit of a spectrum (the kernel of em_accel::ms_propagate),
+    times a real ``scale`` (the simulator folds the inverse FFT's 1/N in here)."""
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
     if tilt is None:
         tilt = torch.zeros(2, dtype=torch.float64, device=spectrum.device)
     tilt = tilt.to(torch.float64).contiguous()
     batch = _check_propagate(spectrum, tilt, dx, dy, wavelength, dz, kc, taper)
-    _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch)
+    _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch, scale)
     return spectrum
 
 

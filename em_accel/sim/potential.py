@@ -24,6 +24,8 @@ import torch
 
 from ..ops import multislice as ops
 from . import fft
+from . import structure_factor as sf
+from .fft import fft_size  # noqa: F401  (public here since the first release)
 from .kirkland import SYMBOLS, atomic_number, projected_potential_fourier
 from .structure import Structure
 
@@ -71,19 +73,6 @@ class Grid:
         return kx[:, None], ky[None, :]
 
 
-def fft_size(n: int) -> int:
-    """Smallest integer >= n whose prime factors are all 2, 3, 5 or 7 (fast FFT sizes)."""
-    m = max(1, int(n))
-    while True:
-        k = m
-        for p in (2, 3, 5, 7):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
-
-
 def periodic_gpts(structure: Structure, sampling: float) -> tuple[int, int]:
     """Grid with sampling <= ``sampling`` [Å/px] that is FFT-friendly per lateral period and
     commensurate with the structure's lateral tiling (so the periodic fast path applies)."""
@@ -123,13 +112,17 @@ class Potential:
         debye_waller: RMS displacement per axis [Å] by element symbol or Z; multiplies each
             species' form factor by ``exp(-2 pi^2 sigma^2 k^2)``.
         device, dtype: torch device and real dtype (float32 or float64).
+        structure_factor: how ``method="exact"`` evaluates the structure factor: "auto"
+            (cheapest on CPU), "direct", "gemm" or "nufft" (:mod:`em_accel.sim.structure_factor`;
+            all give the same sum to float32 rounding).
     """
 
     def __init__(self, structure: Structure, sampling: float | Sequence[float] | None = 0.05,
                  slice_thickness: float | Sequence[float] = 2.0, terms: int = 3,
                  method: str = "exact", gpts: int | Sequence[int] | None = None,
                  debye_waller: Mapping[str | int, float] | None = None,
-                 device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
+                 device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                 *, structure_factor: str = "auto"):
         if not isinstance(structure, Structure):
             raise TypeError(f"structure must be an em_accel.sim.Structure, got {type(structure).__name__}")
         if method not in ("exact", "deposit"):
@@ -138,7 +131,11 @@ class Potential:
             raise ValueError(f"terms must be 1 or 3, got {terms}")
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if structure_factor not in sf.METHODS:
+            raise ValueError(f"structure_factor must be one of {sf.METHODS}, got {structure_factor!r}")
         self.structure, self.terms, self.method, self.dtype = structure, terms, method, dtype
+        self.structure_factor = structure_factor
+        self._ws = fft.Workspace()  # scratch reused across slices (never returned)
         self.device = torch.device(device or "cpu")
         self.grid = Grid.from_sampling(structure.cell[:2], sampling, gpts)
         kc, _ = self.grid.antialias()
@@ -172,6 +169,20 @@ class Potential:
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._kernel = self._form_factors()
         self._cache: torch.Tensor | None = None
+        self.slice_ids = self._slice_ids(structure.positions[order, :2], sp[order])
+
+    def _slice_ids(self, xy: np.ndarray, sp: np.ndarray) -> np.ndarray:
+        """Id of each slice's content: slices with the same thickness and exactly the same atoms
+        (x, y, species) get the same id, so their potentials and transmission functions are
+        equal (a crystal along the beam with slices commensurate with its period)."""
+        ids, seen = np.empty(len(self.thicknesses), dtype=np.int64), {}
+        for m in range(len(self.thicknesses)):
+            a0, a1 = int(self._offsets[m]), int(self._offsets[m + 1])
+            x, y, z = xy[a0:a1, 0], xy[a0:a1, 1], sp[a0:a1]
+            o = np.lexsort((y, x, z))
+            key = (float(self.thicknesses[m]), x[o].tobytes(), y[o].tobytes(), z[o].tobytes())
+            ids[m] = seen.setdefault(key, len(seen))
+        return ids
 
     @property
     def num_slices(self) -> int:
@@ -199,36 +210,47 @@ class Potential:
             out.append(torch.zeros_like(k))
         return torch.stack(out).to(self.dtype).contiguous()
 
-    def slices(self, start: int = 0, stop: int | None = None, tiled: bool = True) -> torch.Tensor:
+    def slices(self, start: int = 0, stop: int | None = None, tiled: bool = True,
+               out: torch.Tensor | None = None) -> torch.Tensor:
         """Projected potential [stop - start, nx, ny] [V·Å] of slices start..stop-1.
 
         With ``tiled=False`` a laterally periodic potential comes back as one period,
-        [stop - start, nx / tile[0], ny / tile[1]].
+        [stop - start, nx / tile[0], ny / tile[1]]. ``out`` (contiguous, that shape) receives
+        the result instead of a new tensor (``tiled=False`` only).
         """
         stop = self.num_slices if stop is None else stop
         if not 0 <= start <= stop <= self.num_slices:
             raise ValueError(f"slice range [{start}, {stop}) outside 0..{self.num_slices}")
+        if out is not None and tiled and self.tile != (1, 1):
+            raise ValueError("out= needs tiled=False for a laterally periodic potential")
         if self._cache is not None:
             v = self._cache[start:stop]
+            if out is not None:
+                v = out.copy_(v)
         else:
-            v = self._period_slices(start, stop)
+            v = self._period_slices(start, stop, out)
         return v.repeat(1, *self.tile) if tiled and self.tile != (1, 1) else v
 
-    def _period_slices(self, start: int, stop: int) -> torch.Tensor:
+    def _period_slices(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         (nx, ny), (lx, ly) = self.cell_grid.gpts, self.cell_grid.extent
         a0, a1 = int(self._offsets[start]), int(self._offsets[stop])
         offsets = torch.from_numpy(self._offsets[start:stop + 1] - a0).to(self.device)
         pos, sp = self._positions[a0:a1], self._species[a0:a1]
+        c, nyh = stop - start, ny // 2 + 1
+        spec = self._ws.get("spectrum", (c, nx, nyh), fft.complex_of(self.dtype), self.device)
         if self.method == "exact":
-            spec = ops.structure_factor(pos, sp, offsets, self._kernel, nx, ny, lx, ly)
+            sf.spectrum(pos, sp, offsets, self._kernel, nx, ny, lx, ly, self.structure_factor,
+                        out=spec, workspace=self._ws)
         else:
-            dep = ops.deposit(pos, sp, offsets, max(1, len(self.species)), nx, ny, lx, ly,
-                              double=self.dtype == torch.float64)
-            dep_k = fft.rfft2(dep)  # [C, S, nx, nyh]
-            spec = dep_k[:, 0].mul_(self._kernel[0])
-            for i in range(1, dep_k.shape[1]):
+            s = max(1, len(self.species))
+            dep = self._ws.get("deposit", (c, s, nx, ny), self.dtype, self.device)
+            ops.deposit_into(pos, sp, offsets, dep, lx, ly)
+            dep_k = fft.rfft2(dep, out=self._ws.get("deposit_k", (c, s, nx, nyh),
+                                                    spec.dtype, self.device))
+            torch.mul(dep_k[:, 0], self._kernel[0], out=spec)
+            for i in range(1, s):
                 spec.add_(dep_k[:, i].mul_(self._kernel[i]))
-        return fft.irfft2(spec, s=(nx, ny))
+        return fft.irfft2(spec, s=(nx, ny), out=out)
 
     def build(self) -> torch.Tensor:
         """All slices [num_slices, nx, ny] [V·Å]."""
