@@ -31,7 +31,8 @@ void define(py::module_& m) {
       .def(py::init<>())
       .def_readwrite("n", &AttractiveParams::n)
       .def_readwrite("dtype", &AttractiveParams::dtype)
-      .def_readwrite("want_kl", &AttractiveParams::want_kl);
+      .def_readwrite("want_kl", &AttractiveParams::want_kl)
+      .def_readwrite("index_bits", &AttractiveParams::index_bits);
   py::class_<RepulsiveParams>(m, "RepulsiveParams")
       .def(py::init<>())
       .def_readwrite("n", &RepulsiveParams::n)
@@ -67,14 +68,14 @@ void define(py::module_& m) {
   }, nogil);
   m.def("attractive_cpu", [](const AttractiveParams& q, u y, u indptr, u indices, u values,
                              u force, u plogw) {
-    attractive_cpu(q, ptr<const void>(y), ptr<const int64_t>(indptr), ptr<const int64_t>(indices),
+    attractive_cpu(q, ptr<const void>(y), ptr<const int64_t>(indptr), ptr<const void>(indices),
                    ptr<const void>(values), ptr<void>(force), ptr<double>(plogw));
   }, nogil);
   m.def("attractive_cuda", [](const AttractiveParams& q, u y, u indptr, u indices, u values,
                               u force, u plogw, u s) {
     EM_CUDA_CALL("tsne.attractive_cuda",
                  attractive_cuda(q, ptr<const void>(y), ptr<const int64_t>(indptr),
-                                 ptr<const int64_t>(indices), ptr<const void>(values),
+                                 ptr<const void>(indices), ptr<const void>(values),
                                  ptr<void>(force), ptr<double>(plogw), stream(s)));
   }, nogil);
   m.def("repulsive_exact_cpu", [](const RepulsiveParams& q, u y, u force, u zrow) {

@@ -23,16 +23,17 @@ void perplexity_cuda(const PerplexityParams& q, const void* d2, void* p, double*
                      cudaStream_t stream);
 
 struct AttractiveParams {
-  int64_t n;    // points (CSR rows)
-  int dtype;    // DType of y / values / force
-  int want_kl;  // 1: also write plogw
+  int64_t n;           // points (CSR rows)
+  int dtype;           // DType of y / values / force
+  int want_kl;         // 1: also write plogw
+  int index_bits = 64;  // 32 or 64: indices are int32 or int64 (int32 moves a third fewer bytes)
 };
-// y [n, 2] T; indptr [n + 1] int64; indices [nnz] int64; values [nnz] T (symmetric P);
+// y [n, 2] T; indptr [n + 1] int64; indices [nnz] int32 or int64; values [nnz] T (symmetric P);
 // force [n, 2] T = sum_j p_ij w_ij (y_i - y_j); plogw [n] float64 = sum_j p_ij ln w_ij (if want_kl).
 void attractive_cpu(const AttractiveParams& q, const void* y, const int64_t* indptr,
-                    const int64_t* indices, const void* values, void* force, double* plogw);
+                    const void* indices, const void* values, void* force, double* plogw);
 void attractive_cuda(const AttractiveParams& q, const void* y, const int64_t* indptr,
-                     const int64_t* indices, const void* values, void* force, double* plogw,
+                     const void* indices, const void* values, void* force, double* plogw,
                      cudaStream_t stream);
 
 struct RepulsiveParams {

@@ -217,6 +217,8 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
             raise ValueError(f"learning_rate must be > 0 or 'auto', got {learning_rate}")
     info.learning_rate = (lr_ee, lr_final)
     plogp = P.plogp()
+    # int32 column indices: the attractive pass streams 8 instead of 12 bytes per entry.
+    cols = P.indices.to(torch.int32) if n < 2**31 else P.indices
     y -= y.mean(0)
     bbox = ops.bounding_box(y)
     bar = _Bar(n_iter, progress)
@@ -226,7 +228,7 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
             ee = it < early_exaggeration_iter
             alpha = early_exaggeration if ee else exaggeration
             want_kl = (it + 1) % kl_every == 0 or it == n_iter - 1
-            attr, plogw = ops.tsne_attractive(y, P.indptr, P.indices, P.values, want_kl)
+            attr, plogw = ops.tsne_attractive(y, P.indptr, cols, P.values, want_kl)
             grid = ops.choose_grid(bbox, fft_nodes, fft_intervals_per_unit)
             chosen = _pick_method(method, n, grid.m, device)
             info.methods[chosen] = info.methods.get(chosen, 0) + 1

@@ -233,7 +233,7 @@ def _check_csr(y, indptr, indices, values):
     _check_y(y)
     n = y.shape[0]
     check_tensor("indptr", indptr, dtypes=(torch.int64,), shape=(n + 1,))
-    check_tensor("indices", indices, dtypes=(torch.int64,), ndim=1)
+    check_tensor("indices", indices, dtypes=(torch.int32, torch.int64), ndim=1)
     check_tensor("values", values, dtypes=(y.dtype,), shape=tuple(indices.shape))
     check_same_device(y=y, indptr=indptr, indices=indices, values=values)
 
@@ -241,12 +241,14 @@ def _check_csr(y, indptr, indices, values):
 @torch.library.custom_op("em_accel::tsne_attractive", mutates_args=())
 def tsne_attractive(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
                     values: torch.Tensor, want_kl: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attractive force over the CSR matrix P; see attractive_reference."""
+    """Attractive force over the CSR matrix P; see attractive_reference. ``indices`` may be
+    int32 (a third fewer bytes per entry than int64: the faster pass) or int64."""
     _check_csr(y, indptr, indices, values)
     force = torch.empty_like(y)
     plogw = torch.zeros(y.shape[0], dtype=torch.float64, device=y.device)
     q = _T.AttractiveParams()
     q.n, q.dtype, q.want_kl = y.shape[0], DTYPE_CODES[y.dtype], int(want_kl)
+    q.index_bits = 32 if indices.dtype == torch.int32 else 64
     args = (y.data_ptr(), indptr.data_ptr(), indices.data_ptr(), values.data_ptr(),
             force.data_ptr(), plogw.data_ptr())
     with native_stream(y.device, "em_accel::tsne_attractive") as s:
