@@ -73,7 +73,7 @@ def test_three_points_by_hand():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_attractive_int32_indices(dtype, device):
-    """int32 column indices (the optimiser's fast path) give the int64 result and match the
+    """int32 column indices (the optimiser's fast path) give the int64 result (to rounding) and match the
     reference, on rows long enough for the vector loop and its remainder (8 to ~40 entries)."""
     n = 2000
     y = T.sample_embedding(n, device, dtype, seed=8, scale=10.0)
@@ -81,9 +81,9 @@ def test_attractive_int32_indices(dtype, device):
     f64, k64 = T.tsne_attractive(y, indptr, indices, values, True)
     f32, k32 = T.tsne_attractive(y, indptr, indices.to(torch.int32), values, True)
     fr, kr = T.attractive_reference(y.double(), indptr, indices, values.double(), True)
-    torch.testing.assert_close(f32, f64, rtol=0, atol=0)
-    torch.testing.assert_close(k32, k64, rtol=0, atol=0)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert _rel(f32, f64) < tol  # vector lanes differ (8 int32 vs 4 int64 per gather)
+    torch.testing.assert_close(k32, k64, rtol=1e-12, atol=0)
     assert _rel(f32, fr) < tol
     assert _rel(k32, kr) < tol
     # the force of a KL iteration is the force of any other iteration
