@@ -18,6 +18,7 @@ Data flow of one gradient: ``em_accel.embed.tsne`` -> ``attractive_forces`` ->
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -478,35 +479,68 @@ _EXECUTOR: ThreadPoolExecutor | None = None
 
 def _executor(threads: int) -> ThreadPoolExecutor:
     global _EXECUTOR
-    if _EXECUTOR is None or _EXECUTOR._max_workers != threads:
-        _EXECUTOR = ThreadPoolExecutor(threads, thread_name_prefix="em_accel_fft")
+    if _EXECUTOR is None or _EXECUTOR._max_workers != threads - 1:
+        _EXECUTOR = ThreadPoolExecutor(max(1, threads - 1), thread_name_prefix="em_accel_fft")
     return _EXECUTOR
 
 
-def _in_chunks(fn, total: int, parts: int, ex: ThreadPoolExecutor) -> None:
-    bounds = [(i * total // parts, (i + 1) * total // parts) for i in range(parts)]
-    for f in [ex.submit(fn, a, b) for a, b in bounds if b > a]:
-        f.result()
+def _in_chunks(fn, total: int, parts: int, ex: ThreadPoolExecutor, threads: int) -> None:
+    """fn(a, b) over ``parts`` blocks of range(total): the calling thread and threads - 1 pool
+    threads take blocks from one queue. The caller waits only for blocks already taken, never
+    for a pool thread that has not started (on a loaded machine it may not get a core for
+    milliseconds; the caller then does its blocks). A late pool thread finds this call's queue
+    empty and returns."""
+    blocks = iter([(i * total // parts, (i + 1) * total // parts) for i in range(parts)])
+    take = threading.Lock()
+    cond = threading.Condition()
+    state = {"left": parts, "error": None}
+
+    def worker():
+        while True:
+            with take:
+                block = next(blocks, None)
+            if block is None:
+                return
+            try:
+                if block[1] > block[0]:
+                    fn(*block)
+            except BaseException as e:  # re-raised in the caller
+                state["error"] = e
+            with cond:
+                state["left"] -= 1
+                if state["left"] == 0:
+                    cond.notify_all()
+
+    for _ in range(threads - 1):
+        ex.submit(worker)
+    worker()
+    with cond:
+        cond.wait_for(lambda: state["left"] == 0)
+    if state["error"] is not None:
+        raise state["error"]
 
 
 def convolve_grid(charges: torch.Tensor, grid: InterpGrid, kernel_hat: torch.Tensor | None = None,
                   threads: int = 1) -> torch.Tensor:
     """Potentials [3, m, m]: each charge grid convolved with w^2 (zero padded FFT).
 
-    ``threads`` > 1 (CPU): the 2-D transform is done as 1-D passes over row and column blocks,
-    each block a single-threaded torch FFT on a Python thread (torch releases the GIL); zero
-    rows of the padded input and unneeded rows of the output are skipped. Blocks are taken
-    from a queue, so a preempted thread delays only its own block.
+    On CPU the 2-D transform is done as 1-D passes, skipping the zero rows of the padded input
+    and the unneeded rows of the output (about 2x less work than a padded rfft2/irfft2 pair);
+    with ``threads`` > 1 over row and column blocks, each block a single-threaded torch FFT on
+    a Python thread (torch releases the GIL). Blocks are taken
+    from a queue by the calling thread and threads - 1 pool threads (see _in_chunks), so a
+    preempted thread delays only its own block.
     """
     m = grid.m
     if kernel_hat is None:
         kernel_hat = kernel_fft(grid, charges.dtype, charges.device)
-    if threads <= 1 or charges.device.type != "cpu":
+    if charges.device.type != "cpu":
         spec = torch.fft.rfft2(charges, s=(2 * m, 2 * m))
         spec.mul_(kernel_hat)
         return torch.fft.irfft2(spec, s=(2 * m, 2 * m))[:, :m, :m].contiguous()
-    ex = _executor(threads)
-    parts = 4 * threads
+    threads = max(1, int(threads))
+    ex = _executor(threads) if threads > 1 else None
+    parts = 4 * threads if threads > 1 else 1
     k = charges.shape[0]
     cdt = torch.complex128 if charges.dtype == torch.float64 else torch.complex64
     kt = _transposed(kernel_hat)  # [m + 1, 2m]: (x frequency, y frequency)
@@ -525,9 +559,9 @@ def convolve_grid(charges: torch.Tensor, grid: InterpGrid, kernel_hat: torch.Ten
     def rows_inverse(r0, r1):
         out[:, r0:r1] = torch.fft.irfft(d[:, r0:r1], n=2 * m, dim=-1)[..., :m]
 
-    _in_chunks(rows_forward, m, parts, ex)
-    _in_chunks(columns, m + 1, parts, ex)
-    _in_chunks(rows_inverse, m, parts, ex)
+    _in_chunks(rows_forward, m, parts, ex, threads)
+    _in_chunks(columns, m + 1, parts, ex, threads)
+    _in_chunks(rows_inverse, m, parts, ex, threads)
     return out
 
 
