@@ -210,6 +210,13 @@ def test_bad_inputs():
         T.repulsive_forces(y, "bh")
     with pytest.raises(RuntimeError, match="is on meta"):
         T.tsne_attractive(y, indptr, indices, values.to("meta"), False)
+    x, idx = T._sample_neighbor_d2()
+    with pytest.raises(ValueError, match=r"idx entries must be in \[0, 120\)"):
+        T.tsne_neighbor_d2(x, torch.where(idx == 0, 120, idx))
+    with pytest.raises(TypeError, match="idx must have dtype"):
+        T.tsne_neighbor_d2(x, idx.int())
+    with pytest.raises(ValueError, match="one row per row"):
+        T.tsne_neighbor_d2(x, idx[:-1])
 
 
 @pytest.mark.cuda

@@ -27,6 +27,12 @@ void define(py::module_& m) {
       .def_readwrite("perplexity", &PerplexityParams::perplexity)
       .def_readwrite("tol", &PerplexityParams::tol)
       .def_readwrite("max_iter", &PerplexityParams::max_iter);
+  py::class_<NeighborParams>(m, "NeighborParams")
+      .def(py::init<>())
+      .def_readwrite("n", &NeighborParams::n)
+      .def_readwrite("k", &NeighborParams::k)
+      .def_readwrite("d", &NeighborParams::d)
+      .def_readwrite("dtype", &NeighborParams::dtype);
   py::class_<AttractiveParams>(m, "AttractiveParams")
       .def(py::init<>())
       .def_readwrite("n", &AttractiveParams::n)
@@ -65,6 +71,14 @@ void define(py::module_& m) {
   m.def("perplexity_cuda", [](const PerplexityParams& q, u d2, u p, u beta, u s) {
     EM_CUDA_CALL("tsne.perplexity_cuda",
                  perplexity_cuda(q, ptr<const void>(d2), ptr<void>(p), ptr<double>(beta), stream(s)));
+  }, nogil);
+  m.def("neighbor_d2_cpu", [](const NeighborParams& q, u x, u idx, u d2) {
+    neighbor_d2_cpu(q, ptr<const void>(x), ptr<const int64_t>(idx), ptr<void>(d2));
+  }, nogil);
+  m.def("neighbor_d2_cuda", [](const NeighborParams& q, u x, u idx, u d2, u s) {
+    EM_CUDA_CALL("tsne.neighbor_d2_cuda",
+                 neighbor_d2_cuda(q, ptr<const void>(x), ptr<const int64_t>(idx), ptr<void>(d2),
+                                  stream(s)));
   }, nogil);
   m.def("attractive_cpu", [](const AttractiveParams& q, u y, u indptr, u indices, u values,
                              u force, u plogw) {

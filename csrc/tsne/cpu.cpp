@@ -145,6 +145,20 @@ void perplexity_cpu(const PerplexityParams& q, const void* d2, void* p, double* 
   });
 }
 
+void neighbor_d2_cpu(const NeighborParams& q, const void* x, const int64_t* idx, void* d2) {
+  if (q.n == 0 || q.k == 0) return;
+  dispatch_real_types(q.dtype, "tsne.neighbor_d2_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xx = static_cast<const T*>(x);
+    T* out = static_cast<T*>(d2);
+    parallel_for(q.n, 256, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        for (int64_t j = 0; j < q.k; ++j)
+          out[i * q.k + j] = T(squared_distance(xx + i * q.d, xx + idx[i * q.k + j] * q.d, q.d));
+    });
+  });
+}
+
 void attractive_cpu(const AttractiveParams& q, const void* y, const int64_t* indptr,
                     const void* indices, const void* values, void* force, double* plogw) {
   if (q.n == 0) return;

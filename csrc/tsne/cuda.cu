@@ -21,6 +21,15 @@ __global__ void perplexity_kernel(PerplexityParams q, double log_perp, const T* 
     beta[i] = calibrate_row(d2 + i * q.k, int(q.k), log_perp, q.tol, q.max_iter, p + i * q.k);
 }
 
+template <class T>
+__global__ void neighbor_d2_kernel(NeighborParams q, const T* __restrict__ x,
+                                   const int64_t* __restrict__ idx, T* __restrict__ d2) {
+  const int64_t total = q.n * q.k;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x)
+    d2[e] = T(squared_distance(x + (e / q.k) * q.d, x + idx[e] * q.d, q.d));
+}
+
 template <class T, class I>
 __global__ void attractive_kernel(AttractiveParams q, const T* __restrict__ y,
                                   const int64_t* __restrict__ indptr,
@@ -202,6 +211,17 @@ void perplexity_cuda(const PerplexityParams& q, const void* d2, void* p, double*
     perplexity_kernel<T><<<blocks_for(q.n, kThreads), kThreads, 0, stream>>>(
         q, log(q.perplexity), static_cast<const T*>(d2), static_cast<T*>(p), beta);
     check_launch("tsne.perplexity_kernel");
+  });
+}
+
+void neighbor_d2_cuda(const NeighborParams& q, const void* x, const int64_t* idx, void* d2,
+                      cudaStream_t stream) {
+  if (q.n == 0 || q.k == 0) return;
+  dispatch_real_types(q.dtype, "tsne.neighbor_d2_cuda", [&](auto tag) {
+    using T = decltype(tag);
+    neighbor_d2_kernel<T><<<blocks_for(q.n * q.k, kThreads), kThreads, 0, stream>>>(
+        q, static_cast<const T*>(x), idx, static_cast<T*>(d2));
+    check_launch("tsne.neighbor_d2_kernel");
   });
 }
 

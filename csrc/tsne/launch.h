@@ -22,6 +22,18 @@ void perplexity_cpu(const PerplexityParams& q, const void* d2, void* p, double* 
 void perplexity_cuda(const PerplexityParams& q, const void* d2, void* p, double* beta,
                      cudaStream_t stream);
 
+struct NeighborParams {
+  int64_t n;  // rows of x and idx
+  int64_t k;  // neighbours per row
+  int64_t d;  // features per row
+  int dtype;  // DType of x / d2 (F32 or F64)
+};
+// x [n, d] T; idx [n, k] int64 in [0, n); d2 [n, k] T = |x_i - x_idx[i, j]|^2, each summed in
+// double from the differences (no |a|^2 + |b|^2 - 2ab cancellation).
+void neighbor_d2_cpu(const NeighborParams& q, const void* x, const int64_t* idx, void* d2);
+void neighbor_d2_cuda(const NeighborParams& q, const void* x, const int64_t* idx, void* d2,
+                      cudaStream_t stream);
+
 struct AttractiveParams {
   int64_t n;           // points (CSR rows)
   int dtype;           // DType of y / values / force

@@ -49,6 +49,16 @@ EM_HD double calibrate_row(const T* d2, int k, double log_perp, double tol, int 
   return beta;
 }
 
+// Squared Euclidean distance |a - b|^2 of two rows of length d, summed in double.
+template <class T> EM_HD double squared_distance(const T* a, const T* b, int64_t d) {
+  double s = 0.0;
+  for (int64_t c = 0; c < d; ++c) {
+    const double t = double(a[c]) - double(b[c]);
+    s += t * t;
+  }
+  return s;
+}
+
 // One attractive pair term, accumulated into (ax, ay): p_ij w_ij (y_i - y_j); returns w_ij.
 template <class A> EM_HD A attractive_pair(A xi, A yi, A xj, A yj, A pij, A& ax, A& ay) {
   const A dx = xi - xj, dy = yi - yj;

@@ -136,7 +136,7 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
          dtype: torch.dtype = torch.float32, seed: int = 0, kl_every: int = 50,
          progress: bool = False, affinities: Affinities | None = None,
          knn_method: str = "auto",
-         fft_nodes: int = 4, fft_intervals_per_unit: float = 1.0, fft_min_intervals: int = 50,
+         fft_nodes: int = 4, fft_intervals_per_unit: float = 1.0, fft_min_intervals: int = 16,
          callback: Callable[[int, torch.Tensor], None] | None = None,
          return_info: bool = False):
     """Embed ``x`` [N, D] in 2-D with t-SNE (van der Maaten & Hinton 2008).

@@ -80,6 +80,13 @@ def perplexity_reference(d2: torch.Tensor, perplexity: float, tol: float = 1e-5,
     return (e / e.sum(1, keepdim=True)).to(d2.dtype), beta
 
 
+def neighbor_d2_reference(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Reference for em_accel::tsne_neighbor_d2: d2 [N, k] = |x_i - x_idx[i, j]|^2 (x's units^2)
+    from the differences, summed in float64."""
+    xd = x.double()
+    return ((xd[:, None, :] - xd[idx]) ** 2).sum(-1).to(x.dtype)
+
+
 def attractive_reference(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
                          values: torch.Tensor, want_kl: bool = False
                          ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,6 +235,39 @@ def tsne_perplexity(d2: torch.Tensor, perplexity: float, tol: float, max_iter: i
 def _(d2, perplexity, tol, max_iter):
     _check_perplexity(d2, perplexity, tol, max_iter)
     return torch.empty_like(d2), d2.new_empty(d2.shape[0], dtype=torch.float64)
+
+
+def _check_neighbors(x, idx):
+    check_tensor("x", x, dtypes=REAL_DTYPES, ndim=2)
+    check_tensor("idx", idx, dtypes=(torch.int64,), ndim=2)
+    check_same_device(x=x, idx=idx)
+    if idx.shape[0] != x.shape[0]:
+        raise ValueError(f"idx must have one row per row of x ({x.shape[0]}), got {list(idx.shape)}")
+
+
+@torch.library.custom_op("em_accel::tsne_neighbor_d2", mutates_args=())
+def tsne_neighbor_d2(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Squared distances d2 [N, k] from each row of x [N, D] to its listed neighbours idx [N, k]
+    (int64 in [0, N)); see neighbor_d2_reference. One pass over x, no [N, k, D] temporary."""
+    _check_neighbors(x, idx)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= x.shape[0]):
+        raise ValueError(f"idx entries must be in [0, {x.shape[0]}), got "
+                         f"[{int(idx.min())}, {int(idx.max())}]")
+    d2 = torch.empty(idx.shape, dtype=x.dtype, device=x.device)
+    q = _T.NeighborParams()
+    q.n, q.k, q.d, q.dtype = x.shape[0], idx.shape[1], x.shape[1], DTYPE_CODES[x.dtype]
+    with native_stream(x.device, "em_accel::tsne_neighbor_d2") as s:
+        if _on_cuda(x):
+            _T.neighbor_d2_cuda(q, x.data_ptr(), idx.data_ptr(), d2.data_ptr(), s)
+        else:
+            _T.neighbor_d2_cpu(q, x.data_ptr(), idx.data_ptr(), d2.data_ptr())
+    return d2
+
+
+@tsne_neighbor_d2.register_fake
+def _(x, idx):
+    _check_neighbors(x, idx)
+    return x.new_empty(idx.shape)
 
 
 def _check_csr(y, indptr, indices, values):
@@ -651,6 +691,13 @@ def _sample_perplexity(device="cpu", dtype=torch.float32, requires_grad=False, n
     return d2.to(device=device, dtype=dtype), 8.0, 1e-5, 200
 
 
+def _sample_neighbor_d2(device="cpu", dtype=torch.float32, requires_grad=False, n=120, k=7):
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(n, 33, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    idx = torch.randint(0, n, (n, k), generator=g).to(device)
+    return x, idx
+
+
 def _sample_attractive(device="cpu", dtype=torch.float32, requires_grad=False, n=200):
     return (sample_embedding(n, device, dtype), *sample_csr(n, 6, device, dtype), True)
 
@@ -687,6 +734,7 @@ def _sample_step(device="cpu", dtype=torch.float32, requires_grad=False, n=100):
 
 OP_SPECS = [
     OpSpec("tsne_perplexity", perplexity_reference, _sample_perplexity, False, "tsne"),
+    OpSpec("tsne_neighbor_d2", neighbor_d2_reference, _sample_neighbor_d2, False, "tsne"),
     OpSpec("tsne_attractive", attractive_reference, _sample_attractive, False, "tsne"),
     OpSpec("tsne_repulsive_exact", repulsive_exact_reference, _sample_repulsive, False, "tsne"),
     OpSpec("tsne_interp_spread", interp_spread_reference, _sample_spread, False, "tsne"),
