@@ -673,6 +673,22 @@ def symmetric_csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n:
     return indptr, key % n, values
 
 
+def permute_csr(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor,
+                perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR of the square matrix A relabelled by ``perm`` (new index r = old index perm[r]):
+    B[r, c] = A[perm[r], perm[c]]. Columns keep their order within a row (not re-sorted)."""
+    n = indptr.shape[0] - 1
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(n, device=perm.device)
+    counts = (indptr[1:] - indptr[:-1])[perm]
+    new_ptr = torch.zeros_like(indptr)
+    new_ptr[1:] = torch.cumsum(counts, 0)
+    # source entry of every new entry: old row start + position within the row
+    start = torch.repeat_interleave(indptr[:-1][perm] - new_ptr[:-1], counts)
+    src = start + torch.arange(int(new_ptr[-1]), device=indptr.device)
+    return new_ptr, inv[indices[src].long()].to(indices.dtype), values[src]
+
+
 def sample_csr(n: int = 200, k: int = 6, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, seed: int = 1) -> tuple:
     """A random symmetric CSR P (indptr, indices, values), sum 1, no diagonal."""
