@@ -71,6 +71,28 @@ def test_three_points_by_hand():
     assert plogw[0].item() == pytest.approx(0.3 * math.log(w01) + 0.2 * math.log(w02))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attractive_int32_indices(dtype, device):
+    """int32 column indices (the optimiser's fast path) give the int64 result (to rounding) and match the
+    reference, on rows long enough for the vector loop and its remainder (8 to ~40 entries)."""
+    n = 2000
+    y = T.sample_embedding(n, device, dtype, seed=8, scale=10.0)
+    indptr, indices, values = T.sample_csr(n, 11, device, dtype, seed=9)
+    f64, k64 = T.tsne_attractive(y, indptr, indices, values, True)
+    f32, k32 = T.tsne_attractive(y, indptr, indices.to(torch.int32), values, True)
+    fr, kr = T.attractive_reference(y.double(), indptr, indices, values.double(), True)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert _rel(f32, f64) < tol  # vector lanes differ (8 int32 vs 4 int64 per gather)
+    torch.testing.assert_close(k32, k64, rtol=1e-12, atol=0)
+    assert _rel(f32, fr) < tol
+    assert _rel(k32, kr) < tol
+    # the force of a KL iteration is the force of any other iteration
+    f_nokl, _ = T.tsne_attractive(y, indptr, indices.to(torch.int32), values, False)
+    torch.testing.assert_close(f_nokl, f32, rtol=0, atol=0)
+    with pytest.raises(TypeError):
+        T.tsne_attractive(y, indptr, indices.to(torch.int16), values, False)
+
+
 def test_gradient_equals_autograd_of_kl():
     """alpha*attr - rep/Z is (1/4 of) the autograd gradient of KL(P || Q), dense float64."""
     g = torch.Generator().manual_seed(0)
@@ -188,6 +210,13 @@ def test_bad_inputs():
         T.repulsive_forces(y, "bh")
     with pytest.raises(RuntimeError, match="is on meta"):
         T.tsne_attractive(y, indptr, indices, values.to("meta"), False)
+    x, idx = T._sample_neighbor_d2()
+    with pytest.raises(ValueError, match=r"idx entries must be in \[0, 120\)"):
+        T.tsne_neighbor_d2(x, torch.where(idx == 0, 120, idx))
+    with pytest.raises(TypeError, match="idx must have dtype"):
+        T.tsne_neighbor_d2(x, idx.int())
+    with pytest.raises(ValueError, match="one row per row"):
+        T.tsne_neighbor_d2(x, idx[:-1])
 
 
 @pytest.mark.cuda

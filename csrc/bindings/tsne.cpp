@@ -27,11 +27,18 @@ void define(py::module_& m) {
       .def_readwrite("perplexity", &PerplexityParams::perplexity)
       .def_readwrite("tol", &PerplexityParams::tol)
       .def_readwrite("max_iter", &PerplexityParams::max_iter);
+  py::class_<NeighborParams>(m, "NeighborParams")
+      .def(py::init<>())
+      .def_readwrite("n", &NeighborParams::n)
+      .def_readwrite("k", &NeighborParams::k)
+      .def_readwrite("d", &NeighborParams::d)
+      .def_readwrite("dtype", &NeighborParams::dtype);
   py::class_<AttractiveParams>(m, "AttractiveParams")
       .def(py::init<>())
       .def_readwrite("n", &AttractiveParams::n)
       .def_readwrite("dtype", &AttractiveParams::dtype)
-      .def_readwrite("want_kl", &AttractiveParams::want_kl);
+      .def_readwrite("want_kl", &AttractiveParams::want_kl)
+      .def_readwrite("index_bits", &AttractiveParams::index_bits);
   py::class_<RepulsiveParams>(m, "RepulsiveParams")
       .def(py::init<>())
       .def_readwrite("n", &RepulsiveParams::n)
@@ -65,16 +72,24 @@ void define(py::module_& m) {
     EM_CUDA_CALL("tsne.perplexity_cuda",
                  perplexity_cuda(q, ptr<const void>(d2), ptr<void>(p), ptr<double>(beta), stream(s)));
   }, nogil);
+  m.def("neighbor_d2_cpu", [](const NeighborParams& q, u x, u idx, u d2) {
+    neighbor_d2_cpu(q, ptr<const void>(x), ptr<const int64_t>(idx), ptr<void>(d2));
+  }, nogil);
+  m.def("neighbor_d2_cuda", [](const NeighborParams& q, u x, u idx, u d2, u s) {
+    EM_CUDA_CALL("tsne.neighbor_d2_cuda",
+                 neighbor_d2_cuda(q, ptr<const void>(x), ptr<const int64_t>(idx), ptr<void>(d2),
+                                  stream(s)));
+  }, nogil);
   m.def("attractive_cpu", [](const AttractiveParams& q, u y, u indptr, u indices, u values,
                              u force, u plogw) {
-    attractive_cpu(q, ptr<const void>(y), ptr<const int64_t>(indptr), ptr<const int64_t>(indices),
+    attractive_cpu(q, ptr<const void>(y), ptr<const int64_t>(indptr), ptr<const void>(indices),
                    ptr<const void>(values), ptr<void>(force), ptr<double>(plogw));
   }, nogil);
   m.def("attractive_cuda", [](const AttractiveParams& q, u y, u indptr, u indices, u values,
                               u force, u plogw, u s) {
     EM_CUDA_CALL("tsne.attractive_cuda",
                  attractive_cuda(q, ptr<const void>(y), ptr<const int64_t>(indptr),
-                                 ptr<const int64_t>(indices), ptr<const void>(values),
+                                 ptr<const void>(indices), ptr<const void>(values),
                                  ptr<void>(force), ptr<double>(plogw), stream(s)));
   }, nogil);
   m.def("repulsive_exact_cpu", [](const RepulsiveParams& q, u y, u force, u zrow) {

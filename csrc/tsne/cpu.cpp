@@ -3,6 +3,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../common/dispatch.h"
@@ -65,6 +66,46 @@ inline void repulsive_rows_any(const double* xs, const double* ys, int64_t n, in
   repulsive_rows_f64(xs, ys, n, i0, i1, f, z);
 }
 
+// Attractive forces of rows [b, e): one vector lane per CSR entry (the y_j loads become gathers),
+// the per-pair math of tsne.h. Force only; the KL term is taken by attractive_row.
+template <class T, class I>
+inline __attribute__((always_inline)) void attractive_rows(const T* __restrict__ y,
+                                                           const int64_t* __restrict__ indptr,
+                                                           const I* __restrict__ indices,
+                                                           const T* __restrict__ values, int64_t b,
+                                                           int64_t e, T* __restrict__ force) {
+  for (int64_t i = b; i < e; ++i) {
+    const T xi = y[2 * i], yi = y[2 * i + 1];
+    T ax = T(0), ay = T(0);
+#pragma omp simd reduction(+ : ax, ay)
+    for (int64_t k = indptr[i]; k < indptr[i + 1]; ++k) {
+      const int64_t j = int64_t(indices[k]);
+      attractive_pair(xi, yi, y[2 * j], y[2 * j + 1], values[k], ax, ay);
+    }
+    force[2 * i] = ax;
+    force[2 * i + 1] = ay;
+  }
+}
+
+#define EM_ATTRACTIVE_CLONE(T, I)                                                               \
+  EM_SIMD_CLONES void attractive_rows_simd(const T* y, const int64_t* indptr, const I* indices, \
+                                           const T* values, int64_t b, int64_t e, T* force) {   \
+    attractive_rows<T, I>(y, indptr, indices, values, b, e, force);                             \
+  }
+EM_ATTRACTIVE_CLONE(float, int32_t)
+EM_ATTRACTIVE_CLONE(float, int64_t)
+EM_ATTRACTIVE_CLONE(double, int32_t)
+EM_ATTRACTIVE_CLONE(double, int64_t)
+#undef EM_ATTRACTIVE_CLONE
+
+// Calls f(I{}) with I the CSR column index type (int32 or int64).
+template <class F> void dispatch_index_bits(int bits, const char* where, F&& f) {
+  if (bits == 32) { f(int32_t{}); return; }
+  if (bits == 64) { f(int64_t{}); return; }
+  throw std::invalid_argument(std::string(where) + ": index_bits must be 32 or 64, got " +
+                              std::to_string(bits));
+}
+
 // Coordinates relative to the grid centre keep the |y|^2 charge small, so the Z combination in
 // combine_potentials cancels less in float32.
 template <class A> struct GridFrame {
@@ -77,6 +118,16 @@ template <class A> struct GridFrame {
         cy(A(q.lower_y + 0.5 * q.n_boxes * q.box_width)), nb(q.n_boxes), p(q.p),
         m(int64_t(q.n_boxes) * q.p) {}
 };
+
+// Calls f(std::integral_constant<int, P>) with P = p for the node counts worth unrolling (3, 4),
+// else P = 0 (p read at run time).
+template <class F> void dispatch_nodes(int p, F&& f) {
+  switch (p) {
+    case 3: f(std::integral_constant<int, 3>{}); return;
+    case 4: f(std::integral_constant<int, 4>{}); return;
+    default: f(std::integral_constant<int, 0>{}); return;
+  }
+}
 
 }  // namespace
 
@@ -94,24 +145,40 @@ void perplexity_cpu(const PerplexityParams& q, const void* d2, void* p, double* 
   });
 }
 
+void neighbor_d2_cpu(const NeighborParams& q, const void* x, const int64_t* idx, void* d2) {
+  if (q.n == 0 || q.k == 0) return;
+  dispatch_real_types(q.dtype, "tsne.neighbor_d2_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xx = static_cast<const T*>(x);
+    T* out = static_cast<T*>(d2);
+    parallel_for(q.n, 256, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        for (int64_t j = 0; j < q.k; ++j)
+          out[i * q.k + j] = T(squared_distance(xx + i * q.d, xx + idx[i * q.k + j] * q.d, q.d));
+    });
+  });
+}
+
 void attractive_cpu(const AttractiveParams& q, const void* y, const int64_t* indptr,
-                    const int64_t* indices, const void* values, void* force, double* plogw) {
+                    const void* indices, const void* values, void* force, double* plogw) {
   if (q.n == 0) return;
   dispatch_real_types(q.dtype, "tsne.attractive_cpu", [&](auto tag) {
     using T = decltype(tag);
-    const T* yy = static_cast<const T*>(y);
-    const T* v = static_cast<const T*>(values);
-    T* f = static_cast<T*>(force);
-    parallel_for(q.n, 1024, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        T fx, fy;
-        double kl;
-        attractive_row<T, int64_t, T>(yy, indices, v, i, indptr[i], indptr[i + 1],
-                                      q.want_kl != 0, &fx, &fy, &kl);
-        f[2 * i] = fx;
-        f[2 * i + 1] = fy;
-        if (q.want_kl) plogw[i] = kl;
-      }
+    dispatch_index_bits(q.index_bits, "tsne.attractive_cpu", [&](auto itag) {
+      using I = decltype(itag);
+      const T* yy = static_cast<const T*>(y);
+      const I* ix = static_cast<const I*>(indices);
+      const T* v = static_cast<const T*>(values);
+      T* f = static_cast<T*>(force);
+      parallel_for(q.n, 1024, [&](int64_t b, int64_t e) {
+        attractive_rows_simd(yy, indptr, ix, v, b, e, f);
+        if (!q.want_kl) return;
+        for (int64_t i = b; i < e; ++i) {
+          T fx, fy;
+          attractive_row<T, I, T>(yy, ix, v, i, indptr[i], indptr[i + 1], true, &fx, &fy,
+                                  plogw + i);
+        }
+      });
     });
   });
 }
@@ -156,11 +223,14 @@ void interp_spread_cpu(const InterpParams& q, const void* y, void* grid, int64_t
       std::vector<int64_t> fill(box_start, box_start + g.nb);
       for (int64_t i = 0; i < q.n; ++i) order[fill[row[i]]++] = i;
     }
-    parallel_for(g.nb, 1, [&](int64_t b, int64_t) {
-      for (int64_t s = box_start[b]; s < box_start[b + 1]; ++s) {
-        const int64_t i = order[s];
-        spread_point(i, g, yy, [out](int64_t k, T w) { out[k] += w; });
-      }
+    dispatch_nodes(g.p, [&](auto nodes) {
+      constexpr int P = decltype(nodes)::value;
+      parallel_for(g.nb, 1, [&](int64_t b, int64_t) {
+        for (int64_t s = box_start[b]; s < box_start[b + 1]; ++s) {
+          const int64_t i = order[s];
+          spread_point<P>(i, g, yy, [out](int64_t k, T w) { out[k] += w; });
+        }
+      });
     });
   });
 }
@@ -176,8 +246,11 @@ void interp_gather_cpu(const InterpParams& q, const void* y, const void* potenti
     const T* yy = static_cast<const T*>(y);
     const T* pot = static_cast<const T*>(potentials);
     T* f = static_cast<T*>(force);
-    parallel_for(q.n, 2048, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) gather_point(i, g, yy, pot, f, zrow);
+    dispatch_nodes(g.p, [&](auto nodes) {
+      constexpr int P = decltype(nodes)::value;
+      parallel_for(q.n, 2048, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) gather_point<P>(i, g, yy, pot, f, zrow);
+      });
     });
   });
 }

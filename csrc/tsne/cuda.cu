@@ -22,17 +22,26 @@ __global__ void perplexity_kernel(PerplexityParams q, double log_perp, const T* 
 }
 
 template <class T>
+__global__ void neighbor_d2_kernel(NeighborParams q, const T* __restrict__ x,
+                                   const int64_t* __restrict__ idx, T* __restrict__ d2) {
+  const int64_t total = q.n * q.k;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x)
+    d2[e] = T(squared_distance(x + (e / q.k) * q.d, x + idx[e] * q.d, q.d));
+}
+
+template <class T, class I>
 __global__ void attractive_kernel(AttractiveParams q, const T* __restrict__ y,
                                   const int64_t* __restrict__ indptr,
-                                  const int64_t* __restrict__ indices,
+                                  const I* __restrict__ indices,
                                   const T* __restrict__ values, T* __restrict__ force,
                                   double* __restrict__ plogw) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < q.n;
        i += int64_t(gridDim.x) * blockDim.x) {
     T fx, fy;
     double kl;
-    attractive_row<T, int64_t, T>(y, indices, values, i, indptr[i], indptr[i + 1], q.want_kl != 0,
-                                  &fx, &fy, &kl);
+    attractive_row<T, I, T>(y, indices, values, i, indptr[i], indptr[i + 1], q.want_kl != 0, &fx,
+                            &fy, &kl);
     force[2 * i] = fx;
     force[2 * i + 1] = fy;
     if (q.want_kl) plogw[i] = kl;
@@ -205,15 +214,32 @@ void perplexity_cuda(const PerplexityParams& q, const void* d2, void* p, double*
   });
 }
 
+void neighbor_d2_cuda(const NeighborParams& q, const void* x, const int64_t* idx, void* d2,
+                      cudaStream_t stream) {
+  if (q.n == 0 || q.k == 0) return;
+  dispatch_real_types(q.dtype, "tsne.neighbor_d2_cuda", [&](auto tag) {
+    using T = decltype(tag);
+    neighbor_d2_kernel<T><<<blocks_for(q.n * q.k, kThreads), kThreads, 0, stream>>>(
+        q, static_cast<const T*>(x), idx, static_cast<T*>(d2));
+    check_launch("tsne.neighbor_d2_kernel");
+  });
+}
+
 void attractive_cuda(const AttractiveParams& q, const void* y, const int64_t* indptr,
-                     const int64_t* indices, const void* values, void* force, double* plogw,
+                     const void* indices, const void* values, void* force, double* plogw,
                      cudaStream_t stream) {
   if (q.n == 0) return;
+  require(q.index_bits == 32 || q.index_bits == 64,
+          "tsne.attractive_cuda: index_bits must be 32 or 64, got " + std::to_string(q.index_bits));
   dispatch_real_types(q.dtype, "tsne.attractive_cuda", [&](auto tag) {
     using T = decltype(tag);
-    attractive_kernel<T><<<blocks_for(q.n, kThreads), kThreads, 0, stream>>>(
-        q, static_cast<const T*>(y), indptr, indices, static_cast<const T*>(values),
-        static_cast<T*>(force), plogw);
+    auto launch = [&](auto itag) {
+      using I = decltype(itag);
+      attractive_kernel<T, I><<<blocks_for(q.n, kThreads), kThreads, 0, stream>>>(
+          q, static_cast<const T*>(y), indptr, static_cast<const I*>(indices),
+          static_cast<const T*>(values), static_cast<T*>(force), plogw);
+    };
+    if (q.index_bits == 32) launch(int32_t{}); else launch(int64_t{});
     check_launch("tsne.attractive_kernel");
   });
 }

@@ -22,17 +22,30 @@ void perplexity_cpu(const PerplexityParams& q, const void* d2, void* p, double* 
 void perplexity_cuda(const PerplexityParams& q, const void* d2, void* p, double* beta,
                      cudaStream_t stream);
 
-struct AttractiveParams {
-  int64_t n;    // points (CSR rows)
-  int dtype;    // DType of y / values / force
-  int want_kl;  // 1: also write plogw
+struct NeighborParams {
+  int64_t n;  // rows of x and idx
+  int64_t k;  // neighbours per row
+  int64_t d;  // features per row
+  int dtype;  // DType of x / d2 (F32 or F64)
 };
-// y [n, 2] T; indptr [n + 1] int64; indices [nnz] int64; values [nnz] T (symmetric P);
+// x [n, d] T; idx [n, k] int64 in [0, n); d2 [n, k] T = |x_i - x_idx[i, j]|^2, each summed in
+// double from the differences (no |a|^2 + |b|^2 - 2ab cancellation).
+void neighbor_d2_cpu(const NeighborParams& q, const void* x, const int64_t* idx, void* d2);
+void neighbor_d2_cuda(const NeighborParams& q, const void* x, const int64_t* idx, void* d2,
+                      cudaStream_t stream);
+
+struct AttractiveParams {
+  int64_t n;           // points (CSR rows)
+  int dtype;           // DType of y / values / force
+  int want_kl;         // 1: also write plogw
+  int index_bits = 64;  // 32 or 64: indices are int32 or int64 (int32 moves a third fewer bytes)
+};
+// y [n, 2] T; indptr [n + 1] int64; indices [nnz] int32 or int64; values [nnz] T (symmetric P);
 // force [n, 2] T = sum_j p_ij w_ij (y_i - y_j); plogw [n] float64 = sum_j p_ij ln w_ij (if want_kl).
 void attractive_cpu(const AttractiveParams& q, const void* y, const int64_t* indptr,
-                    const int64_t* indices, const void* values, void* force, double* plogw);
+                    const void* indices, const void* values, void* force, double* plogw);
 void attractive_cuda(const AttractiveParams& q, const void* y, const int64_t* indptr,
-                     const int64_t* indices, const void* values, void* force, double* plogw,
+                     const void* indices, const void* values, void* force, double* plogw,
                      cudaStream_t stream);
 
 struct RepulsiveParams {

@@ -4,15 +4,16 @@
 // calls, thousands of times. libgomp's default policy leaves idle workers spinning between
 // loops, which on a shared or oversubscribed machine starves the calling thread (measured here:
 // 4x slower t-SNE iterations under load unless OMP_WAIT_POLICY=PASSIVE is set before torch is
-// imported). These workers sleep on a condition variable instead. Tasks are taken from an
-// atomic counter; each task writes only its own outputs, so results do not depend on the
-// thread count or the schedule.
+// imported). These workers sleep on a condition variable instead, and the caller never waits for
+// one that has not woken up (see run). Tasks are taken from an atomic counter; each task writes
+// only its own outputs, so results do not depend on the thread count or the schedule.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -38,6 +39,10 @@ class Pool {
   int threads() const { return int(workers_.size()) + 1; }
 
   // Calls f(t) for every t in [0, n_tasks), the caller's thread included; returns when all are done.
+  // The caller waits only for tasks a worker has started, never for a worker that has not woken
+  // up yet: on a loaded machine a sleeping worker may not get a core for milliseconds, and the
+  // caller then simply takes its tasks. A late worker finds its job's counter exhausted and never
+  // calls f (each job has its own counters, held by shared_ptr).
   void run(int64_t n_tasks, const std::function<void(int64_t)>& f) {
     if (n_tasks <= 0) return;
     if (workers_.empty() || n_tasks == 1) {
@@ -45,19 +50,17 @@ class Pool {
       return;
     }
     std::lock_guard<std::mutex> serial(run_mutex_);  // one job at a time
+    auto job = std::make_shared<Job>(&f, n_tasks);
     {
       std::lock_guard<std::mutex> lock(m_);
-      job_ = &f;
-      n_tasks_ = n_tasks;
-      next_.store(0);
-      active_ = int(workers_.size());
+      job_ = job;
       ++generation_;
     }
     cv_.notify_all();
-    work(f, n_tasks);
+    work(*job);
     std::unique_lock<std::mutex> lock(m_);
-    done_cv_.wait(lock, [&] { return active_ == 0; });
-    job_ = nullptr;
+    done_cv_.wait(lock, [&] { return job->done.load() == job->n; });
+    job_.reset();
   }
 
  private:
@@ -79,25 +82,34 @@ class Pool {
 #endif
   }
 
-  void work(const std::function<void(int64_t)>& f, int64_t n) {
-    for (int64_t t = next_.fetch_add(1); t < n; t = next_.fetch_add(1)) f(t);
+  struct Job {
+    Job(const std::function<void(int64_t)>* f_, int64_t n_) : f(f_), n(n_) {}
+    const std::function<void(int64_t)>* f;
+    int64_t n;
+    std::atomic<int64_t> next{0}, done{0};
+  };
+
+  void work(Job& job) {
+    for (int64_t t = job.next.fetch_add(1); t < job.n; t = job.next.fetch_add(1)) {
+      (*job.f)(t);
+      if (job.done.fetch_add(1) + 1 == job.n) {
+        std::lock_guard<std::mutex> lock(m_);
+        done_cv_.notify_all();
+      }
+    }
   }
 
   void loop() {
     uint64_t seen = 0;
     for (;;) {
-      const std::function<void(int64_t)>* f;
-      int64_t n;
+      std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(m_);
         cv_.wait(lock, [&] { return generation_ != seen; });
         seen = generation_;
-        f = job_;
-        n = n_tasks_;
+        job = job_;
       }
-      work(*f, n);
-      std::lock_guard<std::mutex> lock(m_);
-      if (--active_ == 0) done_cv_.notify_one();
+      if (job) work(*job);
     }
   }
 
@@ -105,10 +117,7 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex m_, run_mutex_;
   std::condition_variable cv_, done_cv_;
-  const std::function<void(int64_t)>* job_ = nullptr;
-  int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_{0};
-  int active_ = 0;
+  std::shared_ptr<Job> job_;
   uint64_t generation_ = 0;
 };
 

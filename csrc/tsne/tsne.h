@@ -49,8 +49,28 @@ EM_HD double calibrate_row(const T* d2, int k, double log_perp, double tol, int 
   return beta;
 }
 
+// Squared Euclidean distance |a - b|^2 of two rows of length d, summed in double.
+template <class T> EM_HD double squared_distance(const T* a, const T* b, int64_t d) {
+  double s = 0.0;
+  for (int64_t c = 0; c < d; ++c) {
+    const double t = double(a[c]) - double(b[c]);
+    s += t * t;
+  }
+  return s;
+}
+
+// One attractive pair term, accumulated into (ax, ay): p_ij w_ij (y_i - y_j); returns w_ij.
+template <class A> EM_HD A attractive_pair(A xi, A yi, A xj, A yj, A pij, A& ax, A& ay) {
+  const A dx = xi - xj, dy = yi - yj;
+  const A w = A(1) / (A(1) + dx * dx + dy * dy);
+  const A pw = pij * w;
+  ax += pw * dx;
+  ay += pw * dy;
+  return w;
+}
+
 // Attractive force of row i over its CSR entries [begin, end): sum_j p_ij w_ij (y_i - y_j),
-// and sum_j p_ij ln w_ij (the data-dependent part of KL) when want_kl.
+// and sum_j p_ij ln w_ij (the data-dependent part of KL) when want_kl. I: int32 or int64.
 template <class T, class I, class A>
 EM_HD void attractive_row(const T* y, const I* indices, const T* values, int64_t i, int64_t begin,
                           int64_t end, bool want_kl, A* fx, A* fy, double* plogw) {
@@ -59,11 +79,7 @@ EM_HD void attractive_row(const T* y, const I* indices, const T* values, int64_t
   double kl = 0.0;
   for (int64_t e = begin; e < end; ++e) {
     const int64_t j = int64_t(indices[e]);
-    const A dx = xi - A(y[2 * j]), dy = yi - A(y[2 * j + 1]);
-    const A w = A(1) / (A(1) + dx * dx + dy * dy);
-    const A pw = A(values[e]) * w;
-    ax += pw * dx;
-    ay += pw * dy;
+    const A w = attractive_pair(xi, yi, A(y[2 * j]), A(y[2 * j + 1]), A(values[e]), ax, ay);
     if (want_kl) kl += double(values[e]) * log(double(w));
   }
   *fx = ax;
@@ -127,22 +143,25 @@ template <class A> EM_HD void combine_potentials(A x, A y, const A* phi, A* rx, 
   *zrow = (A(1) + A(2) * (x * x + y * y)) * phi[0] - A(2) * (x * phi[1] + y * phi[2]);
 }
 
+// P > 0: the node count is a compile-time constant (the CPU instantiates p = 3, 4), so the
+// weight loops unroll and the node constants fold; P = 0: g.p at run time.
 // Spread point i's charges onto its box's p x p interpolation nodes of the grid [kCharges, m, m];
 // add(index, value) accumulates (a plain += on the CPU, where boxes are owned by one thread; an
 // atomicAdd on the GPU).
-template <class T, class Frame, class Add>
+template <int P = 0, class T, class Frame, class Add>
 EM_HD void spread_point(int64_t i, const Frame& g, const T* y, Add add) {
+  const int p = P > 0 ? P : g.p;
   const int64_t cells = g.m * g.m;
   const T x = y[2 * i], v = y[2 * i + 1];
   T ux, uy, wx[kMaxInterp], wy[kMaxInterp], c[kCharges];
   const int bx = box_of(x, g.lx, g.h, g.nb, &ux);
   const int by = box_of(v, g.ly, g.h, g.nb, &uy);
-  lagrange_weights(ux, g.p, wx);
-  lagrange_weights(uy, g.p, wy);
+  lagrange_weights(ux, p, wx);
+  lagrange_weights(uy, p, wy);
   charges(x - g.cx, v - g.cy, c);
-  for (int my = 0; my < g.p; ++my) {
-    const int64_t rowoff = (int64_t(by) * g.p + my) * g.m + int64_t(bx) * g.p;
-    for (int mx = 0; mx < g.p; ++mx) {
+  for (int my = 0; my < p; ++my) {
+    const int64_t rowoff = (int64_t(by) * p + my) * g.m + int64_t(bx) * p;
+    for (int mx = 0; mx < p; ++mx) {
       const T w = wx[mx] * wy[my];
       for (int k = 0; k < kCharges; ++k) add(k * cells + rowoff + mx, w * c[k]);
     }
@@ -151,18 +170,19 @@ EM_HD void spread_point(int64_t i, const Frame& g, const T* y, Add add) {
 
 // Interpolate the grid potentials [kCharges, m, m] at point i and write its repulsive force
 // [2] and its share of the normalisation Z, minus the self term, to zrow[i].
-template <class T, class Frame>
+template <int P = 0, class T, class Frame>
 EM_HD void gather_point(int64_t i, const Frame& g, const T* y, const T* pot, T* force, double* zrow) {
+  const int p = P > 0 ? P : g.p;
   const int64_t cells = g.m * g.m;
   const T x = y[2 * i], v = y[2 * i + 1];
   T ux, uy, wx[kMaxInterp], wy[kMaxInterp], phi[kCharges] = {T(0), T(0), T(0)};
   const int bx = box_of(x, g.lx, g.h, g.nb, &ux);
   const int by = box_of(v, g.ly, g.h, g.nb, &uy);
-  lagrange_weights(ux, g.p, wx);
-  lagrange_weights(uy, g.p, wy);
-  for (int my = 0; my < g.p; ++my) {
-    const int64_t rowoff = (int64_t(by) * g.p + my) * g.m + int64_t(bx) * g.p;
-    for (int mx = 0; mx < g.p; ++mx) {
+  lagrange_weights(ux, p, wx);
+  lagrange_weights(uy, p, wy);
+  for (int my = 0; my < p; ++my) {
+    const int64_t rowoff = (int64_t(by) * p + my) * g.m + int64_t(bx) * p;
+    for (int mx = 0; mx < p; ++mx) {
       const T w = wx[mx] * wy[my];
       for (int k = 0; k < kCharges; ++k) phi[k] += w * pot[k * cells + rowoff + mx];
     }

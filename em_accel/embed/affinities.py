@@ -137,11 +137,7 @@ def knn(x: torch.Tensor, k: int, block_bytes: int = 64 << 20,
     else:
         idx = _exact_idx(xf, k, block_bytes)
     # Recompute the kept distances directly: the GEMM form loses digits to cancellation.
-    d2 = torch.empty(n, k, dtype=xf.dtype, device=x.device)
-    step = max(1, (16 << 20) // max(1, k * x.shape[1] * 4))
-    for i0 in range(0, n, step):
-        diff = xf[i0:i0 + step, None, :] - xf[idx[i0:i0 + step]]
-        d2[i0:i0 + step] = (diff * diff).sum(-1)
+    d2 = ops.tsne_neighbor_d2(xf.contiguous(), idx.contiguous())
     d2, order = torch.sort(d2, dim=1)
     return d2, torch.gather(idx, 1, order)
 

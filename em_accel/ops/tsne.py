@@ -18,6 +18,7 @@ Data flow of one gradient: ``em_accel.embed.tsne`` -> ``attractive_forces`` ->
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -77,6 +78,13 @@ def perplexity_reference(d2: torch.Tensor, perplexity: float, tol: float = 1e-5,
         beta = torch.where(up, new_up, torch.where(down, new_down, beta))
     e = torch.exp(-beta[:, None] * d)
     return (e / e.sum(1, keepdim=True)).to(d2.dtype), beta
+
+
+def neighbor_d2_reference(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Reference for em_accel::tsne_neighbor_d2: d2 [N, k] = |x_i - x_idx[i, j]|^2 (x's units^2)
+    from the differences, summed in float64."""
+    xd = x.double()
+    return ((xd[:, None, :] - xd[idx]) ** 2).sum(-1).to(x.dtype)
 
 
 def attractive_reference(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
@@ -229,11 +237,44 @@ def _(d2, perplexity, tol, max_iter):
     return torch.empty_like(d2), d2.new_empty(d2.shape[0], dtype=torch.float64)
 
 
+def _check_neighbors(x, idx):
+    check_tensor("x", x, dtypes=REAL_DTYPES, ndim=2)
+    check_tensor("idx", idx, dtypes=(torch.int64,), ndim=2)
+    check_same_device(x=x, idx=idx)
+    if idx.shape[0] != x.shape[0]:
+        raise ValueError(f"idx must have one row per row of x ({x.shape[0]}), got {list(idx.shape)}")
+
+
+@torch.library.custom_op("em_accel::tsne_neighbor_d2", mutates_args=())
+def tsne_neighbor_d2(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Squared distances d2 [N, k] from each row of x [N, D] to its listed neighbours idx [N, k]
+    (int64 in [0, N)); see neighbor_d2_reference. One pass over x, no [N, k, D] temporary."""
+    _check_neighbors(x, idx)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= x.shape[0]):
+        raise ValueError(f"idx entries must be in [0, {x.shape[0]}), got "
+                         f"[{int(idx.min())}, {int(idx.max())}]")
+    d2 = torch.empty(idx.shape, dtype=x.dtype, device=x.device)
+    q = _T.NeighborParams()
+    q.n, q.k, q.d, q.dtype = x.shape[0], idx.shape[1], x.shape[1], DTYPE_CODES[x.dtype]
+    with native_stream(x.device, "em_accel::tsne_neighbor_d2") as s:
+        if _on_cuda(x):
+            _T.neighbor_d2_cuda(q, x.data_ptr(), idx.data_ptr(), d2.data_ptr(), s)
+        else:
+            _T.neighbor_d2_cpu(q, x.data_ptr(), idx.data_ptr(), d2.data_ptr())
+    return d2
+
+
+@tsne_neighbor_d2.register_fake
+def _(x, idx):
+    _check_neighbors(x, idx)
+    return x.new_empty(idx.shape)
+
+
 def _check_csr(y, indptr, indices, values):
     _check_y(y)
     n = y.shape[0]
     check_tensor("indptr", indptr, dtypes=(torch.int64,), shape=(n + 1,))
-    check_tensor("indices", indices, dtypes=(torch.int64,), ndim=1)
+    check_tensor("indices", indices, dtypes=(torch.int32, torch.int64), ndim=1)
     check_tensor("values", values, dtypes=(y.dtype,), shape=tuple(indices.shape))
     check_same_device(y=y, indptr=indptr, indices=indices, values=values)
 
@@ -241,12 +282,14 @@ def _check_csr(y, indptr, indices, values):
 @torch.library.custom_op("em_accel::tsne_attractive", mutates_args=())
 def tsne_attractive(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
                     values: torch.Tensor, want_kl: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attractive force over the CSR matrix P; see attractive_reference."""
+    """Attractive force over the CSR matrix P; see attractive_reference. ``indices`` may be
+    int32 (a third fewer bytes per entry than int64: the faster pass) or int64."""
     _check_csr(y, indptr, indices, values)
     force = torch.empty_like(y)
     plogw = torch.zeros(y.shape[0], dtype=torch.float64, device=y.device)
     q = _T.AttractiveParams()
     q.n, q.dtype, q.want_kl = y.shape[0], DTYPE_CODES[y.dtype], int(want_kl)
+    q.index_bits = 32 if indices.dtype == torch.int32 else 64
     args = (y.data_ptr(), indptr.data_ptr(), indices.data_ptr(), values.data_ptr(),
             force.data_ptr(), plogw.data_ptr())
     with native_stream(y.device, "em_accel::tsne_attractive") as s:
@@ -476,35 +519,68 @@ _EXECUTOR: ThreadPoolExecutor | None = None
 
 def _executor(threads: int) -> ThreadPoolExecutor:
     global _EXECUTOR
-    if _EXECUTOR is None or _EXECUTOR._max_workers != threads:
-        _EXECUTOR = ThreadPoolExecutor(threads, thread_name_prefix="em_accel_fft")
+    if _EXECUTOR is None or _EXECUTOR._max_workers != threads - 1:
+        _EXECUTOR = ThreadPoolExecutor(max(1, threads - 1), thread_name_prefix="em_accel_fft")
     return _EXECUTOR
 
 
-def _in_chunks(fn, total: int, parts: int, ex: ThreadPoolExecutor) -> None:
-    bounds = [(i * total // parts, (i + 1) * total // parts) for i in range(parts)]
-    for f in [ex.submit(fn, a, b) for a, b in bounds if b > a]:
-        f.result()
+def _in_chunks(fn, total: int, parts: int, ex: ThreadPoolExecutor, threads: int) -> None:
+    """fn(a, b) over ``parts`` blocks of range(total): the calling thread and threads - 1 pool
+    threads take blocks from one queue. The caller waits only for blocks already taken, never
+    for a pool thread that has not started (on a loaded machine it may not get a core for
+    milliseconds; the caller then does its blocks). A late pool thread finds this call's queue
+    empty and returns."""
+    blocks = iter([(i * total // parts, (i + 1) * total // parts) for i in range(parts)])
+    take = threading.Lock()
+    cond = threading.Condition()
+    state = {"left": parts, "error": None}
+
+    def worker():
+        while True:
+            with take:
+                block = next(blocks, None)
+            if block is None:
+                return
+            try:
+                if block[1] > block[0]:
+                    fn(*block)
+            except BaseException as e:  # re-raised in the caller
+                state["error"] = e
+            with cond:
+                state["left"] -= 1
+                if state["left"] == 0:
+                    cond.notify_all()
+
+    for _ in range(threads - 1):
+        ex.submit(worker)
+    worker()
+    with cond:
+        cond.wait_for(lambda: state["left"] == 0)
+    if state["error"] is not None:
+        raise state["error"]
 
 
 def convolve_grid(charges: torch.Tensor, grid: InterpGrid, kernel_hat: torch.Tensor | None = None,
                   threads: int = 1) -> torch.Tensor:
     """Potentials [3, m, m]: each charge grid convolved with w^2 (zero padded FFT).
 
-    ``threads`` > 1 (CPU): the 2-D transform is done as 1-D passes over row and column blocks,
-    each block a single-threaded torch FFT on a Python thread (torch releases the GIL); zero
-    rows of the padded input and unneeded rows of the output are skipped. Blocks are taken
-    from a queue, so a preempted thread delays only its own block.
+    On CPU the 2-D transform is done as 1-D passes, skipping the zero rows of the padded input
+    and the unneeded rows of the output (about 2x less work than a padded rfft2/irfft2 pair);
+    with ``threads`` > 1 over row and column blocks, each block a single-threaded torch FFT on
+    a Python thread (torch releases the GIL). Blocks are taken
+    from a queue by the calling thread and threads - 1 pool threads (see _in_chunks), so a
+    preempted thread delays only its own block.
     """
     m = grid.m
     if kernel_hat is None:
         kernel_hat = kernel_fft(grid, charges.dtype, charges.device)
-    if threads <= 1 or charges.device.type != "cpu":
+    if charges.device.type != "cpu":
         spec = torch.fft.rfft2(charges, s=(2 * m, 2 * m))
         spec.mul_(kernel_hat)
         return torch.fft.irfft2(spec, s=(2 * m, 2 * m))[:, :m, :m].contiguous()
-    ex = _executor(threads)
-    parts = 4 * threads
+    threads = max(1, int(threads))
+    ex = _executor(threads) if threads > 1 else None
+    parts = 4 * threads if threads > 1 else 1
     k = charges.shape[0]
     cdt = torch.complex128 if charges.dtype == torch.float64 else torch.complex64
     kt = _transposed(kernel_hat)  # [m + 1, 2m]: (x frequency, y frequency)
@@ -523,9 +599,9 @@ def convolve_grid(charges: torch.Tensor, grid: InterpGrid, kernel_hat: torch.Ten
     def rows_inverse(r0, r1):
         out[:, r0:r1] = torch.fft.irfft(d[:, r0:r1], n=2 * m, dim=-1)[..., :m]
 
-    _in_chunks(rows_forward, m, parts, ex)
-    _in_chunks(columns, m + 1, parts, ex)
-    _in_chunks(rows_inverse, m, parts, ex)
+    _in_chunks(rows_forward, m, parts, ex, threads)
+    _in_chunks(columns, m + 1, parts, ex, threads)
+    _in_chunks(rows_inverse, m, parts, ex, threads)
     return out
 
 
@@ -597,6 +673,22 @@ def symmetric_csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n:
     return indptr, key % n, values
 
 
+def permute_csr(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor,
+                perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR of the square matrix A relabelled by ``perm`` (new index r = old index perm[r]):
+    B[r, c] = A[perm[r], perm[c]]. Columns keep their order within a row (not re-sorted)."""
+    n = indptr.shape[0] - 1
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(n, device=perm.device)
+    counts = (indptr[1:] - indptr[:-1])[perm]
+    new_ptr = torch.zeros_like(indptr)
+    new_ptr[1:] = torch.cumsum(counts, 0)
+    # source entry of every new entry: old row start + position within the row
+    start = torch.repeat_interleave(indptr[:-1][perm] - new_ptr[:-1], counts)
+    src = start + torch.arange(int(new_ptr[-1]), device=indptr.device)
+    return new_ptr, inv[indices[src].long()].to(indices.dtype), values[src]
+
+
 def sample_csr(n: int = 200, k: int = 6, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, seed: int = 1) -> tuple:
     """A random symmetric CSR P (indptr, indices, values), sum 1, no diagonal."""
@@ -613,6 +705,13 @@ def _sample_perplexity(device="cpu", dtype=torch.float32, requires_grad=False, n
     g = torch.Generator().manual_seed(2)
     d2 = (torch.rand(n, k, generator=g, dtype=torch.float64) * 10).sort(1).values
     return d2.to(device=device, dtype=dtype), 8.0, 1e-5, 200
+
+
+def _sample_neighbor_d2(device="cpu", dtype=torch.float32, requires_grad=False, n=120, k=7):
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(n, 33, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    idx = torch.randint(0, n, (n, k), generator=g).to(device)
+    return x, idx
 
 
 def _sample_attractive(device="cpu", dtype=torch.float32, requires_grad=False, n=200):
@@ -651,6 +750,7 @@ def _sample_step(device="cpu", dtype=torch.float32, requires_grad=False, n=100):
 
 OP_SPECS = [
     OpSpec("tsne_perplexity", perplexity_reference, _sample_perplexity, False, "tsne"),
+    OpSpec("tsne_neighbor_d2", neighbor_d2_reference, _sample_neighbor_d2, False, "tsne"),
     OpSpec("tsne_attractive", attractive_reference, _sample_attractive, False, "tsne"),
     OpSpec("tsne_repulsive_exact", repulsive_exact_reference, _sample_repulsive, False, "tsne"),
     OpSpec("tsne_interp_spread", interp_spread_reference, _sample_spread, False, "tsne"),
