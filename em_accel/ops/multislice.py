@@ -142,15 +142,8 @@ def ms_deposit(positions: torch.Tensor, species: torch.Tensor, offsets: torch.Te
     if num_species < 1:
         raise ValueError(f"num_species must be >= 1, got {num_species}")
     dtype = torch.float64 if double else torch.float32
-    out = torch.zeros((m, num_species, nx, ny), dtype=dtype, device=positions.device)
-    p = _potential_params(m, nx, ny, num_species, lx, ly, dtype)
-    with native_stream(positions.device, "em_accel::ms_deposit") as stream:
-        args = (p, positions.data_ptr(), species.data_ptr(), offsets.data_ptr(), out.data_ptr())
-        if positions.device.type == "cuda":
-            _N.deposit_cuda(*args, stream)
-        else:
-            _N.deposit_cpu(*args)
-    return out
+    out = torch.empty((m, num_species, nx, ny), dtype=dtype, device=positions.device)
+    return deposit_into(positions, species, offsets, out, lx, ly)
 
 
 @ms_deposit.register_fake
@@ -203,6 +196,10 @@ def ms_transmission(potential: torch.Tensor, sigma: float) -> torch.Tensor:
     if not math.isfinite(sigma):
         raise ValueError(f"sigma must be finite, got {sigma}")
     out = torch.empty(potential.shape, dtype=_COMPLEX_OF[potential.dtype], device=potential.device)
+    return _transmission_into(potential, float(sigma), out)
+
+
+def _transmission_into(potential: torch.Tensor, sigma: float, out: torch.Tensor) -> torch.Tensor:
     p = _transmit_params(1, potential.numel(), potential.numel(), sigma, potential.dtype)
     with native_stream(potential.device, "em_accel::ms_transmission") as stream:
         if potential.device.type == "cuda":
@@ -432,13 +429,7 @@ def transmission(potential: torch.Tensor, sigma: float, out: torch.Tensor | None
     check_tensor("potential", potential, dtypes=REAL_DTYPES, min_ndim=1)
     check_tensor("out", out, dtypes=(_COMPLEX_OF[potential.dtype],), shape=tuple(potential.shape))
     check_same_device(potential=potential, out=out)
-    p = _transmit_params(1, potential.numel(), potential.numel(), float(sigma), potential.dtype)
-    with native_stream(potential.device, "em_accel::ms_transmission") as stream:
-        if potential.device.type == "cuda":
-            _N.transmission_cuda(p, potential.data_ptr(), out.data_ptr(), stream)
-        else:
-            _N.transmission_cpu(p, potential.data_ptr(), out.data_ptr())
-    return out
+    return _transmission_into(potential, float(sigma), out)
 
 
 def transmit_(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> torch.Tensor:
