@@ -90,7 +90,7 @@ def _read_rsciio(path: Path, module: str) -> Micrograph:
         raise ValueError(f"{path} holds no 2-D image (found data of shapes "
                          f"{[list(np.shape(s['data'])) for s in signals]})")
     sig = images[0]
-    data = np.asarray(sig["data"])
+    data = np.ascontiguousarray(sig["data"])  # TIA images come back as a row-flipped view
     pixel = None
     axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]
     if axes:

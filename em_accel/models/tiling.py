@@ -126,7 +126,7 @@ def denoise_image(model: nn.Module, image: np.ndarray | torch.Tensor, tile: int 
     back to the original range. ``ensemble`` averages the 8 dihedral transforms (8× the
     compute, lower error). Returns float32 [H, W].
     """
-    arr = torch.as_tensor(np.asarray(image, dtype=np.float32))
+    arr = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32))
     if arr.dim() != 2:
         raise ValueError(f"image must be 2-D [H, W], got shape {list(arr.shape)}")
     if not torch.isfinite(arr).all():
