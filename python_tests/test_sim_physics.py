@@ -298,3 +298,24 @@ def test_exit_wave_and_stem_on_cuda_match_cpu(method):
     a = stem(pc, 300, [(1.0, 2.0), (3.0, 3.0)], [(50, 90)], semiangle_cutoff=20)
     b = stem(pg, 300, [(1.0, 2.0), (3.0, 3.0)], [(50, 90)], semiangle_cutoff=20).cpu()
     assert a.min() > 0 and torch.allclose(a, b, rtol=1e-4), (a, b)
+
+
+@pytest.mark.parametrize("method", ["exact", "deposit"])
+def test_torch_fft_path_equals_fftw_path(monkeypatch, method):
+    # the GPU runs the torch.fft path (unnormalised inverse, 1/N folded into the band-limit and
+    # propagation passes); on CPU it is only taken without pyFFTW, so check it here
+    pytest.importorskip("pyfftw")
+    from ase.build import bulk
+
+    from em_accel.sim import fft, from_ase
+
+    s = from_ase(bulk("GaAs", "zincblende", a=5.653, cubic=True)).repeat(2, 2, 3)
+    s.positions[0] += (0.3, 0.1, 0.0)
+    kw = dict(energy=200, gpts=(96, 90), slice_thickness=1.7, method=method)
+    monkeypatch.setenv("EM_ACCEL_FFT", "fftw")
+    assert fft.backend("cpu") == "fftw"
+    a = exit_wave(s, **kw)
+    monkeypatch.setenv("EM_ACCEL_FFT", "torch")
+    assert fft.backend("cpu") == "torch"
+    b = exit_wave(s, **kw)
+    assert ((a - b).norm() / a.norm()).item() < 1e-5
