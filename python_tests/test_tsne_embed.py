@@ -9,7 +9,7 @@ import torch
 
 from em_accel.embed import (TSNE, affinities, gaussian_mixture, kl_divergence, knn,
                             knn_preservation, pca, tsne, uniform_separate)
-from em_accel.embed.plot import image_grid, plot_image_grid, plot_map
+from em_accel.embed.plot import image_grid
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from em_accel.embed import affinities, gaussian_mixture, kl_divergence, knn, knn_preservation, tsne
+from em_accel.embed import affinities, gaussian_mixture, knn, tsne
 
 hnswlib = pytest.importorskip("hnswlib")
 aff = importlib.import_module("em_accel.embed.affinities")  # the module, not the function
@@ -73,16 +73,11 @@ def test_affinities_approx_close_to_exact(clustered):
 
 @pytest.mark.slow
 def test_quality_with_approx_knn_matches_opentsne(clustered, monkeypatch):
-    openTSNE = pytest.importorskip("openTSNE")
+    pytest.importorskip("openTSNE")
     monkeypatch.setattr(aff, "APPROX_KNN_MIN_N", 1000)  # force the auto switch at this size
     assert aff.resolve_knn_method("auto", clustered.shape[0], torch.device("cpu")) == "approx"
+    from test_tsne_quality import assert_as_good_as_opentsne
+
     x = clustered
     P = affinities(x, 30.0, knn_method="exact")  # the common yardstick
-    ours = tsne(x, perplexity=30.0, n_iter=750, knn_method="auto")
-    theirs = openTSNE.TSNE(perplexity=30, n_iter=500, early_exaggeration_iter=250, n_jobs=2,
-                           random_state=0).fit(x.numpy())
-    theirs = torch.from_numpy(np.asarray(theirs)).float()
-    kl_ours, kl_theirs = kl_divergence(P, ours), kl_divergence(P, theirs)
-    nn_ours, nn_theirs = knn_preservation(x, ours), knn_preservation(x, theirs)
-    assert kl_ours <= 1.02 * kl_theirs, (kl_ours, kl_theirs)
-    assert nn_ours >= nn_theirs - 0.01, (nn_ours, nn_theirs)
+    assert_as_good_as_opentsne(x, P, tsne(x, perplexity=30.0, n_iter=750, knn_method="auto"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .blocks import ASPP, ConvBlock, Norm, SepBlock, UpBlock, XceptionBlock, make_norm, \
+from .blocks import ASPP, Norm, UpBlock, XceptionBlock, make_norm, \
     upsample_bilinear
 
 #: Thesis channel widths (width = 1).

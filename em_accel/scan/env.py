@@ -21,7 +21,7 @@ import torch
 from .. import _native
 from ..ops._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_tensor,
                            require_cuda_build)
-from ..ops.scan import Raster, SampleMode, _mode, scan_rasterize
+from ..ops.scan import Raster, _mode, scan_rasterize
 
 
 class Segment(NamedTuple):

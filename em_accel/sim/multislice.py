@@ -9,7 +9,6 @@ potentials (frozen phonons, several structures on one grid).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
