@@ -9,7 +9,6 @@ and, on a GPU, one environment step.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 
@@ -17,19 +16,10 @@ import numpy as np
 import torch
 
 from bench.harness import available_devices, median_time, print_table, write_record
+from em_accel.ops._common import torch_threads
 from em_accel.ops.scan import (SampleMode, sample_inputs, scan_rasterize, scan_sample,
                                scan_sample_reference)
 from em_accel.scan import AdaptiveScanEnv, spiral
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _python_episode(images: np.ndarray, angles: np.ndarray, probes: int, step: float) -> np.ndarray:
@@ -107,7 +97,7 @@ def run(quick: bool = False) -> Path:
                        "size": f"B{B} {side}^2 P{pos.shape[1]} {kind}", "native_s": t_nat,
                        "reference_s": t_ref, "vs_reference": t_ref / t_nat}
                 if dev == "cpu":  # torch's thread pool suffers most on a loaded machine
-                    with _torch_threads(1):
+                    with torch_threads(1):
                         t1 = median_time(lambda: scan_sample_reference(images, pos, int(mode)),
                                          dev, repeats=reps)
                     row.update(reference_1thread_s=t1, vs_reference_1thread=t1 / t_nat)
@@ -175,7 +165,7 @@ def run(quick: bool = False) -> Path:
                "python_loop_s": t_py, "vs_reference": t_tor / t_env,
                "vs_python_loop": t_py / t_env, "agree_with_python": agree}
         if dev == "cpu":
-            with _torch_threads(1):
+            with torch_threads(1):
                 t1 = median_time(lambda: _torch_episode(images, angles, S, step), dev,
                                  repeats=reps)
             row.update(reference_1thread_s=t1, vs_reference_1thread=t1 / t_env)

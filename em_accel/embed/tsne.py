@@ -5,7 +5,6 @@ scikit-learn's for the same step. See docs/tsne.md.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -17,6 +16,7 @@ import torch
 
 from .. import _native
 from ..ops import tsne as ops
+from ..ops._common import torch_threads
 from .affinities import Affinities, affinities as compute_affinities, knn, resolve_knn_method
 from .pca import pca
 
@@ -71,25 +71,6 @@ def _native_threads() -> int:
     """Threads of the native CPU kernels (EM_ACCEL_NUM_THREADS, else OpenMP's count)."""
     env = os.environ.get("EM_ACCEL_NUM_THREADS", "")
     return int(env) if env.isdigit() and int(env) > 0 else max(1, int(_native.max_threads()))
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Run the loop's torch ops (FFT, small reductions) on ``n`` intra-op threads.
-
-    The loop calls torch thousands of times on small tensors; with OpenMP threads those calls
-    wait at barriers for threads the OS has preempted, which on a shared 2-core machine made
-    them 5x slower (measured). The native kernels use their own pool and all cores anyway.
-    """
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def locality_order(P: Affinities) -> torch.Tensor | None:
@@ -254,7 +235,7 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
     bbox = ops.bounding_box(y)
     bar = _Bar(n_iter, progress)
     fft_threads = _native_threads() if device.type == "cpu" else 1
-    with _torch_threads(1 if device.type == "cpu" else None):
+    with torch_threads(1 if device.type == "cpu" else None):  # see torch_threads
         for it in range(n_iter):
             ee = it < early_exaggeration_iter
             alpha = early_exaggeration if ee else exaggeration

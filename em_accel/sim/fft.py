@@ -93,32 +93,29 @@ def _usable(x: torch.Tensor) -> bool:
 
 def fft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Forward 2-D FFT of the last two axes (into ``out`` when given; ``out`` may be ``x``)."""
-    if not _usable(x) or (out is not None and not _usable(out)):
-        if out is x:
-            out.copy_(torch.fft.fft2(x))
-            return out
-        return torch.fft.fft2(x, out=out)
-    if out is None:
-        out = torch.empty_like(x)
-    plan = _plan(x.shape, x.dtype, "FFTW_FORWARD", out is x)
-    with _LOCK:
-        plan.update_arrays(_np(x), _np(out))
-        plan.execute()
-    return out
+    return _complex_fft(x, out, forward=True, normalize=False)
 
 
 def ifft2(x: torch.Tensor, out: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
     """Inverse 2-D FFT of the last two axes, 1/N normalised (``normalize=False``: unnormalised,
     the caller has folded 1/N in elsewhere); ``out`` may be ``x``."""
+    return _complex_fft(x, out, forward=False, normalize=normalize)
+
+
+def _complex_fft(x: torch.Tensor, out: torch.Tensor | None, forward: bool, normalize: bool
+                 ) -> torch.Tensor:
     if not _usable(x) or (out is not None and not _usable(out)):
-        norm = "backward" if normalize else "forward"  # "forward": no scale on the inverse
+        fn = torch.fft.fft2 if forward else torch.fft.ifft2
+        # numpy's convention; "forward" puts the 1/N on the forward transform, so the inverse
+        # is unscaled
+        norm = "backward" if forward or normalize else "forward"
         if out is x:
-            out.copy_(torch.fft.ifft2(x, norm=norm))
+            out.copy_(fn(x, norm=norm))
             return out
-        return torch.fft.ifft2(x, out=out, norm=norm)
+        return fn(x, out=out, norm=norm)
     if out is None:
         out = torch.empty_like(x)
-    plan = _plan(x.shape, x.dtype, "FFTW_BACKWARD", out is x)
+    plan = _plan(x.shape, x.dtype, "FFTW_FORWARD" if forward else "FFTW_BACKWARD", out is x)
     with _LOCK:
         plan.update_arrays(_np(x), _np(out))
         plan.execute()
