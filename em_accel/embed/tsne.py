@@ -240,7 +240,8 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
             ee = it < early_exaggeration_iter
             alpha = early_exaggeration if ee else exaggeration
             want_kl = (it + 1) % kl_every == 0 or it == n_iter - 1
-            attr, plogw = ops.tsne_attractive(y, indptr, cols, values, want_kl)
+            # the CSR is checked on the first pass only (it does not change)
+            attr, plogw = ops.tsne_attractive(y, indptr, cols, values, want_kl, check=it == 0)
             grid = ops.choose_grid(bbox, fft_nodes, fft_intervals_per_unit, fft_min_intervals)
             chosen = _pick_method(method, n, grid.m, device)
             info.methods[chosen] = info.methods.get(chosen, 0) + 1

@@ -27,6 +27,8 @@ import math
 import torch
 
 from .. import _native
+from ..errors import OutOfRangeError
+from . import _validate
 from ._common import DTYPE_CODES, check_same_device, check_tensor, native_stream
 from ._registry import OpSpec
 
@@ -39,7 +41,7 @@ _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 def _positive(name: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
+        raise OutOfRangeError(f"{name} must be finite and > 0, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,7 +73,7 @@ def _potential_params(items, nx, ny, species, lx, ly, dtype) -> "_N.PotentialPar
 @torch.library.custom_op("em_accel::ms_structure_factor", mutates_args=())
 def ms_structure_factor(positions: torch.Tensor, species: torch.Tensor, offsets: torch.Tensor,
                         form_factors: torch.Tensor, nx: int, ny: int, lx: float,
-                        ly: float) -> torch.Tensor:
+                        ly: float, check: bool = True) -> torch.Tensor:
     """Exact structure-factor spectrum of M slices on the rfft2 half grid.
 
     Args:
@@ -81,6 +83,8 @@ def ms_structure_factor(positions: torch.Tensor, species: torch.Tensor, offsets:
             for CPU tensors, on the device for CUDA tensors).
         form_factors: float32/float64 [S, nx, ny//2 + 1] per-species weight of each frequency.
         nx, ny: real-space grid; lx, ly: periodic cell extent [Å].
+        check: verify offsets and species index inside the atom and form-factor arrays (one
+            pass, InvalidIndexError otherwise); False only for callers that built them.
 
     Returns:
         complex [M, nx, ny//2 + 1]: ``sum_j form_factors[s_j, k] exp(-2 pi i (kx x_j + ky y_j))``
@@ -92,6 +96,8 @@ def ms_structure_factor(positions: torch.Tensor, species: torch.Tensor, offsets:
     if tuple(form_factors.shape[1:]) != (nx, nyh):
         raise ValueError(f"form_factors must have shape [S, {nx}, {nyh}], got {list(form_factors.shape)}")
     check_same_device(positions=positions, form_factors=form_factors)
+    if check:
+        _validate.offsets_and_species(offsets, species, positions.shape[0], form_factors.shape[0])
     out = torch.empty((m, nx, nyh), dtype=_COMPLEX_OF[form_factors.dtype], device=positions.device)
     p = _potential_params(m, nx, ny, form_factors.shape[0], lx, ly, form_factors.dtype)
     with native_stream(positions.device, "em_accel::ms_structure_factor") as stream:
@@ -105,12 +111,13 @@ def ms_structure_factor(positions: torch.Tensor, species: torch.Tensor, offsets:
 
 
 @ms_structure_factor.register_fake
-def _(positions, species, offsets, form_factors, nx, ny, lx, ly):
+def _(positions, species, offsets, form_factors, nx, ny, lx, ly, check=True):
     m = _check_atoms(positions, species, offsets, nx, ny, lx, ly)
     return form_factors.new_empty((m, nx, ny // 2 + 1), dtype=_COMPLEX_OF[form_factors.dtype])
 
 
-def structure_factor_reference(positions, species, offsets, form_factors, nx, ny, lx, ly):
+def structure_factor_reference(positions, species, offsets, form_factors, nx, ny, lx, ly,
+                               check=True):
     """Reference for em_accel::ms_structure_factor: direct sum over atoms; float64-capable."""
     dev = form_factors.device
     kx = torch.fft.fftfreq(nx, d=lx / nx, dtype=torch.float64, device=dev)
@@ -131,7 +138,7 @@ def structure_factor_reference(positions, species, offsets, form_factors, nx, ny
 @torch.library.custom_op("em_accel::ms_deposit", mutates_args=())
 def ms_deposit(positions: torch.Tensor, species: torch.Tensor, offsets: torch.Tensor,
                num_species: int, nx: int, ny: int, lx: float, ly: float,
-               double: bool) -> torch.Tensor:
+               double: bool, check: bool = True) -> torch.Tensor:
     """Bilinear (cloud-in-cell) deposit of unit weights, abTEM-compatible.
 
     Each atom's pixel coordinate (x/dx, y/dy), rounded to float32, splits a unit weight over its
@@ -143,17 +150,18 @@ def ms_deposit(positions: torch.Tensor, species: torch.Tensor, offsets: torch.Te
         raise ValueError(f"num_species must be >= 1, got {num_species}")
     dtype = torch.float64 if double else torch.float32
     out = torch.empty((m, num_species, nx, ny), dtype=dtype, device=positions.device)
-    return deposit_into(positions, species, offsets, out, lx, ly)
+    return deposit_into(positions, species, offsets, out, lx, ly, check=check)
 
 
 @ms_deposit.register_fake
-def _(positions, species, offsets, num_species, nx, ny, lx, ly, double):
+def _(positions, species, offsets, num_species, nx, ny, lx, ly, double, check=True):
     m = _check_atoms(positions, species, offsets, nx, ny, lx, ly)
     return positions.new_empty((m, num_species, nx, ny),
                                dtype=torch.float64 if double else torch.float32)
 
 
-def deposit_reference(positions, species, offsets, num_species, nx, ny, lx, ly, double):
+def deposit_reference(positions, species, offsets, num_species, nx, ny, lx, ly, double,
+                      check=True):
     """Reference for em_accel::ms_deposit (index_put accumulation)."""
     dtype = torch.float64 if double else torch.float32
     m = offsets.numel() - 1
@@ -297,9 +305,11 @@ def _check_propagate(spectrum, tilt, dx, dy, wavelength, dz, kc, taper) -> int:
     _positive("dy", dy)
     _positive("wavelength", wavelength)
     if not math.isfinite(dz):
-        raise ValueError(f"dz must be finite, got {dz}")
+        raise OutOfRangeError(f"dz must be finite, got {dz}")
     if kc > 0 and not (taper >= 0 and taper < kc):
         raise ValueError(f"taper must be in [0, kc={kc}), got {taper}")
+    _validate.propagate_scalars(spectrum.shape[-2], spectrum.shape[-1], dx, dy, wavelength, dz,
+                                kc, taper)
     batch = spectrum.numel() // max(1, spectrum.shape[-2] * spectrum.shape[-1])
     if tilt.numel() not in (2, 2 * batch):
         raise ValueError(f"tilt must hold 2 or 2 * batch = {2 * batch} values, got {list(tilt.shape)}")
@@ -388,27 +398,35 @@ def propagate_reference(spectrum, tilt, dx, dy, wavelength, dz, kc, taper):
 # ---------------------------------------------------------------------------------------------
 # Public wrappers used by em_accel.sim (they make inputs contiguous and fill defaults).
 
-def structure_factor(positions, species, offsets, form_factors, nx, ny, lx, ly) -> torch.Tensor:
+def structure_factor(positions, species, offsets, form_factors, nx, ny, lx, ly, *,
+                     check: bool = True) -> torch.Tensor:
     """Exact structure-factor spectrum; see :func:`ms_structure_factor`."""
     return ms_structure_factor(positions.contiguous(), species.contiguous(), offsets.contiguous(),
-                               form_factors.contiguous(), int(nx), int(ny), float(lx), float(ly))
+                               form_factors.contiguous(), int(nx), int(ny), float(lx), float(ly),
+                               check=bool(check))
 
 
-def deposit(positions, species, offsets, num_species, nx, ny, lx, ly, double=False) -> torch.Tensor:
+def deposit(positions, species, offsets, num_species, nx, ny, lx, ly, double=False, *,
+            check: bool = True) -> torch.Tensor:
     """Bilinear deposit; see :func:`ms_deposit`."""
     return ms_deposit(positions.contiguous(), species.contiguous(), offsets.contiguous(),
-                      int(num_species), int(nx), int(ny), float(lx), float(ly), bool(double))
+                      int(num_species), int(nx), int(ny), float(lx), float(ly), bool(double),
+                      check=bool(check))
 
 
-def deposit_into(positions, species, offsets, out: torch.Tensor, lx: float, ly: float) -> torch.Tensor:
+def deposit_into(positions, species, offsets, out: torch.Tensor, lx: float, ly: float, *,
+                 check: bool = True) -> torch.Tensor:
     """Bilinear deposit into ``out`` [M, S, nx, ny] (zeroed here; the kernel of em_accel::ms_deposit).
 
-    The simulator reuses ``out`` across slices (large fresh CPU allocations page-fault)."""
+    The simulator reuses ``out`` across slices (large fresh CPU allocations page-fault).
+    ``check=False`` skips the offsets/species range pass (callers that built them)."""
     m = _check_atoms(positions, species, offsets, out.shape[-2], out.shape[-1], lx, ly)
     check_tensor("out", out, dtypes=REAL_DTYPES, ndim=4)
     if out.shape[0] != m or out.shape[1] < 1:
         raise ValueError(f"out must have shape [{m}, S >= 1, nx, ny], got {list(out.shape)}")
     check_same_device(positions=positions, out=out)
+    if check:
+        _validate.offsets_and_species(offsets, species, positions.shape[0], out.shape[1])
     out.zero_()
     p = _potential_params(m, out.shape[2], out.shape[3], out.shape[1], lx, ly, out.dtype)
     with native_stream(positions.device, "em_accel::ms_deposit") as stream:

@@ -26,6 +26,7 @@ from functools import lru_cache
 import torch
 
 from .. import _native
+from . import _validate
 from ._common import DTYPE_CODES, check_same_device, check_tensor, native_stream
 from ._registry import OpSpec
 
@@ -281,10 +282,15 @@ def _check_csr(y, indptr, indices, values):
 
 @torch.library.custom_op("em_accel::tsne_attractive", mutates_args=())
 def tsne_attractive(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
-                    values: torch.Tensor, want_kl: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                    values: torch.Tensor, want_kl: bool, check: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attractive force over the CSR matrix P; see attractive_reference. ``indices`` may be
-    int32 (a third fewer bytes per entry than int64: the faster pass) or int64."""
+    int32 (a third fewer bytes per entry than int64: the faster pass) or int64. ``check``
+    verifies the CSR (indptr from 0 to nnz, non-decreasing, indices in [0, N)) in one pass;
+    False only for callers that built it (the t-SNE loop checks once, then skips)."""
     _check_csr(y, indptr, indices, values)
+    if check:
+        _validate.csr(indptr, indices, y.shape[0])
     force = torch.empty_like(y)
     plogw = torch.zeros(y.shape[0], dtype=torch.float64, device=y.device)
     q = _T.AttractiveParams()
@@ -301,7 +307,7 @@ def tsne_attractive(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor
 
 
 @tsne_attractive.register_fake
-def _(y, indptr, indices, values, want_kl):
+def _(y, indptr, indices, values, want_kl, check=True):
     _check_csr(y, indptr, indices, values)
     return torch.empty_like(y), y.new_empty(y.shape[0], dtype=torch.float64)
 

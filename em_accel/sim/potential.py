@@ -244,7 +244,7 @@ class Potential:
         else:
             s = max(1, len(self.species))
             dep = self._ws.get("deposit", (c, s, nx, ny), self.dtype, self.device)
-            ops.deposit_into(pos, sp, offsets, dep, lx, ly)
+            ops.deposit_into(pos, sp, offsets, dep, lx, ly, check=False)  # built by __init__
             dep_k = fft.rfft2(dep, out=self._ws.get("deposit_k", (c, s, nx, nyh),
                                                     spec.dtype, self.device))
             torch.mul(dep_k[:, 0], self._kernel[0], out=spec)

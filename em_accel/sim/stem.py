@@ -103,7 +103,7 @@ def incoherent_image(structure: Structure, energy: float, sampling: float | None
     offsets = torch.tensor([0, len(order)], dtype=torch.int64, device=device)
     weights = torch.tensor([float(z) ** exponent for z in species], dtype=torch.float64, device=device)
     ff = weights[:, None, None].expand(len(species), nx, ny // 2 + 1).contiguous()
-    obj_k = ops.structure_factor(pos, spt, offsets, ff, nx, ny, lx, ly)[0]
+    obj_k = ops.structure_factor(pos, spt, offsets, ff, nx, ny, lx, ly, check=False)[0]
     p = probe(grid, energy, [(0.0, 0.0)], semiangle_cutoff, aberrations, device=device,
               dtype=torch.complex128, **kwargs)[0]
     p_int = torch.fft.rfft2(p.abs() ** 2 * (nx * ny))  # probe intensity summing to 1 over the grid

@@ -1,0 +1,126 @@
+"""Value checks the native kernels rely on: index tensors in range, scalars finite and bounded.
+
+``_common.check_tensor`` checks kinds (dtype, shape, device); this module checks contents that
+would make a kernel read or write out of bounds or loop for ever. Each index check is one
+vectorised pass with one device-to-host transfer; it is skipped on fake/meta tensors (no data).
+Internal callers that built the index tensors themselves pass ``check=False`` to the op (the
+t-SNE loop calls the attractive pass a thousand times on one CSR it validated once).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import InvalidIndexError, OutOfRangeError
+
+#: Largest aperture frequency index the propagator's band search handles exactly (kc / step).
+_MAX_BAND_INDEX = 2.0 ** 52
+
+
+def _has_data(*tensors: torch.Tensor) -> bool:
+    """False for meta and fake tensors (torch.compile tracing, opcheck): nothing to read."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    return all(t.device.type != "meta" and not is_fake(t) for t in tensors)
+
+
+def _any(*flags: torch.Tensor) -> list[bool]:
+    """The flags (0-d bool tensors) as Python bools, in one transfer."""
+    return [bool(v) for v in torch.stack([f.reshape(()) for f in flags]).tolist()]
+
+
+def offsets_and_species(offsets: torch.Tensor, species: torch.Tensor, num_atoms: int,
+                        num_species: int) -> None:
+    """Raise InvalidIndexError unless ``offsets`` [M + 1] is a valid partition of [0, num_atoms)
+    (offsets[0] >= 0, non-decreasing, offsets[-1] <= num_atoms) and every ``species`` entry is in
+    [0, num_species)."""
+    if not _has_data(offsets, species):
+        return
+    off = offsets.to(torch.int64)
+    flags = [off[0] < 0, off[-1] > num_atoms,
+             (off[1:] < off[:-1]).any() if off.numel() > 1 else torch.zeros((), dtype=torch.bool)]
+    if species.numel():
+        flags += [species.min() < 0, species.max() >= num_species]
+    bad = _any(*[f.to(species.device) for f in flags])
+    if bad[0] or bad[1]:
+        raise InvalidIndexError(f"offsets must lie in [0, N = {num_atoms}] (atoms per slice), got "
+                                f"first {int(off[0])}, last {int(off[-1])}")
+    if bad[2]:
+        at = int(torch.nonzero(off[1:] < off[:-1])[0])
+        raise InvalidIndexError(f"offsets must be non-decreasing, got offsets[{at}] = "
+                                f"{int(off[at])} > offsets[{at + 1}] = {int(off[at + 1])}")
+    if species.numel() and (bad[3] or bad[4]):
+        raise InvalidIndexError(f"species entries must be in [0, {num_species}) (the number of "
+                                f"species), got [{int(species.min())}, {int(species.max())}]")
+
+
+def csr(indptr: torch.Tensor, indices: torch.Tensor, n: int) -> None:
+    """Raise InvalidIndexError unless (indptr [n + 1], indices [nnz]) is a CSR matrix with n
+    columns: indptr[0] == 0, non-decreasing, indptr[n] == nnz, indices in [0, n)."""
+    if not _has_data(indptr, indices):
+        return
+    nnz = indices.numel()
+    flags = [indptr[0] != 0, indptr[-1] != nnz,
+             (indptr[1:] < indptr[:-1]).any() if n > 0 else torch.zeros((), dtype=torch.bool,
+                                                                          device=indptr.device)]
+    if nnz:
+        flags += [indices.min() < 0, indices.max() >= n]
+    bad = _any(*[f.to(indptr.device) for f in flags])
+    if bad[0] or bad[1]:
+        raise InvalidIndexError(f"indptr must run from 0 to len(indices) = {nnz}, got "
+                                f"{int(indptr[0])} .. {int(indptr[-1])}")
+    if bad[2]:
+        raise InvalidIndexError("indptr must be non-decreasing (row i holds entries "
+                                "indptr[i] .. indptr[i + 1] - 1)")
+    if nnz and (bad[3] or bad[4]):
+        raise InvalidIndexError(f"indices must be column numbers in [0, {n}), got "
+                                f"[{int(indices.min())}, {int(indices.max())}]")
+
+
+def index_range(name: str, index: torch.Tensor, low: int, high: int) -> None:
+    """Raise InvalidIndexError unless every entry of ``index`` is in [low, high)."""
+    if not index.numel() or not _has_data(index):
+        return
+    lo, hi = torch.stack([index.min(), index.max()]).tolist()
+    if lo < low or hi >= high:
+        raise InvalidIndexError(f"{name} entries must be in [{low}, {high}), got [{lo}, {hi}]")
+
+
+def finite(name: str, value: float, low: float = -math.inf, high: float = math.inf, *,
+           unit: str = "", low_open: bool = False) -> float:
+    """``value`` as a float; OutOfRangeError unless it is finite and in [low, high] ((low, high]
+    with ``low_open``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise OutOfRangeError(f"{name} must be a real number, got {value!r}") from None
+    below = v <= low if low_open else v < low
+    if not math.isfinite(v) or below or v > high:
+        lb = "(" if low_open else "["
+        raise OutOfRangeError(f"{name} must be finite and in {lb}{low:g}, {high:g}]"
+                              f"{' ' + unit if unit else ''}, got {value!r}")
+    return v
+
+
+def propagate_scalars(nx: int, ny: int, dx: float, dy: float, wavelength: float, dz: float,
+                      kc: float, taper: float) -> None:
+    """Bounds of em_accel::ms_propagate's scalars.
+
+    Sampling in (0, 1e6] Å, wavelength in (0, 1e3] Å (electrons from 1 eV up), |dz| <= 1e10 Å,
+    kc and taper finite, and the aperture radius at most 2**52 frequency steps on each axis: the
+    kernel's band search counts frequency indices in 64-bit integers (kc = 1e300 or dy = 1e300
+    overflowed them and the search never ended). An aperture wider than the grid's largest
+    frequency is no aperture: pass kc <= 0 for none.
+    """
+    finite("dx", dx, 0.0, 1e6, unit="Å", low_open=True)
+    finite("dy", dy, 0.0, 1e6, unit="Å", low_open=True)
+    finite("wavelength", wavelength, 0.0, 1e3, unit="Å", low_open=True)
+    finite("dz", dz, -1e10, 1e10, unit="Å")
+    finite("kc", kc, unit="1/Å")
+    finite("taper", taper, unit="1/Å")
+    if kc > 0:
+        limit = _MAX_BAND_INDEX / (max(nx * dx, ny * dy, 1e-300))
+        if kc > limit:
+            raise OutOfRangeError(f"kc must be at most {limit:.3g} 1/Å for this grid ({nx} x {ny} "
+                                  f"at {dx:g} x {dy:g} Å; kc <= 0: no aperture), got {kc!r}")
