@@ -200,7 +200,7 @@ class DemoContext:
         area = spec.sampling ** 2
         dose = 30.0 / area  # e⁻/Å² for ~30 counts/px in vacuum
         img = torch.from_numpy(spec.hrtem).double()
-        noisy = dose_noise(img, dose, area, generator=self.generator(1))
+        noisy = dose_noise(img, dose, area, seed=self.seed + 1)
         clean = (img * dose * area).float().numpy()
         return NoisyFrame(clean, noisy.float().numpy(), dose, float(clean.mean()))
 

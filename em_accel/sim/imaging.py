@@ -15,6 +15,7 @@ from typing import Mapping
 
 import torch
 
+from .._api import Seed, as_generator
 from .physics import wavelength
 from .potential import Grid
 
@@ -50,7 +51,8 @@ def _terms(c: dict):
             yield n, m, c[name], c.get(f"phi{n}{m}", 0.0)
 
 
-def angular_grid(grid: Grid, energy: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def angular_grid(grid: Grid, energy: float, *, device: str | torch.device | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha [rad], phi [rad]) float64 [nx, ny] on the FFT grid."""
     kx, ky = grid.frequencies(device)
     lam = wavelength(energy)
@@ -60,23 +62,23 @@ def angular_grid(grid: Grid, energy: float, device=None) -> tuple[torch.Tensor, 
 
 
 def aberration_function(grid: Grid, energy: float, aberrations: Mapping[str, float] | None = None,
-                        device=None, **kwargs: float) -> torch.Tensor:
+                        *, device: str | torch.device | None = None, **kwargs: float) -> torch.Tensor:
     """chi(k) [rad] float64 [nx, ny]."""
     c = aberration_coefficients(aberrations, **kwargs)
-    alpha, phi = angular_grid(grid, energy, device)
+    alpha, phi = angular_grid(grid, energy, device=device)
     chi = torch.zeros_like(alpha)
     for n, m, cnm, pnm in _terms(c):
         chi = chi + alpha ** (n + 1) / (n + 1) * cnm * torch.cos(m * (phi - pnm))
     return 2 * math.pi / wavelength(energy) * chi
 
 
-def aperture(grid: Grid, energy: float, semiangle_cutoff: float, soft: bool = True,
-             device=None) -> torch.Tensor:
+def aperture(grid: Grid, energy: float, semiangle_cutoff: float, soft: bool = True, *,
+             device: str | torch.device | None = None) -> torch.Tensor:
     """Objective/probe aperture float64 [nx, ny]; ``semiangle_cutoff`` [mrad] (inf: none).
 
     Soft (default): a linear ramp one angular pixel wide centred on the cutoff.
     """
-    alpha, phi = angular_grid(grid, energy, device)
+    alpha, phi = angular_grid(grid, energy, device=device)
     if math.isinf(semiangle_cutoff):
         return torch.ones_like(alpha)
     if not semiangle_cutoff > 0:
@@ -92,22 +94,23 @@ def aperture(grid: Grid, energy: float, semiangle_cutoff: float, soft: bool = Tr
     return a
 
 
-def temporal_envelope(grid: Grid, energy: float, focal_spread: float, device=None) -> torch.Tensor:
+def temporal_envelope(grid: Grid, energy: float, focal_spread: float, *,
+                      device: str | torch.device | None = None) -> torch.Tensor:
     """exp(-(pi/(2 lambda) Delta alpha^2)^2); ``focal_spread`` Delta [Å] is the 1/e half-width."""
     if focal_spread < 0:
         raise ValueError(f"focal_spread must be >= 0 Å, got {focal_spread}")
-    alpha, _ = angular_grid(grid, energy, device)
+    alpha, _ = angular_grid(grid, energy, device=device)
     return torch.exp(-(0.5 * math.pi / wavelength(energy) * focal_spread * alpha ** 2) ** 2)
 
 
 def spatial_envelope(grid: Grid, energy: float, angular_spread: float,
-                     aberrations: Mapping[str, float] | None = None, device=None,
-                     **kwargs: float) -> torch.Tensor:
+                     aberrations: Mapping[str, float] | None = None, *,
+                     device: str | torch.device | None = None, **kwargs: float) -> torch.Tensor:
     """exp(-(beta/2)^2 |grad chi|^2), beta = ``angular_spread`` [mrad] (1/e source radius)."""
     if angular_spread < 0:
         raise ValueError(f"angular_spread must be >= 0 mrad, got {angular_spread}")
     c = aberration_coefficients(aberrations, **kwargs)
-    alpha, phi = angular_grid(grid, energy, device)
+    alpha, phi = angular_grid(grid, energy, device=device)
     d_alpha = torch.zeros_like(alpha)
     d_phi = torch.zeros_like(alpha)
     for n, m, cnm, pnm in _terms(c):
@@ -120,14 +123,16 @@ def spatial_envelope(grid: Grid, energy: float, angular_spread: float,
 
 def ctf(grid: Grid, energy: float, aberrations: Mapping[str, float] | None = None,
         semiangle_cutoff: float = math.inf, focal_spread: float = 0.0, angular_spread: float = 0.0,
-        soft: bool = True, device=None, **kwargs: float) -> torch.Tensor:
+        soft: bool = True, *, device: str | torch.device | None = None,
+        **kwargs: float) -> torch.Tensor:
     """Objective-lens transfer function complex128 [nx, ny]: exp(-i chi) A E_t E_s."""
-    chi = aberration_function(grid, energy, aberrations, device, **kwargs)
-    amp = aperture(grid, energy, semiangle_cutoff, soft, device)
+    chi = aberration_function(grid, energy, aberrations, device=device, **kwargs)
+    amp = aperture(grid, energy, semiangle_cutoff, soft, device=device)
     if focal_spread:
-        amp = amp * temporal_envelope(grid, energy, focal_spread, device)
+        amp = amp * temporal_envelope(grid, energy, focal_spread, device=device)
     if angular_spread:
-        amp = amp * spatial_envelope(grid, energy, angular_spread, aberrations, device, **kwargs)
+        amp = amp * spatial_envelope(grid, energy, angular_spread, aberrations, device=device,
+                                     **kwargs)
     return torch.polar(amp, -chi)
 
 
@@ -152,17 +157,18 @@ def bin_detector(image: torch.Tensor, factor: int) -> torch.Tensor:
     return x.reshape(*x.shape[:-2], nx // f, f, ny // f, f).mean((-3, -1))
 
 
-def dose_noise(image: torch.Tensor, dose: float, pixel_area: float,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def dose_noise(image: torch.Tensor, dose: float, pixel_area: float, seed: Seed = None
+               ) -> torch.Tensor:
     """Poisson counts with mean ``image * dose * pixel_area`` (negative means clipped to 0).
 
     Args:
         image: intensity (1 = incident vacuum intensity per pixel).
-        dose: electrons per Å^2; pixel_area: [Å^2].
+        dose: electron dose [e⁻/Å²]; pixel_area: [Å²].
+        seed: int, None or a torch.Generator (on image's device) for the Poisson draws.
     Returns:
         counts (float, same dtype as image; divide by dose * pixel_area to get intensity).
     """
     if not (math.isfinite(dose) and dose > 0):
         raise ValueError(f"dose must be > 0 e/Å^2, got {dose}")
     lam = torch.clamp(image.to(torch.float64) * dose * pixel_area, min=0.0)
-    return torch.poisson(lam, generator=generator).to(image.dtype)
+    return torch.poisson(lam, generator=as_generator(seed, image.device)).to(image.dtype)

@@ -182,7 +182,7 @@ def _mul_tiled(psi: torch.Tensor, t: torch.Tensor, tile: tuple[int, int]) -> Non
     psi.view(b, rx, cx, ry, cy).mul_(t.reshape(t.shape[0], 1, cx, 1, cy))
 
 
-def plane_wave(grid: Grid, batch: int | None = None, device=None,
+def plane_wave(grid: Grid, batch: int | None = None, *, device: str | torch.device | None = None,
                dtype: torch.dtype = torch.complex64) -> torch.Tensor:
     """Unit-amplitude plane wave [nx, ny] (or [batch, nx, ny])."""
     shape = grid.gpts if batch is None else (batch, *grid.gpts)
@@ -219,7 +219,7 @@ def as_structure(structure, zone=None, extent=None, thickness=None) -> Structure
 
 def exit_wave(structure, energy: float = 300.0, sampling: float = 0.05,
               slice_thickness: float | Sequence[float] = 2.0, thickness: float | None = None,
-              terms: int = 3, device: str | torch.device | None = None, *,
+              terms: int = 3, *, device: str | torch.device | None = None,
               gpts: int | Sequence[int] | None = None, method: str = "exact", tilt=None,
               exit_planes: int | None = None, debye_waller: Mapping[str | int, float] | None = None,
               frozen_phonons: int = 0, seed: int | None = None, precision: str = "float32",
@@ -272,6 +272,6 @@ def exit_wave(structure, energy: float = 300.0, sampling: float = 0.05,
         if tilt is not None and torch.as_tensor(tilt).dim() == 2:
             batch = torch.as_tensor(tilt).shape[0]
     grid = (pots[0] if isinstance(pots, list) else pots).grid
-    wave = plane_wave(grid, batch, device, _COMPLEX[real])
+    wave = plane_wave(grid, batch, device=device, dtype=_COMPLEX[real])
     return multislice(wave, pots, energy, tilt=tilt, exit_planes=exit_planes,
                       bandlimit_transmission=bandlimit_transmission)

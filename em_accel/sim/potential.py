@@ -120,9 +120,9 @@ class Potential:
     def __init__(self, structure: Structure, sampling: float | Sequence[float] | None = 0.05,
                  slice_thickness: float | Sequence[float] = 2.0, terms: int = 3,
                  method: str = "exact", gpts: int | Sequence[int] | None = None,
-                 debye_waller: Mapping[str | int, float] | None = None,
+                 debye_waller: Mapping[str | int, float] | None = None, *,
                  device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-                 *, structure_factor: str = "auto"):
+                 structure_factor: str = "auto"):
         if not isinstance(structure, Structure):
             raise TypeError(f"structure must be an em_accel.sim.Structure, got {type(structure).__name__}")
         if method not in ("exact", "deposit"):

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from .._api import progress_bar
 from ..ops import multislice as ops
 from .imaging import aberration_function, aperture
 from .multislice import multislice
@@ -21,16 +22,17 @@ from .structure import Structure
 
 
 def probe(grid: Grid, energy: float, positions, semiangle_cutoff: float = 30.0,
-          aberrations: Mapping[str, float] | None = None, soft: bool = True, device=None,
-          dtype: torch.dtype = torch.complex64, **kwargs: float) -> torch.Tensor:
+          aberrations: Mapping[str, float] | None = None, soft: bool = True, *,
+          device: str | torch.device | None = None, dtype: torch.dtype = torch.complex64,
+          **kwargs: float) -> torch.Tensor:
     """Probes [P, nx, ny] centred at ``positions`` [P, 2] (x, y) [Å]; aperture in mrad."""
     kc, _ = grid.antialias()
     if semiangle_cutoff * 1e-3 / wavelength(energy) > kc:
         raise ValueError(f"semiangle_cutoff {semiangle_cutoff} mrad exceeds the band limit "
                          f"{kc * wavelength(energy) * 1e3:.1f} mrad of this sampling; sample finer")
     pos = torch.as_tensor(np.asarray(positions, dtype=np.float64), device=device).reshape(-1, 2)
-    a = aperture(grid, energy, semiangle_cutoff, soft, device)
-    chi = aberration_function(grid, energy, aberrations, device, **kwargs)
+    a = aperture(grid, energy, semiangle_cutoff, soft, device=device)
+    chi = aberration_function(grid, energy, aberrations, device=device, **kwargs)
     base = torch.polar(a, -chi)
     base = base / torch.sqrt((base.abs() ** 2).sum())
     kx, ky = grid.frequencies(device)
@@ -46,7 +48,8 @@ def scan_grid(extent: Sequence[float], gpts: Sequence[int], start=(0.0, 0.0)) ->
     return np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
 
 
-def annular_mask(grid: Grid, energy: float, inner: float, outer: float, device=None) -> torch.Tensor:
+def annular_mask(grid: Grid, energy: float, inner: float, outer: float, *,
+                 device: str | torch.device | None = None) -> torch.Tensor:
     """Detector mask float64 [nx, ny]: inner <= alpha < outer [mrad]."""
     if not 0 <= inner < outer:
         raise ValueError(f"detector angles must satisfy 0 <= inner < outer, got {inner}, {outer}")
@@ -63,18 +66,19 @@ def annular_mask(grid: Grid, energy: float, inner: float, outer: float, device=N
 
 def stem(potential: Potential, energy: float, positions, detectors: Sequence[tuple[float, float]],
          semiangle_cutoff: float = 30.0, aberrations: Mapping[str, float] | None = None,
-         batch: int = 16, **kwargs: float) -> torch.Tensor:
+         batch: int = 16, progress: bool = True, **kwargs: float) -> torch.Tensor:
     """STEM signals [D, P] of annular detectors (inner, outer) [mrad] at scan ``positions`` [P, 2].
 
     The probes run through the multislice ``batch`` at a time; each signal is the fraction of the
-    incident probe intensity that the detector collects.
+    incident probe intensity that the detector collects. ``progress`` draws a bar over the
+    batches (on a terminal).
     """
     grid, dev = potential.grid, potential.device
     cdt = torch.complex64 if potential.dtype == torch.float32 else torch.complex128
-    masks = torch.stack([annular_mask(grid, energy, i, o, dev) for i, o in detectors])
+    masks = torch.stack([annular_mask(grid, energy, i, o, device=dev) for i, o in detectors])
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
     out = []
-    for s in range(0, len(pos), batch):
+    for s in progress_bar(range(0, len(pos), batch), progress, desc="stem", unit="batch"):
         waves = probe(grid, energy, pos[s:s + batch], semiangle_cutoff, aberrations,
                       device=dev, dtype=cdt, **kwargs)
         exit_ = multislice(waves, potential, energy)
@@ -85,7 +89,8 @@ def stem(potential: Potential, energy: float, positions, detectors: Sequence[tup
 
 def incoherent_image(structure: Structure, energy: float, sampling: float | None = 0.05,
                      semiangle_cutoff: float = 30.0, aberrations: Mapping[str, float] | None = None,
-                     exponent: float = 1.7, gpts=None, device=None, **kwargs: float) -> torch.Tensor:
+                     exponent: float = 1.7, gpts=None, *, device: str | torch.device | None = None,
+                     **kwargs: float) -> torch.Tensor:
     """Fast incoherent HAADF approximation [nx, ny]: probe intensity convolved with Z^exponent.
 
     Every atom is a point of weight Z^exponent (projected through the whole box), placed with the
