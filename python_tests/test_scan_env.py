@@ -72,7 +72,7 @@ def test_spiral_as_actions_matches_static_sampler(device, mode):
     # One probe per segment: each action is the step to the next spiral probe.
     steps = torch.cat([pos[1:] - pos[:-1], torch.zeros(1, 2, dtype=torch.float64)])
     images = torch.rand(2, 32, 32, dtype=torch.float64, device=device)
-    kw = dict(dose=30.0, read_noise=0.01, seed=17)
+    kw = dict(counts_per_intensity=30.0, read_noise=0.01, seed=17)
     env = AdaptiveScanEnv(images, segments=len(pos), probes=1, first_angle=None,
                           start=tuple(pos[0].tolist()), mode=mode, **kw)
     with torch.no_grad():

@@ -85,14 +85,14 @@ def test_noise_reproducible_and_matches_python_spec(device):
     images = torch.rand(3, 8, 8, dtype=torch.float64) * 3
     pos = torch.rand(3, 40, 2, dtype=torch.float64) * 8
     images, pos = images.to(device), pos.to(device)
-    for dose, read in ((0.0, 0.2), (4.0, 0.0), (50.0, 0.05)):
-        a = scan_sample(images, pos, dose=dose, read_noise=read, seed=123)
-        b = scan_sample(images, pos, dose=dose, read_noise=read, seed=123)
-        c = scan_sample(images, pos, dose=dose, read_noise=read, seed=124)
+    for cpi, read in ((0.0, 0.2), (4.0, 0.0), (50.0, 0.05)):
+        a = scan_sample(images, pos, counts_per_intensity=cpi, read_noise=read, seed=123)
+        b = scan_sample(images, pos, counts_per_intensity=cpi, read_noise=read, seed=123)
+        c = scan_sample(images, pos, counts_per_intensity=cpi, read_noise=read, seed=124)
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
         clean = scan_sample(images, pos)
-        torch.testing.assert_close(a.cpu(), noise_reference(clean.cpu(), 123, dose, read),
+        torch.testing.assert_close(a.cpu(), noise_reference(clean.cpu(), 123, cpi, read),
                                    rtol=1e-12, atol=1e-12)
 
 
@@ -103,7 +103,7 @@ def test_noise_statistics():
     for lam in (0.3, 3.0, 9.5, 10.0, 40.0, 1000.0):
         images = torch.full((1, 1, 1), lam, dtype=torch.float64)
         pos = torch.full((1, n, 2), 0.5, dtype=torch.float64)
-        k = scan_sample(images, pos, dose=1.0, seed=5)[0]
+        k = scan_sample(images, pos, counts_per_intensity=1.0, seed=5)[0]
         assert torch.equal(k, k.round()) and bool((k >= 0).all())
         assert abs(k.mean().item() - lam) < 5 * math.sqrt(lam / n)
         assert abs(k.var().item() / lam - 1) < 5 * math.sqrt(2.0 / n) + 5 / math.sqrt(n * lam)
@@ -121,7 +121,8 @@ def test_noise_statistics():
 def test_noise_gradient_straight_through():
     images = torch.rand(2, 5, 5, dtype=torch.float64, requires_grad=True)
     pos = torch.rand(2, 30, 2, dtype=torch.float64) * 5
-    (g_noisy,) = torch.autograd.grad(scan_sample(images, pos, dose=10.0, seed=1).sum(), images)
+    noisy = scan_sample(images, pos, counts_per_intensity=10.0, seed=1)
+    (g_noisy,) = torch.autograd.grad(noisy.sum(), images)
     (g_clean,) = torch.autograd.grad(scan_sample(images, pos).sum(), images)
     assert torch.equal(g_noisy, g_clean)
 
@@ -133,9 +134,10 @@ def test_cpu_and_cuda_agree():
     images = torch.rand(4, 33, 29, dtype=torch.float64) * 20
     pos = torch.rand(4, 500, 2, dtype=torch.float64) * 35 - 1
     for mode in ("nearest", "bilinear"):
-        for dose, read in ((0.0, 0.0), (2.0, 0.1), (300.0, 0.0)):
-            a = scan_sample(images, pos, mode, dose=dose, read_noise=read, seed=77)
-            b = scan_sample(images.cuda(), pos.cuda(), mode, dose=dose, read_noise=read, seed=77)
+        for cpi, read in ((0.0, 0.0), (2.0, 0.1), (300.0, 0.0)):
+            a = scan_sample(images, pos, mode, counts_per_intensity=cpi, read_noise=read, seed=77)
+            b = scan_sample(images.cuda(), pos.cuda(), mode, counts_per_intensity=cpi,
+                            read_noise=read, seed=77)
             # libm and CUDA's log/cos/lgamma may differ by an ulp: allow rare Poisson flips.
             close = torch.isclose(a, b.cpu(), rtol=1e-9, atol=1e-9)
             assert close.float().mean().item() > 0.999
@@ -260,8 +262,8 @@ def test_bad_input_raises_named_errors():
         scan_sample(img, pos.long())
     with pytest.raises(ValueError, match="mode"):
         scan_sample(img, pos, "bicubic")
-    with pytest.raises(ValueError, match="dose"):
-        scan_sample(img, pos, dose=-1.0)
+    with pytest.raises(ValueError, match="counts_per_intensity"):
+        scan_sample(img, pos, counts_per_intensity=-1.0)
     with pytest.raises(ValueError, match="read_noise"):
         scan_sample(img, pos, read_noise=float("nan"))
     with pytest.raises(ValueError, match="seed"):

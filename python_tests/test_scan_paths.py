@@ -123,7 +123,7 @@ def test_blur_path_and_low_dwell_noise():
     assert float(m.max()) <= 1 and float(m[3, 4]) > 0 and float(m[1, 4]) == 0
     img = torch.rand(9, 9) * 2 - 1
     g = torch.Generator().manual_seed(0)
-    x = low_dwell_noise(img, m, generator=g)
+    x = low_dwell_noise(img, m, seed=g)
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
     # Off-path pixels (m = 0) hold the minimum value (-1 before rescaling).
     assert float(x[0, 0]) == 0.0

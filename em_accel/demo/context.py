@@ -185,7 +185,7 @@ class DemoContext:
         truth = self.nanoparticle.haadf
         path = spiral(truth.shape, SCAN_COVERAGE)
         counts = 200.0
-        ps = partial_scan(torch.from_numpy(truth), path, dose=counts, seed=self.seed)
+        ps = partial_scan(torch.from_numpy(truth), path, counts_per_intensity=counts, seed=self.seed)
         r = ps.raster
         return SparseScan(truth, path, ps.values.numpy(), r.mask.numpy(), r.infilled.numpy(),
                           path.coverage, counts)

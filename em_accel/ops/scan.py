@@ -100,18 +100,19 @@ def _poisson(lam: float, seed: int, index: int) -> float:
     return max(0.0, math.floor(lam + slam * _normal(seed, index, 128) + 0.5))
 
 
-def noise_reference(values: torch.Tensor, seed: int, dose: float, read_noise: float) -> torch.Tensor:
+def noise_reference(values: torch.Tensor, seed: int, counts_per_intensity: float,
+                    read_noise: float) -> torch.Tensor:
     """The detector model of em_accel::scan_sample applied to clean ``values`` [B, P].
 
-    Probe b*P + p gets v <- Poisson(dose * max(v, 0)) / dose (if dose > 0), then
+    Probe b*P + p gets v <- Poisson(c * max(v, 0)) / c with c = counts_per_intensity (if c > 0), then
     v <- v + read_noise * N(0, 1) (if read_noise > 0), from the counter-based generator keyed by
     (seed, b*P + p). Pure Python per element: for tests on small inputs.
     """
     flat = values.detach().double().cpu().reshape(-1).tolist()
     out = []
     for i, v in enumerate(flat):
-        if dose > 0:
-            v = _poisson(dose * max(v, 0.0), seed, i) / dose
+        if counts_per_intensity > 0:
+            v = _poisson(counts_per_intensity * max(v, 0.0), seed, i) / counts_per_intensity
         if read_noise > 0:
             v += read_noise * _normal(seed, i, 256)
         out.append(v)
@@ -122,7 +123,7 @@ def noise_reference(values: torch.Tensor, seed: int, dose: float, read_noise: fl
 # References (the executable spec), float64-capable, written from the definitions.
 
 def scan_sample_reference(images: torch.Tensor, positions: torch.Tensor, mode: int, seed: int = 0,
-                          dose: float = 0.0, read_noise: float = 0.0) -> torch.Tensor:
+                          counts_per_intensity: float = 0.0, read_noise: float = 0.0) -> torch.Tensor:
     """Reference for em_accel::scan_sample; float64-capable and differentiable by autograd."""
     B, H, W = images.shape
     acc = accumulate_dtype(images.dtype)
@@ -146,8 +147,8 @@ def scan_sample_reference(images: torch.Tensor, positions: torch.Tensor, mode: i
         top = g(y0, x0) * (1 - wx) + g(y0, x1) * wx
         bottom = g(y1, x0) * (1 - wx) + g(y1, x1) * wx
         values = top * (1 - wy) + bottom * wy
-    if dose > 0 or read_noise > 0:
-        noisy = noise_reference(values, seed, dose, read_noise).to(acc)
+    if counts_per_intensity > 0 or read_noise > 0:
+        noisy = noise_reference(values, seed, counts_per_intensity, read_noise).to(acc)
         values = values + (noisy - values).detach()  # straight-through, like the native op
     return values
 
@@ -189,7 +190,7 @@ def scan_rasterize_reference(values: torch.Tensor, positions: torch.Tensor, heig
 # ---------------------------------------------------------------------------------------------
 # Checks shared by the real and the fake implementations.
 
-def _check_sample(images, positions, mode, seed, dose, read_noise) -> None:
+def _check_sample(images, positions, mode, seed, counts_per_intensity, read_noise) -> None:
     check_tensor("images", images, dtypes=FLOAT_DTYPES, ndim=3)
     acc = accumulate_dtype(images.dtype)
     check_tensor("positions", positions, dtypes=(acc,), ndim=3)
@@ -205,26 +206,27 @@ def _check_sample(images, positions, mode, seed, dose, read_noise) -> None:
         raise ValueError(f"mode must be one of {[int(m) for m in SampleMode]}, got {mode}")
     if not 0 <= seed < 2 ** 63:
         raise ValueError(f"seed must be in [0, 2**63), got {seed}")
-    if not (math.isfinite(dose) and dose >= 0):
-        raise ValueError(f"dose must be finite and >= 0 (0: no shot noise), got {dose}")
+    if not (math.isfinite(counts_per_intensity) and counts_per_intensity >= 0):
+        raise ValueError("counts_per_intensity must be finite and >= 0 (0: no shot noise), "
+                         f"got {counts_per_intensity}")
     if not (math.isfinite(read_noise) and read_noise >= 0):
         raise ValueError(f"read_noise must be finite and >= 0, got {read_noise}")
 
 
-def _sample_params(images, positions, mode, seed, dose, read_noise):
+def _sample_params(images, positions, mode, seed, counts_per_intensity, read_noise):
     p = _native.scan.SampleParams()
     p.batch, p.height, p.width = images.shape
     p.probes = positions.shape[1]
     p.mode, p.dtype, p.seed = int(mode), DTYPE_CODES[images.dtype], int(seed)
-    p.dose, p.read_noise = float(dose), float(read_noise)
+    p.dose, p.read_noise = float(counts_per_intensity), float(read_noise)
     return p
 
 
 def _scan_sample_impl(images: torch.Tensor, positions: torch.Tensor, mode: int, seed: int,
-                      dose: float, read_noise: float) -> torch.Tensor:
-    _check_sample(images, positions, mode, seed, dose, read_noise)
+                      counts_per_intensity: float, read_noise: float) -> torch.Tensor:
+    _check_sample(images, positions, mode, seed, counts_per_intensity, read_noise)
     values = torch.empty(positions.shape[:2], dtype=positions.dtype, device=images.device)
-    p = _sample_params(images, positions, mode, seed, dose, read_noise)
+    p = _sample_params(images, positions, mode, seed, counts_per_intensity, read_noise)
     with native_stream(images.device, "em_accel::scan_sample") as stream:
         if images.device.type == "cuda":
             _native.scan.sample_cuda(p, images.data_ptr(), positions.data_ptr(), values.data_ptr(),
@@ -236,14 +238,14 @@ def _scan_sample_impl(images: torch.Tensor, positions: torch.Tensor, mode: int, 
 
 @torch.library.custom_op("em_accel::scan_sample", mutates_args=())
 def scan_sample_op(images: torch.Tensor, positions: torch.Tensor, mode: int, seed: int,
-                   dose: float, read_noise: float) -> torch.Tensor:
+                   counts_per_intensity: float, read_noise: float) -> torch.Tensor:
     """Sample images [B, H, W] at positions [B, P, 2]; see scan_sample."""
-    return _scan_sample_impl(images, positions, mode, seed, dose, read_noise)
+    return _scan_sample_impl(images, positions, mode, seed, counts_per_intensity, read_noise)
 
 
 @scan_sample_op.register_fake
-def _(images, positions, mode, seed, dose, read_noise):
-    _check_sample(images, positions, mode, seed, dose, read_noise)
+def _(images, positions, mode, seed, counts_per_intensity, read_noise):
+    _check_sample(images, positions, mode, seed, counts_per_intensity, read_noise)
     return positions.new_empty(positions.shape[:2])
 
 
@@ -409,7 +411,8 @@ def _mode(mode: str | int | SampleMode) -> SampleMode:
 
 
 def scan_sample(images: torch.Tensor, positions: torch.Tensor, mode: str = "nearest", *,
-                dose: float | None = None, read_noise: float = 0.0, seed: int = 0) -> torch.Tensor:
+                counts_per_intensity: float | None = None, read_noise: float = 0.0,
+                seed: int = 0) -> torch.Tensor:
     """Read images at probe positions, optionally with shot and detector noise, natively.
 
     Args:
@@ -418,8 +421,8 @@ def scan_sample(images: torch.Tensor, positions: torch.Tensor, mode: str = "near
             [i, i+1) x [j, j+1). Cast to float32 (float64 for float64 images). Off-image
             positions read the nearest edge pixel.
         mode: "nearest" (the pixel containing the position) or "bilinear" (between centres).
-        dose: shot noise, in counts per unit intensity: each value v becomes
-            Poisson(dose * max(v, 0)) / dose. None or 0: no shot noise.
+        counts_per_intensity: shot noise [counts per unit intensity]: each value v becomes
+            Poisson(c * max(v, 0)) / c with c = counts_per_intensity. None or 0: no shot noise.
         read_noise: standard deviation of additive Gaussian detector noise (intensity units).
         seed: seed of the counter-based generator; probe (b, p) draws from (seed, b*P + p), so
             results are reproducible and identical on CPU and GPU up to libm rounding.
@@ -435,7 +438,7 @@ def scan_sample(images: torch.Tensor, positions: torch.Tensor, mode: str = "near
     if not positions.is_floating_point():
         raise TypeError(f"positions must be a floating-point tensor, got {positions.dtype}")
     args = (images.contiguous(), positions.to(acc).contiguous(), int(_mode(mode)), int(seed),
-            float(dose or 0.0), float(read_noise))
+            float(counts_per_intensity or 0.0), float(read_noise))
     if (torch.is_grad_enabled() and (images.requires_grad or positions.requires_grad)) or \
             torch.compiler.is_compiling():
         return scan_sample_op(*args)

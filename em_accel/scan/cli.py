@@ -82,8 +82,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         image = read_image(args.image)
     path = make_path(args.path, tuple(image.shape), args.coverage, seed=args.seed)
-    scan = partial_scan(image, path, mode=args.mode, dose=args.dose, read_noise=args.read_noise,
-                        seed=args.seed)
+    scan = partial_scan(image, path, mode=args.mode, read_noise=args.read_noise, seed=args.seed,
+                        counts_per_intensity=args.counts_per_intensity)
     r = scan.raster
     err = torch.sqrt(torch.mean((r.infilled - image) ** 2)).item()
     print(f"{args.path}: {len(path)} probes, coverage {path.coverage:.5f} "
@@ -120,7 +120,7 @@ def register(subparsers) -> None:
     p.add_argument("--coverage", type=float, default=0.05,
                    help="fraction of pixels probed, in (0, 1] (default 0.05)")
     p.add_argument("--mode", choices=("nearest", "bilinear"), default="nearest")
-    p.add_argument("--dose", type=float, default=None,
+    p.add_argument("--counts-per-intensity", type=float, default=None,
                    help="shot noise: counts per unit intensity (default: none)")
     p.add_argument("--read-noise", type=float, default=0.0, help="Gaussian detector noise std")
     p.add_argument("--seed", type=int, default=0)

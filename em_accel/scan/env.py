@@ -46,7 +46,8 @@ class AdaptiveScanEnv:
             first action chooses it).
         edge_penalty: cost added when a step's next start leaves [0, H] x [0, W].
         start: (row, col) of the first probe [px]; default the centre (H/2, W/2).
-        mode, dose, read_noise, seed: sampling and noise, as :func:`em_accel.ops.scan_sample`.
+        mode, counts_per_intensity, read_noise, seed: sampling and noise, as
+            :func:`em_accel.ops.scan_sample`.
             Probe j of element b uses noise index b*T*S + j, so an episode's noise equals
             scan_sample's on the episode's positions with the same seed.
 
@@ -58,14 +59,16 @@ class AdaptiveScanEnv:
     def __init__(self, images: torch.Tensor, *, segments: int = 20, probes: int = 20,
                  step: float = math.sqrt(2.0), first_angle: float | None = math.pi / 4,
                  edge_penalty: float = 0.05, start: tuple[float, float] | None = None,
-                 mode: str = "nearest", dose: float | None = None, read_noise: float = 0.0,
+                 mode: str = "nearest", counts_per_intensity: float | None = None,
+                 read_noise: float = 0.0,
                  seed: int = 0) -> None:
         if segments < 1 or probes < 1:
             raise ValueError(f"segments and probes must be >= 1, got {segments}, {probes}")
         if not (step > 0 and math.isfinite(step)):
             raise ValueError(f"step must be finite and > 0 px, got {step}")
-        if not (dose is None or (math.isfinite(dose) and dose >= 0)):
-            raise ValueError(f"dose must be None or finite and >= 0, got {dose}")
+        c = counts_per_intensity
+        if not (c is None or (math.isfinite(c) and c >= 0)):
+            raise ValueError(f"counts_per_intensity must be None or finite and >= 0, got {c}")
         if not (math.isfinite(read_noise) and read_noise >= 0):
             raise ValueError(f"read_noise must be finite and >= 0, got {read_noise}")
         if not 0 <= seed < 2 ** 63:
@@ -73,7 +76,8 @@ class AdaptiveScanEnv:
         self.segments, self.probes, self.step_px = int(segments), int(probes), float(step)
         self.first_angle, self.edge_penalty = first_angle, float(edge_penalty)
         self.mode = _mode(mode)
-        self.dose, self.read_noise, self.seed = float(dose or 0.0), float(read_noise), int(seed)
+        self.counts_per_intensity = float(c or 0.0)
+        self.read_noise, self.seed = float(read_noise), int(seed)
         self._start_arg = start
         self.reset(images)
 
@@ -106,7 +110,7 @@ class AdaptiveScanEnv:
         p.batch, p.height, p.width = B, H, W
         p.probes, p.episode_probes = self.probes, total
         p.mode, p.dtype = int(self.mode), DTYPE_CODES[self.images.dtype]
-        p.seed, p.dose, p.read_noise = self.seed, self.dose, self.read_noise
+        p.seed, p.dose, p.read_noise = self.seed, self.counts_per_intensity, self.read_noise
         p.step, p.edge_penalty = self.step_px, self.edge_penalty
         self._params = p
         self._cuda = dev.type == "cuda"

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .._api import Seed, as_generator
 from ..ops.scan import Raster, scan_rasterize, scan_sample
 from .paths import ScanPath
 
@@ -43,13 +44,14 @@ def gaussian_blur(images: torch.Tensor, size: int, sigma: float) -> torch.Tensor
 
 
 def partial_scan(images: torch.Tensor, path: ScanPath, *, mode: str = "nearest",
-                 dose: float | None = None, read_noise: float = 0.0, seed: int = 0) -> PartialScan:
+                 counts_per_intensity: float | None = None, read_noise: float = 0.0,
+                 seed: int = 0) -> PartialScan:
     """Sample images [B, H, W] (or [H, W]) along ``path`` and rasterise with infill.
 
     Args:
         images: intensities, float32/float64 (CPU or CUDA); shape must match path.shape.
         path: probe positions (the same path for every image).
-        mode, dose, read_noise, seed: as :func:`em_accel.ops.scan_sample`.
+        mode, counts_per_intensity, read_noise, seed: as :func:`em_accel.ops.scan_sample`.
     """
     squeeze = images.dim() == 2
     x = images[None] if squeeze else images
@@ -57,14 +59,15 @@ def partial_scan(images: torch.Tensor, path: ScanPath, *, mode: str = "nearest",
         raise ValueError(f"images must have spatial shape {list(path.shape)} (the path's), "
                          f"got {list(x.shape[-2:])}")
     pos = path.positions.to(x.device)[None].expand(x.shape[0], -1, -1)
-    values = scan_sample(x, pos, mode, dose=dose, read_noise=read_noise, seed=seed)
+    values = scan_sample(x, pos, mode, counts_per_intensity=counts_per_intensity,
+                         read_noise=read_noise, seed=seed)
     raster = scan_rasterize(values, pos, path.shape)
     if squeeze:
         values, raster = values[0], Raster(*(t[0] for t in raster))
     return PartialScan(values, raster)
 
 
-def dwell_mask(path: ScanPath, device: torch.device | str | None = None) -> torch.Tensor:
+def dwell_mask(path: ScanPath, *, device: torch.device | str | None = None) -> torch.Tensor:
     """[H, W] mask of the time spent on each pixel, clipped to [0, 1] (thesis gridlike masks).
 
     Each probe deposits its dwell (1 when the path has none) in the pixel it lands in; the sum
@@ -81,19 +84,20 @@ def blur_path(mask: torch.Tensor) -> torch.Tensor:
     return gaussian_blur(mask, 3, 0.8).clamp(0.0, 1.0)
 
 
-def low_dwell_noise(images: torch.Tensor, dwell_mask: torch.Tensor,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def low_dwell_noise(images: torch.Tensor, dwell_mask: torch.Tensor, seed: Seed = None
+                    ) -> torch.Tensor:
     """Thesis input with extra noise on low-dwell pixels, rescaled to [0, 1].
 
     detection = m*(m*img + 2*(1 - m)*U(0,1)*img_b) with img_b the 5x5 (sigma 2.5) blurred image
     min-max normalised to [-1, 1]; pixels with m = 0 are set to -1; the result is min-max
     rescaled to [0, 1] per image. ``images`` are expected in [-1, 1] (thesis normalisation).
+    ``seed`` (int, None or a CPU torch.Generator) draws U(0,1).
     """
     blurred = gaussian_blur(images, 5, 2.5)
     lo = blurred.amin(dim=(-2, -1), keepdim=True)
     hi = blurred.amax(dim=(-2, -1), keepdim=True)
     img_b = 2 * (blurred - lo) / (hi - lo).clamp(min=1e-12) - 1
-    u = torch.rand(images.shape, generator=generator, dtype=images.dtype).to(images.device)
+    u = torch.rand(images.shape, generator=as_generator(seed), dtype=images.dtype).to(images.device)
     m = dwell_mask
     det = m * (m * images + 2 * (1 - m) * u * img_b)
     det = torch.where(m > 0, det, torch.full_like(det, -1.0))
