@@ -1,0 +1,214 @@
+"""A compact noise-level-conditioned denoiser for every dose (counts/px from ~1 to 10⁴).
+
+The network works in a variance-stabilised domain. Counts ``c`` (or equivalent Poisson counts
+from a detector image, :mod:`em_accel.data.noise_estimate`) go through the Anscombe transform
+``z = 2·sqrt(c + 3/8)``, whose noise has standard deviation ≈ 1 whatever the dose, and are divided
+by ``s = 2·sqrt(mean(c) + 3/8)`` so that every image has a mean near 1. The noise level of the
+scaled image is then ``σ = 1/s`` (0.43 at 1 count/px, 0.005 at 10⁴), and a constant map of σ is
+the network's second input channel, as in FFDNet/DRUNet: one model for all doses.
+
+The network is a small bias-free UNet (residual blocks of two 3×3 convolutions, 2×2 strided
+convolutions down, transposed ones up, skips by addition, as DRUNet) and predicts the noise in
+units of σ: ``ẑ = z − σ·net([z, σ])``. The clean counts are ``(s·ẑ/2)² − 3/8``.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.noise_estimate import NoiseLevel, estimate_noise
+
+#: Shipped weights of the conditioned model.
+PRETRAINED_CONDITIONED = "denoiser_conditioned.safetensors"
+
+
+class ResBlock(nn.Module):
+    """x + conv3(ReLU(conv3(x))), bias-free."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                                  nn.ReLU(inplace=True),
+                                  nn.Conv2d(channels, channels, 3, padding=1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ConditionedUNet(nn.Module):
+    """Noise-level-conditioned residual UNet.
+
+    Args:
+        channels: channels per level, finest first (each further level halves the resolution).
+        blocks: residual blocks per level on each side (and in the bottleneck).
+
+    Input ``[B, 2, H, W]``: the scaled Anscombe image and its noise-level map σ; H and W
+    multiples of ``2**(len(channels) − 1)``. Output ``[B, 1, H, W]``: the denoised scaled
+    Anscombe image.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 96), blocks: int = 1) -> None:
+        super().__init__()
+        if not 1 <= len(channels) <= 4 or min(channels) < 1 or blocks < 0:
+            raise ValueError(f"need 1-4 levels of >= 1 channels and blocks >= 0, got "
+                             f"channels={channels}, blocks={blocks}")
+        self.config = {"channels": [int(c) for c in channels], "blocks": int(blocks)}
+        self.head = nn.Conv2d(2, channels[0], 3, padding=1, bias=False)
+        self.down = nn.ModuleList()
+        self.enc = nn.ModuleList()
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for c, nxt in zip(channels[:-1], channels[1:]):
+            self.enc.append(nn.Sequential(*(ResBlock(c) for _ in range(blocks))))
+            self.down.append(nn.Conv2d(c, nxt, 2, stride=2, bias=False))
+            self.up.append(nn.ConvTranspose2d(nxt, c, 2, stride=2, bias=False))
+            self.dec.append(nn.Sequential(*(ResBlock(c) for _ in range(blocks))))
+        self.body = nn.Sequential(*(ResBlock(channels[-1]) for _ in range(blocks)))
+        self.tail = nn.Conv2d(channels[0], 1, 3, padding=1, bias=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        for blk in self.modules():   # residual branches start near zero: a stable deep start
+            if isinstance(blk, ResBlock):
+                blk.body[2].weight.data.mul_(0.1)
+        self.tail.weight.data.mul_(0.1)
+
+    @property
+    def stride(self) -> int:
+        return 2 ** (len(self.config["channels"]) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 2:
+            raise ValueError(f"x must have shape [B, 2, H, W] (image, noise map), got {list(x.shape)}")
+        if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
+            raise ValueError(f"x's height and width must be multiples of {self.stride}, got "
+                             f"{x.shape[-2]}×{x.shape[-1]} (use denoise_counts, which tiles and pads)")
+        z, sigma = x[:, :1], x[:, 1:]
+        y = self.head(x)
+        skips = []
+        for enc, down in zip(self.enc, self.down):
+            y = enc(y)
+            skips.append(y)
+            y = down(y)
+        y = self.body(y)
+        for up, dec in zip(reversed(self.up), reversed(self.dec)):
+            y = dec(up(y) + skips.pop())
+        return z - sigma * self.tail(y)
+
+
+class WithNoiseMap(nn.Module):
+    """``model`` applied to ``[B, 1, H, W]`` inputs with a constant noise map σ appended (lets
+    the single-channel tiling of :func:`em_accel.models.denoise_tiled` drive it)."""
+
+    def __init__(self, model: nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.model, self.sigma = model, float(sigma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.cat([x, torch.full_like(x, self.sigma)], 1))
+
+
+def anscombe(counts: torch.Tensor) -> torch.Tensor:
+    """``2·sqrt(c + 3/8)`` (clamped at c = −3/8): Poisson noise → unit variance."""
+    return 2.0 * torch.sqrt((counts + 0.375).clamp_min(0.0))
+
+
+def inverse_anscombe(z: torch.Tensor) -> torch.Tensor:
+    """Algebraic inverse of :func:`anscombe` for a *clean* estimate, clamped at 0 counts."""
+    return ((z.clamp_min(0.0) / 2.0) ** 2 - 0.375).clamp_min(0.0)
+
+
+def scale_of(mean_counts: float | torch.Tensor) -> torch.Tensor:
+    """The scale ``s = 2·sqrt(mean + 3/8)`` that brings an Anscombe image to mean ≈ 1; σ = 1/s."""
+    m = torch.as_tensor(mean_counts, dtype=torch.float64)
+    return 2.0 * torch.sqrt(m.clamp_min(0.0) + 0.375)
+
+
+def _from_bytes(data: bytes, map_location) -> tuple[ConditionedUNet, dict]:
+    from safetensors.torch import load
+
+    n = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + n]).get("__metadata__", {})
+    if "config" not in meta:
+        raise ValueError("weights file has no 'config' metadata (write it with "
+                         "em_accel.train.checkpoint.save_weights)")
+    config = json.loads(meta["config"])
+    if "channels" not in config:
+        raise ValueError("weights file is not a ConditionedUNet (its config has no 'channels'); "
+                         "load AtrousDenoiser weights with em_accel.models.load_weights")
+    model = ConditionedUNet(tuple(config["channels"]), config["blocks"])
+    model.load_state_dict({k: v.float() for k, v in load(data).items()})
+    return model.to(map_location).eval(), json.loads(meta.get("notes", "{}"))
+
+
+def load_conditioned(path: str | Path | None = None, map_location: str | torch.device = "cpu",
+                     with_notes: bool = False):
+    """The shipped conditioned denoiser (``path=None``) or one from a weights file written by
+    :func:`em_accel.train.checkpoint.save_weights`, in eval mode; with ``with_notes`` also the
+    dict of how it was trained."""
+    if path is None:
+        ref = resources.files("em_accel.models") / "weights" / PRETRAINED_CONDITIONED
+        if not ref.is_file():
+            raise FileNotFoundError(f"no shipped weights {PRETRAINED_CONDITIONED} in "
+                                    "em_accel/models/weights")
+        data = ref.read_bytes()
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"no weights file {p}")
+        data = p.read_bytes()
+    model, notes = _from_bytes(data, map_location)
+    return (model, notes) if with_notes else model
+
+
+class Denoised(NamedTuple):
+    """Result of :func:`denoise_micrograph`."""
+
+    image: np.ndarray        # float32 [H, W], in the input's units
+    noise: NoiseLevel        # the noise model used (estimated, or the user's)
+
+
+def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None = None, *,
+                       noise: NoiseLevel | None = None, tile: int = 512, margin: int = 16,
+                       batch_size: int = 4, progress: Callable[[int], None] | None = None,
+                       ensemble: bool = False) -> Denoised:
+    """Denoise a 2-D micrograph at any dose, in its own units (counts or detector units).
+
+    The Poisson–Gaussian noise is estimated from the image (:func:`estimate_noise`) unless
+    ``noise`` is given (e.g. :func:`noise_level_from_detector` with the detector's gain, offset
+    and read noise). The image is turned into equivalent counts, Anscombe-transformed, scaled,
+    denoised tile by tile with the noise level σ as a second input, and mapped back.
+
+    Args:
+        image: [H, W] array, at least 16×16 px.
+        model: a :class:`ConditionedUNet` (default: the shipped weights, on the CPU); it runs
+            on its own device, with bfloat16 autocast on CUDA.
+        noise: the noise model; None estimates it.
+        tile, margin, batch_size, progress, ensemble: as :func:`em_accel.models.denoise_tiled`.
+    """
+    from .tiling import denoise_tiled
+
+    arr = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image,
+                     dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"image must be 2-D [H, W], got shape {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise ValueError("image contains NaN or infinite values")
+    if model is None:
+        model = load_conditioned()
+    nl = noise if noise is not None else estimate_noise(arr)
+    counts = torch.as_tensor(nl.to_counts(arr))
+    s = float(scale_of(float(counts.mean())))
+    device = next(model.parameters()).device
+    z = (anscombe(counts) / s).float().to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = denoise_tiled(WithNoiseMap(model, 1.0 / s), z, tile, margin, batch_size, progress,
+                            ensemble)
+    lam = inverse_anscombe(out.double().cpu() * s)
+    return Denoised(nl.from_counts(lam.numpy()).astype(np.float32), nl)

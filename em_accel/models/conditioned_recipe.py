@@ -1,0 +1,227 @@
+"""How the conditioned denoiser is made: ``python -m em_accel.models.conditioned_recipe OUT``.
+
+One model for all doses: crops of clean images acquired as TEM or STEM at mean doses drawn
+log-uniformly in [1, 10⁴] counts/px (:class:`em_accel.data.counts_dataset.CountsCropDataset`),
+trained in the Anscombe domain with the noise level as an input. The loss is the squared error
+weighted to approximate the error in counts, divided by the noise variance (so every dose
+counts alike; 1 = no better than the noisy input), per example clipped by ALRC.
+
+Resumable: ``OUT/checkpoint.safetensors`` holds model, optimiser, schedule, ALRC moments and
+step; batch ``k`` is a pure function of ``k``, so ``--seconds`` runs that stop and continue end
+bit-identical to one straight run of ``--steps``. ``--init`` starts a new run from weights.
+
+Training images (nothing downloaded): synthetic micrographs (:mod:`em_accel.data.synthetic`,
+seed 1000), scikit-image's :data:`~em_accel.data.SKIMAGE_TRAIN`, and, when present, the
+realistic micrograph caches named with ``--cache`` (``.npz`` with ``images`` [N, H, W] and an
+optional ``modality``). Held-out images for validation come from other seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import skimage_images, synthetic_images
+from ..data.counts_dataset import CountsCropDataset, acquire_counts, to_network
+from ..data.datasets import item_generator
+from ..train.checkpoint import save_weights
+from ..train.loop import Trainer, TrainConfig
+from .conditioned import ConditionedUNet, load_conditioned
+from .denoiser import count_parameters
+
+TRAIN_SEED, HELDOUT_SEED = 1000, 2000
+WEIGHTS = "denoiser_conditioned.safetensors"
+
+
+class AtrousConditioned(nn.Module):
+    """The thesis's atrous network with the noise map as a second input channel (predicts the
+    scaled Anscombe image directly), for the architecture comparison."""
+
+    def __init__(self, width: float = 0.1875, depth: int = 3) -> None:
+        super().__init__()
+        from .denoiser import AtrousDenoiser
+
+        self.net = AtrousDenoiser(width=width, depth=depth, in_channels=2)
+        self.config = {"atrous": self.net.config}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def noise_weighted_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per example: mean of ``(ẑ − z)²·z² / σ²`` (≈ the squared error in counts over the
+    noise variance; target channels are ``[z, σ]``)."""
+    z, sig = target[:, :1], target[:, 1:2]
+    return ((pred.float() - z) ** 2 * z ** 2 / sig ** 2).flatten(1).mean(1)
+
+
+class ConditionedTrainer(Trainer):
+    """:class:`Trainer` with the noise-weighted loss (no Huberisation, no L2)."""
+
+    def loss(self, pred, target):
+        raw = noise_weighted_error(pred, target)
+        per = self.alrc(raw) if self.config.alrc == "module" else raw
+        return per.mean(), raw.detach()
+
+
+class _Stop(Exception):
+    pass
+
+
+def training_images(n_synthetic: int, size: int = 256, caches: list[Path] = ()
+                    ) -> tuple[list[np.ndarray], list[str | None], dict]:
+    """Clean training images, their modality (None: either), and a description."""
+    ims = synthetic_images(n_synthetic, size, TRAIN_SEED)
+    mods: list[str | None] = [None] * len(ims)
+    nat = skimage_images()
+    ims += nat
+    mods += [None] * len(nat)
+    desc = {"synthetic": n_synthetic, "synthetic_seed": TRAIN_SEED, "skimage": len(nat)}
+    for path in caches:
+        with np.load(path, allow_pickle=False) as f:
+            arr = f["images"].astype(np.float32)
+            mod = str(f["modality"]) if "modality" in f else None
+        for im in arr:
+            im = (im - im.min()) / max(float(im.max() - im.min()), 1e-12)
+            ims.append(im)
+            mods.append(mod)
+        desc[str(path)] = {"n": len(arr), "modality": mod}
+    return ims, mods, desc
+
+
+def validation_pairs(n: int = 16, size: int = 128, seed: int = HELDOUT_SEED
+                     ) -> list[tuple[torch.Tensor, torch.Tensor, float, str]]:
+    """Held-out (input, target, dose, modality) pairs at fixed doses 2…5000 counts/px."""
+    doses = np.geomspace(2, 5000, n)
+    out = []
+    for k, im in enumerate(synthetic_images(n, size, seed)):
+        g = item_generator(seed, k)
+        mod = ("tem", "stem")[k % 2]
+        noisy, clean = acquire_counts(torch.as_tensor(im), mod, float(doses[k]), g)
+        x, t, _ = to_network(noisy, clean)
+        out.append((x, t, float(doses[k]), mod))
+    return out
+
+
+@torch.no_grad()
+def validate(model: nn.Module, pairs) -> dict:
+    """Mean noise-weighted error at low (< 60) and high (≥ 300 counts/px) validation doses."""
+    model.eval()
+    res = {"low": [], "mid": [], "high": []}
+    for x, t, dose, _ in pairs:
+        e = float(noise_weighted_error(model(x[None]), t[None])[0])
+        res["low" if dose < 60 else "high" if dose >= 300 else "mid"].append(e)
+    model.train()
+    return {k: float(np.mean(v)) for k, v in res.items() if v}
+
+
+def build(arch: str, channels: tuple[int, ...], blocks: int) -> nn.Module:
+    if arch == "unet":
+        return ConditionedUNet(channels, blocks)
+    if arch == "atrous":
+        return AtrousConditioned()
+    raise ValueError(f"arch must be 'unet' or 'atrous', got {arch!r}")
+
+
+def run(out: Path, steps: int, batch: int = 8, crop: int = 96, lr: float = 1e-3,
+        seconds: float | None = None, init: Path | None = None, device: str = "cpu",
+        arch: str = "unet", channels: tuple[int, ...] = (16, 32, 64, 96), blocks: int = 1,
+        n_synthetic: int = 64, caches: list[Path] = (), progress: bool = True,
+        workers: int = 0, seed: int = 0, n_validation: int = 16) -> dict:
+    """Train (or continue) the run in ``out``; returns the run record (also ``recipe.json``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if init is not None:
+        model, init_notes = load_conditioned(init, with_notes=True)
+        model.train()
+    else:
+        model, init_notes = build(arch, channels, blocks), None
+    images, mods, desc = training_images(n_synthetic, caches=list(caches))
+    ds = CountsCropDataset(images, mods, crop, seed=TRAIN_SEED + seed)
+    cfg = TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=min(100, steps // 20),
+                      l2=0.0, huber=False, alrc="module", alrc_mu1_start=1.0,
+                      alrc_mu2_start=2.0, checkpoint_every=max(25, steps // 40), log_every=10,
+                      workers=workers, grad_clip=None)
+    trainer = ConditionedTrainer(model, ds, cfg, out, device, progress=progress)
+    t0 = time.perf_counter()
+    start_step = trainer.step
+
+    def stop_when_due(tr: Trainer, rec: dict) -> None:
+        if seconds is not None and time.perf_counter() - t0 > seconds and tr.step < cfg.steps:
+            tr.save()
+            raise _Stop
+
+    try:
+        trainer.fit(callback=stop_when_due)
+        finished = True
+    except _Stop:
+        finished = False
+    wall = time.perf_counter() - t0
+    rec_path = out / "recipe.json"
+    record = json.loads(rec_path.read_text()) if rec_path.is_file() else {
+        "command": "python -m em_accel.models.conditioned_recipe " + " ".join(sys.argv[1:]),
+        "arch": arch, "config": getattr(model, "config", {}), "params": count_parameters(model),
+        "steps": steps, "batch": batch, "crop": crop, "lr": lr, "data": desc,
+        "doses": "log-uniform [1, 1e4] mean counts/px, TEM or STEM (counts_dataset)",
+        "init": str(init) if init else None, "init_notes": init_notes, "sessions": []}
+    record["sessions"].append({"from_step": start_step, "to_step": trainer.step,
+                               "wall_s": round(wall, 1), "device": _device_name(device),
+                               "threads": torch.get_num_threads(), "finished": finished,
+                               "data": desc,
+                               "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    record["validation"] = validate(trainer.model, validation_pairs(n_validation))
+    record["validation_step"] = trainer.step
+    if isinstance(trainer.model, ConditionedUNet):
+        save_weights(out / WEIGHTS, trainer.model, trainer.model.config, dtype=torch.float16,
+                     notes={"steps": trainer.step, "recipe": record["command"],
+                            "validation": record["validation"]})
+    rec_path.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    import platform
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m em_accel.models.conditioned_recipe",
+                                description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", type=Path)
+    p.add_argument("--steps", type=int, default=4000, help="total steps of the schedule")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop (with a checkpoint) after this many seconds; rerun to continue")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--arch", default="unet", choices=["unet", "atrous"])
+    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 96])
+    p.add_argument("--blocks", type=int, default=1)
+    p.add_argument("--n-synthetic", type=int, default=64)
+    p.add_argument("--cache", type=Path, nargs="*", default=[],
+                   help=".npz caches of clean micrographs (images [N, H, W], modality)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    rec = run(a.out, a.steps, a.batch, a.crop, a.lr, a.seconds, a.init, a.device, a.arch,
+              tuple(a.channels), a.blocks, a.n_synthetic, a.cache, not a.no_progress, a.workers)
+    print(json.dumps({k: rec[k] for k in ("sessions", "validation", "validation_step")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

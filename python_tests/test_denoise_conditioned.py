@@ -1,0 +1,114 @@
+"""The noise-level-conditioned denoiser: model, data, resumable recipe, one-call denoising."""
+import numpy as np
+import pytest
+import torch
+
+from em_accel.data import synthetic_images
+from em_accel.data.counts_dataset import CountsCropDataset, acquire_counts, shift_rows
+from em_accel.data.noise_estimate import noise_level_from_detector
+from em_accel.models.conditioned import (ConditionedUNet, anscombe, denoise_micrograph,
+                                         inverse_anscombe, load_conditioned)
+from em_accel.models import conditioned_recipe
+from em_accel.train.checkpoint import save_weights
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions: one thread avoids oversubscription on a loaded 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_unet_shapes_residual_and_errors():
+    m = ConditionedUNet((4, 8, 8), 1).eval()
+    x = torch.rand(2, 2, 32, 48)
+    y = m(x)
+    assert y.shape == (2, 1, 32, 48)
+    # the output is the input minus σ × a residual: σ = 0 returns the input exactly
+    x[:, 1] = 0
+    torch.testing.assert_close(m(x), x[:, :1])
+    with pytest.raises(ValueError, match="multiples of 4"):
+        m(torch.rand(1, 2, 30, 32))
+    with pytest.raises(ValueError, match=r"\[B, 2, H, W\]"):
+        m(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="levels"):
+        ConditionedUNet((), 1)
+
+
+def test_anscombe_inverse_and_row_shift():
+    c = torch.tensor([0.0, 1.0, 10.0, 1e4], dtype=torch.float64)
+    torch.testing.assert_close(inverse_anscombe(anscombe(c)), c)
+    im = torch.arange(20.0).reshape(2, 10)
+    out = shift_rows(im, torch.tensor([1.0, 0.5]))
+    torch.testing.assert_close(out[0, 1:], im[0, :-1])
+    torch.testing.assert_close(out[1, 1:], im[1, :-1] + 0.5)
+
+
+def test_acquisition_statistics_and_dataset_determinism():
+    g = torch.Generator().manual_seed(0)
+    flat = torch.full((128, 128), 0.5)
+    for mod in ("tem", "stem"):
+        noisy, clean = acquire_counts(flat, mod, 40.0, g)
+        # equivalent counts: variance ≈ mean (hits and dead pixels aside)
+        keep = (noisy > 0) & (noisy < 4 * clean)
+        assert abs(float(noisy[keep].var() / clean.mean()) - 1) < 0.15
+        assert abs(float(clean.mean()) / 40.0 - 1) < 0.25
+    ims = synthetic_images(2, 64, 5)
+    ds = CountsCropDataset(ims, ["tem", None], 32, seed=3)
+    a, b = ds[7], ds[7]
+    assert a[0].shape == (2, 32, 32) and a[1].shape == (2, 32, 32)
+    torch.testing.assert_close(a[0], b[0])
+    assert not torch.equal(ds[8][0], a[0])
+    with pytest.raises(ValueError, match="modalities"):
+        CountsCropDataset(ims, ["sem", None], 32)
+    with pytest.raises(ValueError, match="dose_range"):
+        CountsCropDataset(ims, None, 32, dose_range=(0, 10))
+
+
+def _tiny_run(out, seconds=None, steps=6):
+    return conditioned_recipe.run(out, steps=steps, batch=2, crop=32, lr=1e-3, seconds=seconds,
+                                  channels=(4, 8), blocks=1, n_synthetic=1, progress=False,
+                                  n_validation=2)
+
+
+def test_stopped_and_continued_run_equals_a_straight_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(conditioned_recipe, "training_images",
+                        lambda n, size=256, caches=(): (synthetic_images(2, 64, 1),
+                                                        [None, "stem"], {"test": 2}))
+    straight = _tiny_run(tmp_path / "a")
+    first = _tiny_run(tmp_path / "b", seconds=0.0)   # stops after its first step
+    assert not first["sessions"][-1]["finished"] and first["sessions"][-1]["to_step"] < 6
+    second = _tiny_run(tmp_path / "b")
+    assert second["sessions"][-1]["finished"] and len(second["sessions"]) == 2
+    wa = load_conditioned(tmp_path / "a" / conditioned_recipe.WEIGHTS)
+    wb = load_conditioned(tmp_path / "b" / conditioned_recipe.WEIGHTS)
+    for (k, va), vb in zip(wa.state_dict().items(), wb.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert straight["validation"] == second["validation"]
+
+
+def test_denoise_micrograph_in_detector_units(tmp_path):
+    torch.manual_seed(0)
+    model = ConditionedUNet((4, 8), 1)
+    path = tmp_path / "w.safetensors"
+    save_weights(path, model, model.config, dtype=torch.float16)
+    model = load_conditioned(path)
+    rng = np.random.default_rng(0)
+    clean = synthetic_images(1, 80, 9)[0]
+    y = 50.0 * rng.poisson(20 * (0.5 + clean)) + 3e6
+    res = denoise_micrograph(y, model, tile=64, margin=8)
+    assert res.image.shape == y.shape and res.image.dtype == np.float32
+    assert abs(res.image.mean() / y.mean() - 1) < 1e-3       # stays in detector units
+    assert res.noise.estimated and 20 < res.noise.a < 80
+    given = noise_level_from_detector(y, gain=50.0, offset=3e6)
+    res2 = denoise_micrograph(y, model, noise=given, tile=64, margin=8)
+    assert not res2.noise.estimated
+    with pytest.raises(ValueError, match="2-D"):
+        denoise_micrograph(y[None], model)
+    with pytest.raises(ValueError, match="not a ConditionedUNet"):
+        from em_accel.models.denoiser import AtrousDenoiser
+        a = AtrousDenoiser(width=0.05, depth=0)
+        save_weights(tmp_path / "a.safetensors", a, a.config)
+        load_conditioned(tmp_path / "a.safetensors")
