@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from em_accel.data import (NoisyCropDataset, dihedral, dihedral_inverse, make_batch, minmax, poisson_noise,
-                           sample_dose, synthetic_images, synthetic_micrograph)
+                           sample_counts_per_px, synthetic_images, synthetic_micrograph)
 
 
 def test_poisson_noise_snr_follows_the_dose():
@@ -41,7 +41,7 @@ def test_poisson_noise_is_deterministic_and_batched():
 
 
 def test_poisson_noise_rejects_bad_input():
-    with pytest.raises(ValueError, match="dose"):
+    with pytest.raises(ValueError, match="counts_per_px"):
         poisson_noise(torch.rand(8, 8), -1.0)
     with pytest.raises(TypeError, match="floating"):
         poisson_noise(torch.ones(8, 8, dtype=torch.int64), 10.0)
@@ -51,15 +51,15 @@ def test_poisson_noise_rejects_bad_input():
 
 def test_dose_distributions():
     g = torch.Generator().manual_seed(0)
-    low = sample_dose(20000, "low", g)
+    low = sample_counts_per_px(20000, "low", g)
     assert float(low.min()) >= 25.0
     assert float(low.mean()) == pytest.approx(100.0, abs=3 * 75 / math.sqrt(20000))
     assert float(low.std()) == pytest.approx(75.0, rel=0.03)  # exponential: std = mean
-    high = sample_dose(20000, "high", g)
+    high = sample_counts_per_px(20000, "high", g)
     assert 200.0 <= float(high.min()) and float(high.max()) <= 2500.0
     assert float(high.mean()) == pytest.approx(1350.0, abs=3 * 2300 / math.sqrt(12 * 20000))
     with pytest.raises(ValueError, match="regime"):
-        sample_dose(1, "medium")
+        sample_counts_per_px(1, "medium")
 
 
 def test_dihedral_group_matches_numpy():
@@ -112,8 +112,8 @@ def test_dataset_rejects_bad_input():
         NoisyCropDataset([np.zeros((16, 16))], 32)
     with pytest.raises(ValueError, match="2-D"):
         NoisyCropDataset([np.zeros((2, 40, 40))], 32)
-    with pytest.raises(ValueError, match="dose"):
-        NoisyCropDataset([np.zeros((40, 40))], 32, dose=0.0)
+    with pytest.raises(ValueError, match="counts_per_px"):
+        NoisyCropDataset([np.zeros((40, 40))], 32, counts_per_px=0.0)
 
 
 def test_synthetic_micrograph_range_and_reproducibility():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .._api import Seed, as_generator
+
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th of the 8 dihedral transforms of the last two dims: rotate by ``k % 4``
@@ -22,15 +24,17 @@ def dihedral_inverse(y: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(y, -(k % 4), dims=(-2, -1))
 
 
-def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A uniformly chosen dihedral transform of ``x`` [..., H, W]."""
-    k = int(torch.randint(8, (1,), generator=generator))
+def random_dihedral(x: torch.Tensor, seed: Seed = None) -> torch.Tensor:
+    """A uniformly chosen dihedral transform of ``x`` [..., H, W]; ``seed``: int, None or a
+    CPU torch.Generator (a stream passed on)."""
+    k = int(torch.randint(8, (1,), generator=as_generator(seed)))
     return dihedral(x, k)
 
 
-def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = None
-                ) -> torch.Tensor:
-    """A ``size``×``size`` crop of ``x`` [..., H, W] at a uniform position."""
+def random_crop(x: torch.Tensor, size: int, seed: Seed = None) -> torch.Tensor:
+    """A ``size``×``size`` crop of ``x`` [..., H, W] at a uniform position; ``seed``: int, None
+    or a CPU torch.Generator (a stream passed on)."""
+    generator = as_generator(seed)
     h, w = x.shape[-2:]
     if size > h or size > w:
         raise ValueError(f"crop size {size} exceeds the image ({h}×{w})")

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import random_crop, random_dihedral
-from .noise import poisson_noise, sample_dose
+from .noise import poisson_noise, sample_counts_per_px
 from .synthetic import synthetic_micrograph
 
 #: Grayscale-able images bundled with scikit-image (no download), split for training and a
@@ -94,8 +94,9 @@ class NoisyCropDataset(Dataset):
     Args:
         images: clean 2-D images (arrays or tensors), each at least ``crop`` px on a side.
         crop: crop size [px].
-        dose: ``"low"`` / ``"high"`` to draw a dose per item (see
-            :func:`~em_accel.data.noise.sample_dose`), or a fixed dose [counts/px].
+        counts_per_px: ``"low"`` / ``"high"`` to draw counts per pixel per item from that
+            dose regime (see :func:`~em_accel.data.noise.sample_counts_per_px`), or a fixed
+            value [counts/px].
         length: number of items (any index below it is valid).
         seed: base seed; item ``i`` is a pure function of ``(seed, i)``.
         augment: apply a random dihedral transform.
@@ -104,7 +105,7 @@ class NoisyCropDataset(Dataset):
     """
 
     def __init__(self, images: Sequence[np.ndarray | torch.Tensor], crop: int,
-                 dose: str | float = "low", length: int = 1_000_000, seed: int = 0,
+                 counts_per_px: str | float = "low", length: int = 1_000_000, seed: int = 0,
                  augment: bool = True) -> None:
         if not images:
             raise ValueError("images must not be empty")
@@ -114,11 +115,12 @@ class NoisyCropDataset(Dataset):
                 raise ValueError(f"images[{k}] must be 2-D, got shape {list(im.shape)}")
             if min(im.shape) < crop:
                 raise ValueError(f"images[{k}] ({list(im.shape)}) is smaller than crop {crop}")
-        if isinstance(dose, str):
-            sample_dose(1, dose)  # validates the regime name
-        elif not dose > 0:
-            raise ValueError(f"dose must be > 0 counts/px, got {dose}")
-        self.crop, self.dose, self.length, self.seed, self.augment = crop, dose, length, seed, augment
+        if isinstance(counts_per_px, str):
+            sample_counts_per_px(1, counts_per_px)  # validates the regime name
+        elif not counts_per_px > 0:
+            raise ValueError(f"counts_per_px must be > 0 counts/px, got {counts_per_px}")
+        self.crop, self.counts_per_px, self.length = crop, counts_per_px, length
+        self.seed, self.augment = seed, augment
         # weight sources by area so big images give proportionally more crops
         area = torch.tensor([float(im.numel()) for im in self.images])
         self._cum = torch.cumsum(area / area.sum(), 0)
@@ -134,8 +136,9 @@ class NoisyCropDataset(Dataset):
         x = random_crop(self.images[src], self.crop, g)
         if self.augment:
             x = random_dihedral(x, g)
-        dose = sample_dose(1, self.dose, g)[0] if isinstance(self.dose, str) else self.dose
-        pair = poisson_noise(x.contiguous()[None], dose, g)
+        c = self.counts_per_px
+        c = sample_counts_per_px(1, c, g)[0] if isinstance(c, str) else c
+        pair = poisson_noise(x.contiguous()[None], c, g)
         return pair.noisy, pair.target
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._api import as_numpy_rng
+
 ZONES = ((0, 0, 1), (1, 1, 0), (1, 0, 0), (1, 1, 1))
 ENERGY = 300.0  # keV
 
 
-def simulated_micrograph(size: int, rng: np.random.Generator | int,
+def simulated_micrograph(size: int, seed: int | np.random.Generator | None = None, *,
                          device: str | torch.device | None = None) -> np.ndarray:
-    """One ``size``×``size`` float32 clean HRTEM image in [0, 1] (min–max scaled intensity).
+    """One ``size``×``size`` float32 clean HRTEM image in [0, 1] (min–max scaled intensity);
+    ``seed``: int, None or a numpy.random.Generator for every draw below.
 
     Draws: material (uniform over the shipped structures), zone axis (first of a shuffled
     :data:`ZONES` with an orthogonal periodic box), pixel size 0.2–0.35 Å, thickness 20–150 Å,
@@ -29,7 +32,7 @@ def simulated_micrograph(size: int, rng: np.random.Generator | int,
 
     if size < 16:
         raise ValueError(f"size must be >= 16 px, got {size}")
-    rng = np.random.default_rng(rng)
+    rng = as_numpy_rng(seed)
     name = SHIPPED[rng.integers(len(SHIPPED))]
     extent = size * rng.uniform(0.2, 0.35)
     thickness = rng.uniform(20.0, 150.0)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .._api import as_numpy_rng
+
 
 def _lowpass_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
     x = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
@@ -46,11 +48,12 @@ def _lattice(rng: np.random.Generator, size: int) -> np.ndarray:
     return img / (img.max() + 1e-12)
 
 
-def synthetic_micrograph(size: int, rng: np.random.Generator | int) -> np.ndarray:
-    """One ``size``×``size`` float32 clean image in [0, 1]."""
+def synthetic_micrograph(size: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
+    """One ``size``×``size`` float32 clean image in [0, 1]; ``seed``: int, None or a
+    numpy.random.Generator (a stream passed on) for every random draw."""
     if size < 16:
         raise ValueError(f"size must be >= 16 px, got {size}")
-    rng = np.random.default_rng(rng)
+    rng = as_numpy_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     img = 0.15 * _lowpass_noise(rng, size, rng.uniform(1.0, 4.0))
     img += 0.1 * _lowpass_noise(rng, size, rng.uniform(8.0, 30.0))

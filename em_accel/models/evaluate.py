@@ -21,12 +21,12 @@ import torch
 
 from ..data.datasets import SKIMAGE_HELDOUT, skimage_images, synthetic_images
 from ..data.augment import random_crop
-from ..data.noise import HIGH_DOSE_RANGE, poisson_noise
+from ..data.noise import HIGH_COUNTS_RANGE, poisson_noise
 from ..train.metrics import mean_and_sem, ssim_numpy
 
 Method = Callable[[np.ndarray], np.ndarray]
 #: Benchmark dose ranges [counts/px]: the thesis's benchmark script used U(25, 100) at low dose.
-EVAL_DOSES = {"low": (25.0, 100.0), "high": HIGH_DOSE_RANGE}
+EVAL_DOSES = {"low": (25.0, 100.0), "high": HIGH_COUNTS_RANGE}
 HELDOUT_SEED = 2000
 
 
