@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = (
     "em_accel.scan.cli",
     "em_accel.embed.cli",
     "em_accel.models.cli",
+    "em_accel.models.exit_wave_cli",
     "em_accel.demo.cli",
 )
 

@@ -71,6 +71,18 @@ def denoise_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margi
                   batch_size: int = 4, progress: Callable[[int], None] | None = None,
                   ensemble: bool = False) -> torch.Tensor:
     """Apply ``model`` to a 2-D ``image`` [H, W] already scaled for it; returns [H, W].
+    (:func:`apply_tiled` with one input and one output channel; the same arguments.)"""
+    if image.dim() != 2:
+        raise ValueError(f"image must be 2-D [H, W], got shape {list(image.shape)}")
+    return apply_tiled(model, image[None], tile, margin, batch_size, progress, ensemble)[0]
+
+
+@torch.inference_mode()
+def apply_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margin: int = 16,
+                batch_size: int = 4, progress: Callable[[int], None] | None = None,
+                ensemble: bool = False) -> torch.Tensor:
+    """Apply a fully convolutional ``model`` to ``image`` [C, H, W] tile by tile; returns
+    [C_out, H, W] (the model's output channels).
 
     Args:
         model: maps [B, 1, h, w] to [B, 1, h, w] for h, w multiples of 16.
@@ -82,10 +94,10 @@ def denoise_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margi
         ensemble: average the 8 dihedral transforms of every tile (:func:`dihedral_ensemble`):
             8× the compute, lower error.
     """
-    if image.dim() != 2:
-        raise ValueError(f"image must be 2-D [H, W], got shape {list(image.shape)}")
-    h, w = image.shape
-    x = image[None, None]
+    if image.dim() != 3:
+        raise ValueError(f"image must be [C, H, W], got shape {list(image.shape)}")
+    h, w = image.shape[-2:]
+    x = image[None]
     if margin:
         mode = "reflect" if min(h, w) > margin else "replicate"
         x = F.pad(x, (margin, margin, margin, margin), mode=mode)
@@ -94,18 +106,20 @@ def denoise_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margi
     tw, xs = tile_layout(pw, tile, margin)
     x = F.pad(x, (0, max(tw - pw, 0), 0, max(th - ph, 0)), mode="replicate")
     oy, ox = _owned(ys, th, x.shape[-2]), _owned(xs, tw, x.shape[-1])
-    out = torch.empty_like(x)
+    out = None
     jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
     for k in range(0, len(jobs), batch_size):
         chunk = jobs[k:k + batch_size]
         batch = torch.cat([x[..., ys[i]:ys[i] + th, xs[j]:xs[j] + tw] for i, j in chunk])
         pred = dihedral_ensemble(model, batch) if ensemble else model(batch)
+        if out is None:
+            out = x.new_empty((1, pred.shape[1], *x.shape[-2:]))
         for b, (i, j) in enumerate(chunk):
             (y0, y1), (x0, x1) = oy[i], ox[j]
             out[..., y0:y1, x0:x1] = pred[b:b + 1, :, y0 - ys[i]:y1 - ys[i], x0 - xs[j]:x1 - xs[j]]
         if progress is not None:
             progress(len(chunk))
-    return out[0, 0, margin:margin + h, margin:margin + w]
+    return out[0, :, margin:margin + h, margin:margin + w]
 
 
 def overlap_cost(height: int, width: int, tile: int = 1024, margin: int = 16) -> float:

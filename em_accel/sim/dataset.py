@@ -130,14 +130,19 @@ def simulate_unit(spec: DatasetSpec, unit: dict, device: str | None = None) -> t
 
 def write_shard(spec_dict: dict, units: list[dict], path: str, device: str | None = None) -> str:
     """Simulate ``units`` and write one shard atomically (temp file, then rename)."""
-    import h5py
-
     spec = DatasetSpec(**spec_dict)
     waves, metas = [], []
     for u in units:
         w, m = simulate_unit(spec, u, device)
         waves.extend(list(w))
         metas.extend(m)
+    return write_waves(path, waves, metas)
+
+
+def write_waves(path: str | Path, waves: list[np.ndarray], metas: list[dict]) -> str:
+    """Write waves and their per-wave metadata (JSON) as one shard, atomically."""
+    import h5py
+
     path = Path(path)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with h5py.File(tmp, "w") as f:
@@ -164,11 +169,33 @@ def generate(spec: DatasetSpec, out_dir: str | Path, scheduler: str | None = "lo
     Returns:
         summary dict: shards total / written now / skipped, waves, seconds, waves_per_second.
     """
-    out_dir = Path(out_dir)
-    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
     units = plan(spec)
     shards = [units[i:i + spec.shard_size] for i in range(0, len(units), spec.shard_size)]
-    manifest = {"spec": dataclasses.asdict(spec), "units": units,
+    out = run_shards(out_dir, dataclasses.asdict(spec), shards, write_shard, scheduler, device,
+                     progress, extra_manifest={"units": units})
+    done = set(out.pop("todo"))
+    out["waves"] = sum(len(u["thicknesses"]) for i in done for u in shards[i])
+    seconds = out["seconds"]
+    out["waves_per_second"] = out["waves"] / seconds if seconds > 0 and out["waves"] else 0.0
+    return out
+
+
+def run_shards(out_dir: str | Path, spec_dict: dict, shards: list[list[dict]],
+               writer: Callable[[dict, list[dict], str, str | None], str],
+               scheduler: str | None = "local", device: str | None = None,
+               progress: bool | Callable[[int, int], None] = True,
+               extra_manifest: dict | None = None) -> dict:
+    """Run ``writer(spec_dict, shard_units, path, device)`` for every unfinished shard.
+
+    The shared engine of resumable datasets: ``manifest.json`` records ``spec_dict`` (a rerun
+    with a different spec in the same directory is refused), each shard is written atomically
+    by ``writer`` (a picklable top-level function, e.g. :func:`write_shard`), and shards whose
+    file exists are skipped. Returns shards total / written / skipped, seconds and ``todo``
+    (the indices written now).
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+    manifest = {"spec": spec_dict, **(extra_manifest or {}),
                 "shards": [str(_shard_path(out_dir, i).relative_to(out_dir)) for i in range(len(shards))]}
     mpath = out_dir / "manifest.json"
     if mpath.exists():
@@ -180,7 +207,6 @@ def generate(spec: DatasetSpec, out_dir: str | Path, scheduler: str | None = "lo
         tmp.write_text(json.dumps(manifest, indent=1))
         os.replace(tmp, mpath)
     todo = [i for i in range(len(shards)) if not _shard_path(out_dir, i).exists()]
-    spec_dict = dataclasses.asdict(spec)
     t0 = time.perf_counter()
     bar = None
     if progress is True:
@@ -197,7 +223,7 @@ def generate(spec: DatasetSpec, out_dir: str | Path, scheduler: str | None = "lo
     done = len(shards) - len(todo)
     if scheduler == "synchronous":
         for i in todo:
-            write_shard(spec_dict, shards[i], str(_shard_path(out_dir, i)), device)
+            writer(spec_dict, shards[i], str(_shard_path(out_dir, i)), device)
             done += 1
             tick(done)
     else:
@@ -211,7 +237,7 @@ def generate(spec: DatasetSpec, out_dir: str | Path, scheduler: str | None = "lo
         else:
             client = Client(scheduler)
         try:
-            futures = [client.submit(write_shard, spec_dict, shards[i], str(_shard_path(out_dir, i)),
+            futures = [client.submit(writer, spec_dict, shards[i], str(_shard_path(out_dir, i)),
                                      device, key=f"em-accel-shard-{i}-{out_dir.name}", pure=False)
                        for i in todo]
             for fut in as_completed(futures):
@@ -224,11 +250,8 @@ def generate(spec: DatasetSpec, out_dir: str | Path, scheduler: str | None = "lo
                 cluster.close()
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - t0
-    n_waves = sum(len(u["thicknesses"]) for i in todo for u in shards[i])
     return {"shards": len(shards), "written": len(todo), "skipped": len(shards) - len(todo),
-            "waves": n_waves, "seconds": seconds,
-            "waves_per_second": n_waves / seconds if seconds > 0 and n_waves else 0.0}
+            "seconds": time.perf_counter() - t0, "todo": todo}
 
 
 def load_dataset(out_dir: str | Path, split: str | None = None) -> tuple[list[np.ndarray], list[dict]]:

@@ -1,0 +1,97 @@
+"""Errors of recovered exit-wave phases, and the baselines every network row is judged against.
+
+- ``mae``: the thesis's error, the mean absolute error of the two phasor channels
+  (cos φ, sin φ), per wave, no alignment.
+- ``mae_aligned``: the same after rotating the prediction by its best global phase offset
+  (least squares, :func:`em_accel.models.exit_wave.global_offset`). The amplitude cannot fix a
+  global phase: a constant offset (e.g. the mean inner potential × thickness) is invisible in
+  |ψ|, so this is the error of what the amplitude can determine.
+- ``rmse``: wrapped phase RMSE [rad] after that offset removal.
+- ``rmse_conj``: the smaller of ``rmse`` for the prediction and for its complex conjugate.
+  |ψ| = |ψ*|: one amplitude also fits the conjugate wave, so ``rmse_conj`` < ``rmse`` shows how
+  much of the error is the twin-image sign ambiguity. The network is scored without that
+  freedom (``rmse``): the scattering potential is attractive, so the data fix the sign.
+
+Baselines on the same waves (:func:`baselines`): 0.75 (each channel drawn from U(−1, 1),
+exact in expectation for any target), 8/π² ≈ 0.811 (a uniformly random unit phasor), and
+the best constant predictor: the per-channel median over every evaluated pixel (the
+L1-optimal constant, fitted on the evaluation waves themselves, so an optimistic baseline),
+and for the aligned metrics a flat phase aligned to each wave.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .exit_wave import global_offset, rotate
+
+RANDOM_COMPONENTS = 0.75
+RANDOM_PHASOR = 8 / math.pi ** 2
+
+
+class PhaseErrors(NamedTuple):
+    """Per-wave errors, float64 numpy [N] each."""
+
+    mae: np.ndarray
+    mae_aligned: np.ndarray
+    rmse: np.ndarray
+    rmse_conj: np.ndarray
+
+
+def phasor(phase: torch.Tensor) -> torch.Tensor:
+    """(cos φ, sin φ) [B, 2, H, W] from phases [B, H, W] [rad]."""
+    return torch.stack([torch.cos(phase), torch.sin(phase)], 1)
+
+
+def _wrapped_rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    aligned = rotate(pred, global_offset(pred, target))
+    d = torch.atan2(aligned[:, 1] * target[:, 0] - aligned[:, 0] * target[:, 1],
+                    (aligned * target).sum(1))
+    return d.pow(2).mean((-2, -1)).sqrt()
+
+
+def phase_errors(pred: torch.Tensor, target: torch.Tensor) -> PhaseErrors:
+    """Errors of predicted unit phasors against targets, both [B, 2, H, W]."""
+    if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 2:
+        raise ValueError(f"pred and target must both be [B, 2, H, W], got {list(pred.shape)} "
+                         f"and {list(target.shape)}")
+    pred, target = pred.double(), target.double()
+    mae = (pred - target).abs().mean((1, 2, 3))
+    aligned = rotate(pred, global_offset(pred, target))
+    mae_al = (aligned - target).abs().mean((1, 2, 3))
+    rmse = _wrapped_rmse(pred, target)
+    conj = torch.stack([pred[:, 0], -pred[:, 1]], 1)
+    rmse_c = torch.minimum(rmse, _wrapped_rmse(conj, target))
+    return PhaseErrors(*(t.cpu().numpy() for t in (mae, mae_al, rmse, rmse_c)))
+
+
+def baselines(target: torch.Tensor, seed: int = 0) -> dict:
+    """Baseline errors on targets [B, 2, H, W]: analytic random baselines, their Monte-Carlo
+    check, and the best constant predictors (see the module docstring). Means over waves."""
+    target = target.double()
+    g = torch.Generator().manual_seed(seed)
+    uni = torch.rand(target.shape, generator=g, dtype=torch.float64) * 2 - 1
+    ang = torch.rand(target[:, 0].shape, generator=g, dtype=torch.float64) * 2 * math.pi
+    const = target.transpose(0, 1).reshape(2, -1).median(1).values
+    cpred = const.view(1, 2, 1, 1).expand_as(target)
+    flat = torch.zeros_like(target)
+    flat[:, 0] = 1.0
+    e_const, e_flat = phase_errors(cpred, target), phase_errors(flat, target)
+    return {"random_components": RANDOM_COMPONENTS, "random_phasor": RANDOM_PHASOR,
+            "random_components_mc": float((uni - target).abs().mean()),
+            "random_phasor_mc": float((phasor(ang) - target).abs().mean()),
+            "best_constant_mae": float(e_const.mae.mean()), "best_constant": const.tolist(),
+            "flat_phase_mae_aligned": float(e_flat.mae_aligned.mean()),
+            "flat_phase_rmse": float(e_flat.rmse.mean())}
+
+
+def summarize(errors: PhaseErrors) -> dict:
+    """Means and standard errors of each per-wave error."""
+    out = {"n": int(len(errors.mae))}
+    for name, v in errors._asdict().items():
+        out[name] = float(np.mean(v))
+        out[name + "_se"] = float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+    return out

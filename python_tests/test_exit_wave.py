@@ -1,0 +1,176 @@
+"""Exit-wave phase recovery: crystal blocks, per-wave datasets, the networks, metrics, the
+recipe (resume), reconstruct_exit_wave (any size, named errors) and ``em-accel reconstruct``."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("h5py")
+pytest.importorskip("ase")
+
+from em_accel.models.exit_wave import (AmplitudeError, AmplitudeTypeError,  # noqa: E402
+                                       ExitWaveDiscriminator, ExitWaveNet, LSGANBalance,
+                                       global_offset, load_exit_wave_weights, phasor_loss,
+                                       reconstruct_exit_wave, rotate)
+from em_accel.models.exit_wave_metrics import baselines, phase_errors, phasor  # noqa: E402
+from em_accel.sim import exit_wave_sets as ews  # noqa: E402
+from em_accel.sim.crystal_block import crystal_block  # noqa: E402
+
+TINY = dict(name="tiny", materials=["Si", "MgO"], heldout_materials=["Cu"],
+            counts={"train": 6, "unseen_transforms": 2, "unseen_settings": 2, "unseen_materials": 2},
+            depth=(8.0, 24.0), depth_unseen=(14.0, 16.0), width=(20.0, 24.0), pad=8.0,
+            gpts=160, crop=96, scale=0.25, slice_thickness=2.0, shard_size=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ews")
+    spec = ews.ExitWaveSetSpec(**TINY)
+    summary = ews.generate(spec, root, progress=False)
+    return root, spec, summary
+
+
+def test_crystal_block_fills_the_box_with_vacuum_padding():
+    s = crystal_block("Si", (0, 0, 1), width=20.0, depth=30.0, pad=4.0)
+    assert s.cell == (28.0, 28.0, 30.0)
+    xy = s.positions[:, :2]
+    assert xy.min() >= 4.0 - 1e-9 and xy.max() <= 24.0 + 1e-9
+    # diamond Si has 8 atoms per 5.431^3 Å^3
+    assert abs(len(s) / (20 * 20 * 30) - 8 / 5.431 ** 3) < 0.1 * 8 / 5.431 ** 3
+    # [001] without tilt: atoms stack in columns, so few distinct projected positions
+    cols = np.unique(np.round(xy, 2), axis=0)
+    assert len(cols) < len(s) / 3
+    tilted = crystal_block("Si", (0, 0, 1), width=20.0, depth=30.0, pad=4.0, tilt=(0.1, 0.0, 0.0))
+    assert len(np.unique(np.round(tilted.positions[:, :2], 2), axis=0)) > 2 * len(cols)
+
+
+def test_parameters_follow_the_splits():
+    spec = ews.ExitWaveSetSpec(**dict(TINY, counts={"train": 40, "unseen_settings": 20,
+                                                    "unseen_materials": 5}))
+    units = ews.plan(spec)
+    assert units == ews.plan(spec)  # deterministic
+    train = [u for u in units if u["split"] == "train"]
+    held = [u for u in units if u["split"] == "unseen_settings"]
+    assert {u["energy_keV"] for u in train} <= {80.0, 300.0}
+    assert {u["energy_keV"] for u in held} == {200.0}
+    assert all(not 14.0 <= u["thickness_A"] <= 16.0 for u in train)
+    assert all(14.0 <= u["thickness_A"] <= 16.0 for u in held)
+    assert {u["material"] for u in units if u["split"] == "unseen_materials"} == {"Cu"}
+    assert all(max(u["zone"]) <= 2 and any(u["zone"]) for u in units)
+    with pytest.raises(ValueError, match="overlap"):
+        ews.ExitWaveSetSpec(**dict(TINY, heldout_materials=["Si"])).validate()
+
+
+def test_generate_records_every_parameter_and_resumes(tiny_set):
+    root, spec, summary = tiny_set
+    assert summary["waves"] == 12 and summary["written"] == 3
+    waves, metas = ews.load_set(root)
+    assert waves.shape == (12, 24, 24) and waves.dtype == np.complex64
+    for key in ("material", "energy_keV", "thickness_A", "zone", "tilt", "in_plane_rad",
+                "width_A", "C10_nm", "C30_um", "sampling_A", "terms", "split"):
+        assert key in metas[0]
+    # vacuum-normalised exit waves: |psi| ~ 1 on average, non-trivial phase
+    assert 0.5 < np.abs(waves).mean() < 1.5 and np.angle(waves).std() > 0.05
+    again = ews.generate(spec, root, progress=False)
+    assert again["written"] == 0 and again["skipped"] == 3
+    with pytest.raises(ValueError, match="different spec"):
+        ews.generate(dataclasses.replace(spec, seed=4), root, progress=False)
+
+
+def test_network_outputs_unit_phasors_at_any_multiple_size():
+    torch.manual_seed(0)
+    net = ExitWaveNet(width=0.125, blocks=1)  # train mode: batch statistics scale the head
+    for h, w in ((32, 48), (80, 16)):
+        y = net(torch.rand(2, 1, h, w) + 0.5)
+        assert y.shape == (2, 2, h, w)
+        assert torch.allclose((y ** 2).sum(1), torch.ones(2, h, w), atol=1e-4)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        net(torch.rand(1, 1, 40, 40))
+    d = ExitWaveDiscriminator(width=0.1, stages=2)
+    assert d(torch.randn(3, 2, 32, 32)).shape == (3,)
+
+
+def test_lsgan_balance_lowers_the_discriminator_rate_when_it_wins():
+    bal = LSGANBalance(base_lr=2e-4)
+    for _ in range(300):
+        lr_lose = bal.update(torch.full((4,), 0.9))
+    assert lr_lose > 1.9e-4
+    for _ in range(600):
+        lr_win = bal.update(torch.full((4,), 0.0))
+    assert lr_win < 1e-6
+    real, fake = torch.ones(4), torch.zeros(4)
+    assert float(bal.d_loss(real, fake)) == 0 and float(bal.g_loss(fake)) == 1
+
+
+def test_metrics_ignore_the_global_offset_but_not_the_shape():
+    torch.manual_seed(1)
+    phase = torch.rand(3, 16, 16) * 2 - 1
+    target = phasor(phase)
+    shifted = phasor(phase + 1.3)
+    e = phase_errors(shifted, target)
+    assert (e.mae > 0.3).all() and np.allclose(e.mae_aligned, 0, atol=1e-6)
+    assert np.allclose(e.rmse, 0, atol=1e-6)
+    assert torch.allclose(rotate(shifted, global_offset(shifted, target)), target.double().float(), atol=1e-5)
+    assert float(phasor_loss(shifted, target, align=True).max()) < 1e-10
+    conj = phase_errors(phasor(-phase), target)
+    assert (conj.rmse > 0.1).all() and np.allclose(conj.rmse_conj, 0, atol=1e-6)
+    noisy = phase_errors(phasor(phase + 0.5 * torch.randn(3, 16, 16)), target)
+    assert 0.3 < noisy.rmse.mean() < 0.7
+    b = baselines(phasor(torch.rand(4, 32, 32) * 2 * math.pi))
+    assert abs(b["random_components_mc"] - 0.75) < 0.02 and abs(b["random_phasor_mc"] - 8 / math.pi ** 2) < 0.02
+    assert b["best_constant_mae"] <= b["random_components_mc"]
+
+
+def test_reconstruct_any_size_and_named_errors():
+    torch.manual_seed(0)
+    net = ExitWaveNet(width=0.125, blocks=1)
+    amp = np.random.default_rng(0).uniform(0.5, 1.5, (37, 53)).astype(np.float32)
+    wave = reconstruct_exit_wave(amp, net, tile=32, margin=4)
+    assert wave.shape == (37, 53) and wave.dtype == np.complex64
+    np.testing.assert_allclose(np.abs(wave), amp, rtol=1e-5)
+    whole = reconstruct_exit_wave(torch.from_numpy(amp), net, tile=256)  # one tile, a tensor
+    assert whole.shape == (37, 53)
+    with pytest.raises(AmplitudeTypeError, match="complex"):
+        reconstruct_exit_wave(amp.astype(np.complex64), net)
+    with pytest.raises(AmplitudeError, match=">= 0"):
+        reconstruct_exit_wave(amp - 1, net)
+    bad = amp.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(AmplitudeError, match="NaN"):
+        reconstruct_exit_wave(bad, net)
+    with pytest.raises(AmplitudeError, match="2-D"):
+        reconstruct_exit_wave(amp[None], net)
+    assert issubclass(AmplitudeError, ValueError) and issubclass(AmplitudeTypeError, TypeError)
+
+
+def test_recipe_trains_resumes_and_the_cli_reconstructs(tiny_set, tmp_path):
+    from em_accel.cli import main as cli
+    from em_accel.models.exit_wave_recipe import main as recipe
+
+    root, _, _ = tiny_set
+    run = tmp_path / "run"
+    args = ["--set", "tiny", "--data", str(root), "--out", str(run), "--batch", "2", "--crop", "16",
+            "--width", "0.125", "--blocks", "1", "--no-progress", "--dose", "50", "500"]
+    assert recipe(args + ["--steps", "3"]) == 0
+    assert recipe(args + ["--steps", "5"]) == 0
+    rec = json.loads((run / "recipe.json").read_text())
+    assert rec["steps"] == 5 and rec["total_steps"] == 5
+    assert {r["split"] for r in rec["rows"]} == set(ews.SPLITS)
+    assert all(r["n"] == (6 if r["split"] == "train" else 2) for r in rec["rows"])
+    model, notes = load_exit_wave_weights(run / "weights.safetensors")
+    assert notes["steps"] == 5 and model.config["width"] == 0.125
+    waves, _ = ews.load_set(root, "unseen_transforms")
+    src = tmp_path / "amp.npy"
+    np.save(src, np.abs(waves[0]))
+    out = tmp_path / "out"
+    assert cli(["reconstruct", str(src), "-o", str(out), "--model", str(run / "weights.safetensors"),
+                "--no-progress"]) == 0
+    got = np.load(out / "amp_exit_wave.npy")
+    assert got.shape == waves[0].shape and np.iscomplexobj(got)
+    assert (out / "amp_exit_wave.png").stat().st_size > 1000
+    assert json.loads((out / "amp_exit_wave.json").read_text())["input"] == "amplitude"
