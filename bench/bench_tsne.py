@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from bench.harness import available_devices, median_time, print_table, write_record
-from em_accel.embed import affinities, gaussian_mixture, kl_divergence, knn_preservation, tsne
+from em_accel.embed import (affinities, gaussian_mixture, kl_divergence, knn_preservation, tsne,
+                            tsne_with_info)
 from em_accel.embed.affinities import resolve_knn_method
 from em_accel.ops import tsne as ops
 
@@ -31,7 +32,7 @@ def _load() -> float:
 
 
 def _em(x, device, **kw):
-    y, info = tsne(x, PERPLEXITY, N_ITER, device=device, return_info=True, **kw)
+    y, info = tsne_with_info(x, PERPLEXITY, N_ITER, device=device, **kw)
     return y.cpu(), {"affinities_s": info.timings["affinities"], "optimize_s": info.timings["optimize"],
                      "kl_lib": info.kl_divergence, "methods": dict(info.methods),
                      "knn_method": resolve_knn_method(kw.get("knn_method", "auto"), x.shape[0],
@@ -114,7 +115,7 @@ def _gpu_rows(sizes=(20000, 100000), n_iter=1000) -> list[dict]:
         torch.cuda.synchronize()
         t_aff = time.perf_counter() - t0
         for method in ("exact", "fft", "auto"):
-            y, info = tsne(xg, PERPLEXITY, n_iter, affinities=P, method=method, return_info=True)
+            y, info = tsne_with_info(xg, PERPLEXITY, n_iter, affinities=P, method=method)
             row = {"kind": "gpu end-to-end", "n": n, "n_iter": n_iter, "method": method,
                    "knn_s": t_knn, "affinities_s": t_aff, "optimize_s": info.timings["optimize"],
                    "total_s": t_knn + t_aff + info.timings["optimize"],

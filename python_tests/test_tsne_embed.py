@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from em_accel.embed import (TSNE, affinities, gaussian_mixture, kl_divergence, knn,
-                            knn_preservation, pca, tsne, uniform_separate)
+                            knn_preservation, pca, pca_fit, tsne, tsne_with_info, uniform_separate)
 from em_accel.embed.plot import image_grid
 
 
@@ -20,7 +20,7 @@ def blobs():
 def test_pca_matches_svd():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(300, 12, generator=g, dtype=torch.float64) * torch.arange(1, 13)
-    scores, axes, var = pca(x, 4, return_components=True)
+    scores, axes, var = pca_fit(x, 4)
     xc = (x - x.mean(0)).numpy()
     u, s, vt = np.linalg.svd(xc, full_matrices=False)
     np.testing.assert_allclose(np.abs(scores.numpy()), np.abs(u[:, :4] * s[:4]), rtol=1e-9, atol=1e-9)
@@ -64,7 +64,7 @@ def test_affinities_match_dense_reference():
 
 def test_tsne_reproducible_and_converges(blobs):
     x, labels = blobs
-    y1, info = tsne(x, perplexity=20, n_iter=300, return_info=True, kl_every=25)
+    y1, info = tsne_with_info(x, perplexity=20, n_iter=300, kl_every=25)
     y2 = tsne(x, perplexity=20, n_iter=300)
     assert torch.equal(y1, y2)  # deterministic from the seed, thread count irrelevant
     kls = [k for _, k in info.kl]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from .affinities import Affinities, affinities, knn
 from .datasets import gaussian_mixture
-from .pca import pca
-from .tsne import TSNE, TSNEInfo, kl_divergence, knn_preservation, tsne
+from .pca import PCAResult, pca, pca_fit
+from .tsne import (TSNE, TSNEInfo, TSNEResult, kl_divergence, knn_preservation, tsne,
+                   tsne_with_info)
 from .uniform import uniform_separate
 
-__all__ = ["Affinities", "TSNE", "TSNEInfo", "affinities", "gaussian_mixture", "kl_divergence",
-           "knn", "knn_preservation", "pca", "tsne", "uniform_separate"]
+__all__ = ["Affinities", "PCAResult", "TSNE", "TSNEInfo", "TSNEResult", "affinities",
+           "gaussian_mixture", "kl_divergence", "knn", "knn_preservation", "pca", "pca_fit", "tsne",
+           "tsne_with_info", "uniform_separate"]

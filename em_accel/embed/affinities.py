@@ -142,7 +142,7 @@ def knn(x: torch.Tensor, k: int, block_bytes: int = 64 << 20,
     return d2, torch.gather(idx, 1, order)
 
 
-def affinities(x: torch.Tensor, perplexity: float = 30.0, k: int | None = None,
+def affinities(x: torch.Tensor, perplexity: float = 30.0, k: int | None = None, *,
                dtype: torch.dtype = torch.float32, tol: float = 1e-5, max_iter: int = 200,
                neighbors: tuple[torch.Tensor, torch.Tensor] | None = None,
                knn_method: str = "exact") -> Affinities:

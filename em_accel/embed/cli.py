@@ -10,7 +10,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from .plot import plot_image_grid, plot_map
-    from .tsne import tsne
+    from .tsne import tsne_with_info
     from .uniform import uniform_separate
 
     x = np.load(args.features)
@@ -20,9 +20,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.pca:
         from .pca import pca
         x = pca(x, min(args.pca, x.shape[1]))
-    y, info = tsne(x, perplexity=args.perplexity, n_iter=args.n_iter, device=args.device,
-                   method=args.method, knn_method=args.knn, seed=args.seed,
-                   progress=not args.quiet, return_info=True)
+    y, info = tsne_with_info(x, perplexity=args.perplexity, n_iter=args.n_iter,
+                             device=args.device, method=args.method, knn_method=args.knn,
+                             seed=args.seed, progress=not args.quiet)
     y = y.cpu()
     if args.uniform:
         y = uniform_separate(y)

@@ -1,11 +1,27 @@
 """Principal component analysis (exact, deterministic signs) for t-SNE inputs and inits."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
-def pca(x: torch.Tensor, n_components: int = 50, center: bool = True,
-        return_components: bool = False):
+class PCAResult(NamedTuple):
+    """A fitted PCA: ``scores`` [N, K] (units of x), ``components`` [K, D] (unit axes) and
+    ``explained_variance`` [K] (units of x²), all in x's dtype."""
+
+    scores: torch.Tensor
+    components: torch.Tensor
+    explained_variance: torch.Tensor
+
+
+def pca(x: torch.Tensor, n_components: int = 50, center: bool = True) -> torch.Tensor:
+    """Scores [N, n_components] of ``x`` [N, D] on its first principal axes, in x's dtype
+    (see :func:`pca_fit` for the axes and variances)."""
+    return pca_fit(x, n_components, center).scores
+
+
+def pca_fit(x: torch.Tensor, n_components: int = 50, center: bool = True) -> PCAResult:
     """Project ``x`` [N, D] onto its first ``n_components`` principal axes.
 
     Exact: eigendecomposition of the D x D covariance in float64 (D <= 4096), else a thin SVD.
@@ -13,8 +29,7 @@ def pca(x: torch.Tensor, n_components: int = 50, center: bool = True,
     reproducible across runs and devices.
 
     Returns:
-        scores [N, n_components] in x's dtype (units of x); with ``return_components``, also
-        the axes [n_components, D] and the explained variances [n_components] (units of x^2).
+        :class:`PCAResult` (scores, components, explained_variance).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -41,6 +56,4 @@ def pca(x: torch.Tensor, n_components: int = 50, center: bool = True,
     signs[signs == 0] = 1
     axes = axes * signs
     scores = (xd @ axes.T).to(x.dtype)
-    if return_components:
-        return scores, axes.to(x.dtype), var.clamp_min(0).to(x.dtype)
-    return scores
+    return PCAResult(scores, axes.to(x.dtype), var.clamp_min(0).to(x.dtype))

@@ -10,12 +10,13 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
 from .. import _native
 from ..ops import tsne as ops
+from .._api import progress_enabled
 from ..ops._common import torch_threads
 from .affinities import Affinities, affinities as compute_affinities, knn, resolve_knn_method
 from .pca import pca
@@ -133,13 +134,14 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
          exaggeration: float = 1.0, initial_momentum: float = 0.5, final_momentum: float = 0.8,
          min_gain: float = 0.01, max_step_norm: float = 5.0, method: str = "auto",
          dtype: torch.dtype = torch.float32, seed: int = 0, kl_every: int = 50,
-         progress: bool = False, affinities: Affinities | None = None,
+         progress: bool = True, affinities: Affinities | None = None,
          knn_method: str = "auto",
          fft_nodes: int = 4, fft_intervals_per_unit: float = 1.0, fft_min_intervals: int = 16,
          reorder: bool = True,
-         callback: Callable[[int, torch.Tensor], None] | None = None,
-         return_info: bool = False):
-    """Embed ``x`` [N, D] in 2-D with t-SNE (van der Maaten & Hinton 2008).
+         callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Embed ``x`` [N, D] in 2-D with t-SNE (van der Maaten & Hinton 2008); returns y [N, 2]
+    (float32 by default) on ``device``. :func:`tsne_with_info` takes the same arguments and
+    also returns what the run did.
 
     Args:
         x: [N, D] features (any float dtype; numpy arrays accepted).
@@ -157,9 +159,9 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
         method: "exact" (tiled O(N^2)), "fft" (FIt-SNE interpolation) or "auto" (whichever
             costs less at the current grid size, re-chosen every iteration).
         dtype: optimisation dtype (float32 default; float64 for checks).
-        seed: seed of the random init (the PCA init and the rest are deterministic).
+        seed: int, seed of the random init (the PCA init and the rest are deterministic).
         kl_every: compute KL(P||Q) every this many iterations (and at the end).
-        progress: show a progress line on stderr.
+        progress: show a progress line on stderr (only when it is a terminal).
         affinities: precomputed P (skips kNN and calibration).
         knn_method: "auto" (approximate HNSW search via hnswlib on CPU for N >= 20k when it
             is installed, else exact), "exact" (brute force) or "approx" (HNSW; ImportError
@@ -172,11 +174,41 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
         reorder: on CPU, optimise in a locality order of P's graph (:func:`locality_order`;
             faster memory access, same result up to rounding); y is returned in input order.
         callback: called as callback(iteration, y) after each KL evaluation.
-        return_info: also return a TSNEInfo (KL history, timings, learning rates).
-
-    Returns:
-        y [N, 2] (float32 by default) on ``device``; with return_info, (y, TSNEInfo).
     """
+    return tsne_with_info(x, perplexity, n_iter, device=device, init=init,
+                          learning_rate=learning_rate, early_exaggeration=early_exaggeration,
+                          early_exaggeration_iter=early_exaggeration_iter,
+                          exaggeration=exaggeration, initial_momentum=initial_momentum,
+                          final_momentum=final_momentum, min_gain=min_gain,
+                          max_step_norm=max_step_norm, method=method, dtype=dtype, seed=seed,
+                          kl_every=kl_every, progress=progress, affinities=affinities,
+                          knn_method=knn_method, fft_nodes=fft_nodes,
+                          fft_intervals_per_unit=fft_intervals_per_unit,
+                          fft_min_intervals=fft_min_intervals, reorder=reorder,
+                          callback=callback).embedding
+
+
+class TSNEResult(NamedTuple):
+    """An embedding y [N, 2] and what the run did (:class:`TSNEInfo`)."""
+
+    embedding: torch.Tensor
+    info: TSNEInfo
+
+
+def tsne_with_info(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device=None,
+                   init: str | torch.Tensor = "pca", learning_rate: float | str = "auto",
+                   early_exaggeration: float = 12.0, early_exaggeration_iter: int = 250,
+                   exaggeration: float = 1.0, initial_momentum: float = 0.5,
+                   final_momentum: float = 0.8, min_gain: float = 0.01,
+                   max_step_norm: float = 5.0, method: str = "auto",
+                   dtype: torch.dtype = torch.float32, seed: int = 0, kl_every: int = 50,
+                   progress: bool = True, affinities: Affinities | None = None,
+                   knn_method: str = "auto", fft_nodes: int = 4,
+                   fft_intervals_per_unit: float = 1.0, fft_min_intervals: int = 16,
+                   reorder: bool = True,
+                   callback: Callable[[int, torch.Tensor], None] | None = None) -> TSNEResult:
+    """:func:`tsne` (same arguments) that also returns the KL history, timings and learning
+    rates: ``TSNEResult(embedding, info)``."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x)
     if x.dim() != 2:
@@ -233,7 +265,7 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
         cols = cols.to(torch.int32)
     y -= y.mean(0)
     bbox = ops.bounding_box(y)
-    bar = _Bar(n_iter, progress)
+    bar = _Bar(n_iter, progress_enabled(progress))
     fft_threads = _native_threads() if device.type == "cpu" else 1
     with torch_threads(1 if device.type == "cpu" else None):  # see torch_threads
         for it in range(n_iter):
@@ -267,7 +299,7 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750, *, device
     y = unpermute(y)
     sync()
     info.timings["optimize"] = time.perf_counter() - t0
-    return (y, info) if return_info else y
+    return TSNEResult(y, info)
 
 
 class TSNE:
@@ -292,7 +324,7 @@ class TSNE:
                 "n_iter": self.n_iter, **self.kwargs}
 
     def fit(self, x, y=None) -> "TSNE":
-        emb, info = tsne(x, self.perplexity, self.n_iter, return_info=True, **self.kwargs)
+        emb, info = tsne_with_info(x, self.perplexity, self.n_iter, **self.kwargs)
         self.embedding_ = emb.cpu().numpy()
         self.info_ = info
         self.kl_divergence_ = info.kl_divergence
