@@ -23,7 +23,7 @@ section{background:#fff;border:1px solid #dde2e7;border-radius:8px;padding:16px 
 .panels{display:flex;flex-wrap:wrap;gap:12px;margin:10px 0}
 figure{margin:0;width:230px} figure img{width:230px;height:auto;image-rendering:pixelated;
 border:1px solid #ccd3da;display:block}
-figure.wide{width:470px} figure.wide img{width:470px;image-rendering:auto}
+figure.large{width:360px} figure.large img{width:360px;image-rendering:auto}
 figcaption{font-size:13px;color:#333;margin-top:4px;line-height:1.3}
 table{border-collapse:collapse;font-size:14px;margin-top:6px}
 td{padding:2px 14px 2px 0;border-bottom:1px solid #eef0f2} td.v{text-align:right;font-variant-numeric:tabular-nums}
@@ -59,9 +59,9 @@ def _figure(caption: str, png: Path) -> str:
     data = base64.b64encode(png.read_bytes()).decode("ascii")
     from PIL import Image
 
-    with Image.open(png) as im:
-        wide = im.width > 1.4 * im.height
-    cls = ' class="wide"' if wide else ""
+    with Image.open(png) as im:  # figures (plots, image maps) get more room than micrographs
+        large = im.width >= 400
+    cls = ' class="large"' if large else ""
     return (f'<figure{cls}><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
@@ -70,8 +70,8 @@ def _panel_html(stage: str, k: int, caption: str, image, out_dir: Path) -> str:
     if isinstance(image, (str, Path)):
         path = Path(image)
         if path.suffix.lower() in (".html", ".htm"):
-            return (f'<figure class="wide"><iframe srcdoc="{html.escape(path.read_text())}" '
-                    f'style="width:470px;height:360px;border:1px solid #ccd3da"></iframe>'
+            return (f'<figure class="large"><iframe srcdoc="{html.escape(path.read_text())}" '
+                    f'style="width:360px;height:360px;border:1px solid #ccd3da"></iframe>'
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         return _figure(caption, path)
     png = save_png(image, out_dir / f"{stage}_{k:02d}_{_slug(caption)}.png")

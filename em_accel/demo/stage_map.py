@@ -22,14 +22,13 @@ def _scatter(y: np.ndarray, labels: np.ndarray, sources, path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.7, 4.7), dpi=100)
+    fig, ax = plt.subplots(figsize=(4.2, 4.6), dpi=100)
     for k, name in enumerate(sources):
         sel = labels == k
-        ax.scatter(y[sel, 0], y[sel, 1], s=9, label=name, linewidths=0)
-    ax.set_aspect("equal")
+        ax.scatter(y[sel, 0], y[sel, 1], s=12, label=name, linewidths=0)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize=8, loc="best", frameon=False)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -46,7 +45,7 @@ def run(ctx: DemoContext) -> StageResult:
              progress=False).cpu().numpy()
     scatter = ctx.out_dir / "map_scatter.png"
     _scatter(y, c.labels, c.sources, scatter)
-    grid = image_grid(y, c.images, n=len(y), size=470 if not ctx.fast else 300, seed=ctx.seed)
+    grid = image_grid(y, c.images, n=len(y), size=420, seed=ctx.seed)
     counts = np.bincount(c.labels)
     chance = float(((counts / counts.sum()) ** 2).sum())
     numbers = {

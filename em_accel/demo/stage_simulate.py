@@ -21,7 +21,7 @@ def run(ctx: DemoContext) -> StageResult:
     text = (f"{ctx.crystal.formula} and a {ctx.nanoparticle.formula.lower()}, {ENERGY_KEV:.0f} keV, "
             f"{ctx.size}×{ctx.size} px at {ctx.crystal.sampling:.3f} Å/px, 2 Å slices "
             f"(em_accel.sim.exit_wave). HRTEM: defocus {lens['defocus']:.0f} Å, "
-            f"Cs {lens['Cs'] / 1e7:.2f} mm, aperture {lens['semiangle_cutoff']:.0f} mrad, focal "
+            f"Cs {lens['Cs'] / 1e4:.0f} µm, aperture {lens['semiangle_cutoff']:.0f} mrad, focal "
             f"spread {lens['focal_spread']:.0f} Å (em_accel.sim.imaging.image). HAADF: incoherent "
             f"approximation, {HAADF_PROBE_MRAD:.0f} mrad probe, Z^1.7 contrast (em_accel.sim.stem.incoherent_image).")
     numbers["pixel size (Å/px)"] = ctx.crystal.sampling
