@@ -39,9 +39,10 @@ def test_tiff_roundtrip_keeps_pixel_size_and_metadata(tmp_path):
     assert mic.pixel_size == 1.75
     assert mic.metadata["description"]["dose"] == 80
     import tifffile
-    with tifffile.TiffFile(path) as tif:  # resolution tags agree: pixels per cm
+    with tifffile.TiffFile(path) as tif:  # ImageJ: unit micron, resolution in pixels per µm
         num, den = tif.pages[0].tags["XResolution"].value
-        assert 1e8 * den / num == pytest.approx(1.75, rel=1e-6)
+        assert tif.imagej_metadata["unit"] == "micron"
+        assert 1e4 * den / num == pytest.approx(1.75, rel=1e-6)
 
 
 def test_mrc_written_by_mrcfile(tmp_path):

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidFileError
+
 #: Length units to Å.
 _TO_ANGSTROM = {"å": 1.0, "a": 1.0, "angstrom": 1.0, "ang": 1.0, "nm": 10.0, "µm": 1e4,
                 "um": 1e4, "μm": 1e4, "micron": 1e4, "mm": 1e7, "m": 1e10, "pm": 1e-2,
@@ -26,7 +28,7 @@ READ_SUFFIXES = (".tif", ".tiff", ".mrc", ".mrcs", ".rec", ".st", ".map", ".dm3"
 WRITE_SUFFIXES = (".tif", ".tiff", ".mrc", ".mrcs", ".npy")
 
 
-class UnsupportedFormatError(ValueError):
+class UnsupportedFormatError(InvalidFileError):
     """The file's suffix names no format em_accel.io reads (or writes)."""
 
 
@@ -101,24 +103,49 @@ def _read_rsciio(path: Path, module: str) -> Micrograph:
     return Micrograph(data, pixel, meta, str(path), f"rosettasciio.{module}")
 
 
+#: dtypes the ImageJ TIFF format holds (the others are written as plain tifffile TIFFs).
+_IMAGEJ_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
+
+
+def _tiff_description(tif) -> dict[str, Any] | None:
+    """em-accel's metadata from a TIFF: the JSON in ImageJ's Info (what write_image writes for
+    ImageJ dtypes), tifffile's shaped JSON description (other dtypes), or a bare JSON
+    description (files written before the ImageJ form)."""
+    texts = []
+    if tif.imagej_metadata and isinstance(tif.imagej_metadata.get("Info"), str):
+        texts.append(tif.imagej_metadata["Info"])
+    if tif.shaped_metadata:
+        return dict(tif.shaped_metadata[0])
+    texts.append(tif.pages[0].description)
+    for text in texts:
+        try:
+            parsed = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(parsed, dict):
+            return parsed
+    return None
+
+
 def _read_tiff(path: Path) -> Micrograph:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        data = tif.asarray()
+        try:
+            data = tif.asarray()
+        except KeyError:  # a bare JSON description read as a shaped one without its shape
+            data = np.stack([p.asarray() for p in tif.pages]) if len(tif.pages) > 1 \
+                else tif.pages[0].asarray()
         page = tif.pages[0]
         tags = {t.name: t.value for t in page.tags.values()
                 if t.name in ("ImageDescription", "XResolution", "ResolutionUnit", "Software")}
         meta: dict[str, Any] = {"tiff_tags": jsonable(tags)}
         pixel = None
-        desc = tags.get("ImageDescription")
-        try:
-            parsed = json.loads(desc) if isinstance(desc, str) else None
-        except json.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
-            meta["description"] = parsed
+        parsed = _tiff_description(tif)
+        if parsed is not None:
+            meta["description"] = jsonable(parsed)
             pixel = parsed.get("pixel_size_angstrom")
+            pixel = float(pixel) if isinstance(pixel, (int, float)) and pixel > 0 else None
         imagej = tif.imagej_metadata
         if imagej:
             meta["imagej"] = jsonable(imagej)
@@ -130,6 +157,33 @@ def _read_tiff(path: Path) -> Micrograph:
             if per_unit and num:
                 pixel = per_unit * den / num
     return Micrograph(data, pixel, meta, str(path), "tifffile")
+
+
+def _write_tiff(path: Path, data: np.ndarray, pixel_size: float | None,
+                metadata: dict[str, Any]) -> None:
+    """ImageJ hyperstack TIFF (uint8/uint16/int16/float32): unit "micron" and the resolution
+    tags in pixels per µm, which ImageJ/Fiji, tifffile and rosettasciio all read as the pixel
+    size; em-accel's metadata as JSON in ImageJ's Info (Image > Show Info). Other dtypes: a
+    tifffile "shaped" TIFF with the metadata in its JSON description and the resolution in
+    pixels per cm (rosettasciio reads it with force_read_resolution=True)."""
+    import tifffile
+
+    desc = {"pixel_size_angstrom": pixel_size, **jsonable(metadata)}
+    if data.dtype in _IMAGEJ_DTYPES and data.ndim in (2, 3):
+        ij: dict[str, Any] = {"Info": json.dumps(desc)}
+        kwargs: dict[str, Any] = {}
+        if data.ndim == 3:
+            ij["axes"] = "ZYX"
+        if pixel_size:
+            ij["unit"] = "micron"
+            kwargs["resolution"] = (1e4 / pixel_size, 1e4 / pixel_size)
+        tifffile.imwrite(path, data, imagej=True, metadata=ij, **kwargs)
+        return
+    kwargs = {}
+    if pixel_size:
+        kwargs = {"resolution": (1e8 / pixel_size, 1e8 / pixel_size),
+                  "resolutionunit": "CENTIMETER"}
+    tifffile.imwrite(path, data, metadata=desc, **kwargs)
 
 
 def _read_mrc(path: Path) -> Micrograph:
@@ -154,11 +208,34 @@ def read_image(path: str | Path) -> Micrograph:
     Raises:
         FileNotFoundError: the file does not exist.
         UnsupportedFormatError: the suffix is not one of :data:`READ_SUFFIXES`.
+        InvalidFileError: the file is a directory, or its reader failed (corrupt, truncated,
+            another format under this suffix, no image inside); the reader's own exception is
+            chained as ``__cause__``.
     """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise InvalidFileError(f"{path} is a directory, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     suffix = path.suffix.lower()
+    if suffix not in READ_SUFFIXES:
+        raise UnsupportedFormatError(f"cannot read {path}: suffix {suffix!r} is not one of "
+                                     f"{list(READ_SUFFIXES)}")
+    try:
+        image = _read_by_suffix(path, suffix)
+    except InvalidFileError:
+        raise
+    except Exception as exc:  # third-party readers raise anything on a malformed file
+        raise InvalidFileError(f"cannot read {path} as {suffix} ({type(exc).__name__}: "
+                               f"{str(exc)[:200]})") from exc
+    if image.data.ndim < 2 or image.data.size == 0:
+        raise InvalidFileError(f"{path} holds no image (data of shape {list(image.data.shape)})")
+    return image
+
+
+def _read_by_suffix(path: Path, suffix: str) -> Micrograph:
     if suffix in (".tif", ".tiff"):
         return _read_tiff(path)
     if suffix in (".mrc", ".mrcs", ".rec", ".st", ".map"):
@@ -176,38 +253,32 @@ def read_image(path: str | Path) -> Micrograph:
         if data.ndim == 3:  # RGB(A) → luminance (Rec. 709 weights)
             data = data[..., :3].astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32)
         return Micrograph(data, None, {}, str(path), "imageio")
-    if suffix == ".npy":
-        return Micrograph(np.load(path), None, {}, str(path), "numpy")
-    raise UnsupportedFormatError(f"cannot read {path}: suffix {suffix!r} is not one of "
-                                 f"{list(READ_SUFFIXES)}")
+    return Micrograph(np.load(path, allow_pickle=False), None, {}, str(path), "numpy")  # .npy
 
 
 def write_image(path: str | Path, data: np.ndarray, pixel_size: float | None = None,
                 metadata: dict[str, Any] | None = None) -> Path:
     """Write ``data`` [H, W] or [N, H, W] with its pixel size [Å] and metadata.
 
-    TIFF keeps the metadata as JSON in ImageDescription and the pixel size both there and as
-    resolution tags (pixels per cm); MRC keeps the pixel size as the voxel size and a label;
-    ``.npy`` keeps the data only.
+    TIFF: an ImageJ hyperstack (pixel size as unit and resolution, metadata as JSON in Info)
+    that ImageJ/Fiji, tifffile and rosettasciio open, or a tifffile shaped TIFF for dtypes
+    ImageJ lacks (see :func:`_write_tiff`); MRC keeps the pixel size as the voxel size and a
+    label; ``.npy`` keeps the data only. Every writer round-trips through :func:`read_image`.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in WRITE_SUFFIXES:
         raise UnsupportedFormatError(f"cannot write {path}: suffix {suffix!r} is not one of "
                                      f"{list(WRITE_SUFFIXES)}")
-    if pixel_size is not None and not pixel_size > 0:
-        raise ValueError(f"pixel_size must be > 0 Å, got {pixel_size}")
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise ValueError(f"pixel_size must be finite and > 0 Å, got {pixel_size}")
     data = np.ascontiguousarray(data)
+    if data.ndim not in (2, 3) or data.size == 0:
+        raise ValueError(f"data must be a non-empty [H, W] or [N, H, W] array, got shape "
+                         f"{list(data.shape)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        desc = {"pixel_size_angstrom": pixel_size, **jsonable(metadata or {})}
-        kwargs: dict[str, Any] = {}
-        if pixel_size:
-            kwargs = {"resolution": (1e8 / pixel_size, 1e8 / pixel_size),
-                      "resolutionunit": "CENTIMETER"}
-        tifffile.imwrite(path, data, description=json.dumps(desc), metadata=None, **kwargs)
+        _write_tiff(path, data, pixel_size, metadata or {})
     elif suffix in (".mrc", ".mrcs"):
         import mrcfile
 

@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 import torch
 
 from .. import _native
+from ..errors import InvalidInputError
 
 # Mirrors em::DType in csrc/common/em_common.h; verified against the native enum below.
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
@@ -86,6 +87,8 @@ def require_cuda_build(op: str) -> None:
 @contextlib.contextmanager
 def native_stream(device: torch.device, op: str) -> Iterator[int]:
     """Yield the raw handle of the current stream (0 on CPU) with ``device`` made current."""
+    if device.type not in ("cpu", "cuda"):  # meta tensors reach here only past the dispatcher
+        raise InvalidInputError(f"{op}: the kernel needs cpu or cuda tensors with data, got {device}")
     if device.type != "cuda":
         yield 0
         return

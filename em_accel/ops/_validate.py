@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..errors import InvalidIndexError, OutOfRangeError
+from ..errors import InvalidIndexError, InvalidTypeError, OutOfRangeError
 
 #: Largest aperture frequency index the propagator's band search handles exactly (kc / step).
 _MAX_BAND_INDEX = 2.0 ** 52
@@ -124,3 +124,41 @@ def propagate_scalars(nx: int, ny: int, dx: float, dy: float, wavelength: float,
         if kc > limit:
             raise OutOfRangeError(f"kc must be at most {limit:.3g} 1/Å for this grid ({nx} x {ny} "
                                   f"at {dx:g} x {dy:g} Å; kc <= 0: no aperture), got {kc!r}")
+
+
+def raster_backward(grad_image: torch.Tensor, grad_infilled: torch.Tensor,
+                    positions: torch.Tensor, counts: torch.Tensor, source: torch.Tensor) -> None:
+    """Arguments of em_accel::scan_rasterize_bwd: the forward's counts [B, H, W] and source
+    (int64, entries in [-1, H * W)), positions [B, P, 2] of the counts' dtype, gradients shaped
+    like counts."""
+    from ._common import check_tensor
+
+    check_tensor("counts", counts, dtypes=(torch.float32, torch.float64), ndim=3)
+    shape = tuple(counts.shape)
+    for name, t in (("grad_image", grad_image), ("grad_infilled", grad_infilled)):
+        check_tensor(name, t, dtypes=(counts.dtype,), shape=shape)
+    check_tensor("source", source, dtypes=(torch.int64,), shape=shape)
+    check_tensor("positions", positions, dtypes=(counts.dtype,), ndim=3)
+    if positions.shape[0] != shape[0] or positions.shape[2] != 2:
+        raise InvalidIndexError(f"positions must have shape [B = {shape[0]}, P, 2], got "
+                                f"{list(positions.shape)}")
+    index_range("source", source, -1, shape[1] * shape[2])
+
+
+def alrc_backward(pred: torch.Tensor, target: torch.Tensor, kind: int, kinds) -> None:
+    """Arguments of em_accel::alrc_fused_bwd besides the loss-shaped ones: pred (a float
+    tensor with at least one dim), target of pred's dtype and shape, kind one of ``kinds``."""
+    from ._common import FLOAT_DTYPES, check_tensor
+
+    check_tensor("pred", pred, dtypes=FLOAT_DTYPES, min_ndim=1)
+    check_tensor("target", target, dtypes=(pred.dtype,), shape=tuple(pred.shape))
+    if kind not in kinds:
+        raise OutOfRangeError(f"kind must be one of {sorted(kinds)}, got {kind}")
+
+
+def tensors(**named: object) -> None:
+    """Raise InvalidTypeError unless every argument is a torch.Tensor (wrappers call this
+    before touching ``.contiguous()`` or ``.shape``)."""
+    for name, value in named.items():
+        if not isinstance(value, torch.Tensor):
+            raise InvalidTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")

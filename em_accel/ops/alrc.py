@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 
 from .. import _native
+from . import _validate
 from ._registry import OpSpec
 from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device,
                       check_tensor, native_stream, verify_enum)
@@ -180,6 +181,7 @@ def _(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel):
 def alrc_fused_bwd(grad_loss: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
                    scale: torch.Tensor, kind: int, per_pixel: bool) -> torch.Tensor:
     """Gradient of the fused ALRC loss with respect to ``pred``: grad_loss * scale * error'."""
+    _validate.alrc_backward(pred, target, kind, ErrorKind._value2member_map_)
     shape = _loss_shape(pred, per_pixel)
     acc = accumulate_dtype(pred.dtype)
     check_tensor("grad_loss", grad_loss, dtypes=(acc,), shape=shape)

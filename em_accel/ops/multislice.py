@@ -401,6 +401,7 @@ def propagate_reference(spectrum, tilt, dx, dy, wavelength, dz, kc, taper):
 def structure_factor(positions, species, offsets, form_factors, nx, ny, lx, ly, *,
                      check: bool = True) -> torch.Tensor:
     """Exact structure-factor spectrum; see :func:`ms_structure_factor`."""
+    _validate.tensors(positions=positions, species=species, offsets=offsets, form_factors=form_factors)
     return ms_structure_factor(positions.contiguous(), species.contiguous(), offsets.contiguous(),
                                form_factors.contiguous(), int(nx), int(ny), float(lx), float(ly),
                                check=bool(check))
@@ -409,6 +410,7 @@ def structure_factor(positions, species, offsets, form_factors, nx, ny, lx, ly, 
 def deposit(positions, species, offsets, num_species, nx, ny, lx, ly, double=False, *,
             check: bool = True) -> torch.Tensor:
     """Bilinear deposit; see :func:`ms_deposit`."""
+    _validate.tensors(positions=positions, species=species, offsets=offsets)
     return ms_deposit(positions.contiguous(), species.contiguous(), offsets.contiguous(),
                       int(num_species), int(nx), int(ny), float(lx), float(ly), bool(double),
                       check=bool(check))
@@ -420,8 +422,8 @@ def deposit_into(positions, species, offsets, out: torch.Tensor, lx: float, ly: 
 
     The simulator reuses ``out`` across slices (large fresh CPU allocations page-fault).
     ``check=False`` skips the offsets/species range pass (callers that built them)."""
-    m = _check_atoms(positions, species, offsets, out.shape[-2], out.shape[-1], lx, ly)
     check_tensor("out", out, dtypes=REAL_DTYPES, ndim=4)
+    m = _check_atoms(positions, species, offsets, out.shape[-2], out.shape[-1], lx, ly)
     if out.shape[0] != m or out.shape[1] < 1:
         raise ValueError(f"out must have shape [{m}, S >= 1, nx, ny], got {list(out.shape)}")
     check_same_device(positions=positions, out=out)
@@ -441,6 +443,7 @@ def deposit_into(positions, species, offsets, out: torch.Tensor, lx: float, ly: 
 def transmission(potential: torch.Tensor, sigma: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """``exp(i sigma V)``; see :func:`ms_transmission`. With ``out`` (complex, contiguous, the
     potential's shape) the kernel writes there instead of a new tensor."""
+    _validate.tensors(potential=potential)
     if out is None:
         return ms_transmission(potential.contiguous(), float(sigma))
     potential = potential.contiguous()
@@ -455,6 +458,7 @@ def transmit_(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> torc
 
     The simulator's hot loop uses this in-place form; the registered op is functional.
     """
+    _validate.tensors(wave=wave, potential=potential)
     potential = potential.contiguous()
     pb = _check_wave_potential(wave, potential)
     _transmit_native(wave, potential, float(sigma), pb)
@@ -468,6 +472,7 @@ def propagate_(spectrum: torch.Tensor, dx: float, dy: float, wavelength: float, 
     times a real ``scale`` (the simulator folds the inverse FFT's 1/N in here)."""
     if not math.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
+    _validate.tensors(spectrum=spectrum, **({} if tilt is None else {"tilt": tilt}))
     if tilt is None:
         tilt = torch.zeros(2, dtype=torch.float64, device=spectrum.device)
     tilt = tilt.to(torch.float64).contiguous()

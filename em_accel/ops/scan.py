@@ -23,6 +23,7 @@ import torch
 from .. import _native
 from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device,
                       check_tensor, native_stream, verify_enum)
+from . import _validate
 from ._registry import OpSpec
 
 _MASK64 = (1 << 64) - 1
@@ -253,6 +254,7 @@ def _(images, positions, mode, seed, counts_per_intensity, read_noise):
 def scan_sample_bwd(grad_values: torch.Tensor, images: torch.Tensor, positions: torch.Tensor,
                     mode: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of scan_sample: (d/d images [B, H, W] in the image dtype, d/d positions)."""
+    _check_sample(images, positions, mode, 0, 0.0, 0.0)
     check_tensor("grad_values", grad_values, dtypes=(positions.dtype,),
                  shape=tuple(positions.shape[:2]))
     check_same_device(grad_values=grad_values, images=images, positions=positions)
@@ -351,6 +353,7 @@ def scan_rasterize_bwd(grad_image: torch.Tensor, grad_infilled: torch.Tensor,
                        positions: torch.Tensor, counts: torch.Tensor, source: torch.Tensor
                        ) -> torch.Tensor:
     """Gradient of scan_rasterize's image and infilled outputs with respect to the values."""
+    _validate.raster_backward(grad_image, grad_infilled, positions, counts, source)
     check_same_device(grad_image=grad_image, grad_infilled=grad_infilled, positions=positions,
                       counts=counts, source=source)
     for name, t in (("grad_image", grad_image), ("grad_infilled", grad_infilled)):
