@@ -98,12 +98,12 @@ def test_denoise_micrograph_in_detector_units(tmp_path):
     rng = np.random.default_rng(0)
     clean = synthetic_images(1, 80, 9)[0]
     y = 50.0 * rng.poisson(20 * (0.5 + clean)) + 3e6
-    res = denoise_micrograph(y, model, tile=64, margin=8)
+    res = denoise_micrograph(y, model, tile=64, margin=8, progress=False)
     assert res.image.shape == y.shape and res.image.dtype == np.float32
     assert abs(res.image.mean() / y.mean() - 1) < 1e-3       # stays in detector units
     assert res.noise.estimated and 20 < res.noise.a < 80
     given = noise_level_from_detector(y, gain=50.0, offset=3e6)
-    res2 = denoise_micrograph(y, model, noise=given, tile=64, margin=8)
+    res2 = denoise_micrograph(y, model, noise=given, tile=64, margin=8, progress=False)
     assert not res2.noise.estimated
     with pytest.raises(ValueError, match="2-D"):
         denoise_micrograph(y[None], model)
@@ -112,3 +112,29 @@ def test_denoise_micrograph_in_detector_units(tmp_path):
         a = AtrousDenoiser(width=0.05, depth=0)
         save_weights(tmp_path / "a.safetensors", a, a.config)
         load_conditioned(tmp_path / "a.safetensors")
+
+
+def test_self_supervised_adaptation_on_two_frames_and_on_one():
+    from em_accel.models.adapt import adapt
+
+    torch.manual_seed(0)
+    model = ConditionedUNet((8, 16), 1).eval()
+    clean = synthetic_images(1, 96, 3)[0]
+    lam = 30 * (0.3 + clean) / (0.3 + clean).mean()
+    rng = np.random.default_rng(0)
+    frames = np.stack([rng.poisson(lam), np.roll(rng.poisson(lam), (2, -1), (0, 1))]).astype(float)
+    nl = noise_level_from_detector(frames[0], 1.0)
+
+    def err(m):
+        out = denoise_micrograph(frames[0], m, noise=nl, tile=128, progress=False).image
+        return np.mean((out - lam) ** 2)
+
+    before = err(model)
+    n2n = adapt(model, frames, noise=nl, steps=40, crop=48, lr=1e-3, progress=False)
+    assert n2n.mode == "noise2noise" and n2n.shifts == [(-2, 1)]
+    assert err(n2n.model) < 0.6 * before
+    assert err(model) == before                     # the given model is left unchanged
+    n2s = adapt(model, frames[0], noise=nl, steps=40, crop=48, lr=1e-3, progress=False)
+    assert n2s.mode == "noise2self" and err(n2s.model) < before
+    with pytest.raises(ValueError, match="frames"):
+        adapt(model, np.zeros((2, 2, 8, 8)))

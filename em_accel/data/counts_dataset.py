@@ -50,12 +50,15 @@ def shift_rows(image: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 
 
 def acquire_counts(clean: torch.Tensor, modality: str, counts_per_px: float,
-                   g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                   g: torch.Generator, gain_error: float = 0.1, outliers: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(noisy, clean) equivalent-Poisson count images of a clean [H, W] image in [0, 1].
 
     ``noisy`` has variance ≈ its mean (read noise folded in as in
     :meth:`em_accel.data.noise_estimate.NoiseLevel.to_counts`); ``clean`` is its expectation
-    without scan distortions. Both float64.
+    without scan distortions. Both float64. ``gain_error`` is the log-normal spread of the
+    assumed gain (both images are multiplied by it; 0 gives exact equivalent counts);
+    ``outliers=False`` leaves out the TEM X-ray hits and dead pixels.
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -71,7 +74,7 @@ def acquire_counts(clean: torch.Tensor, modality: str, counts_per_px: float,
     read = _u(g, 0.0, 1.5)
     noisy = counts + read * torch.randn(lam.shape, generator=g, dtype=torch.float64) + read ** 2
     target = lam + read ** 2
-    if modality == "tem":
+    if modality == "tem" and outliers:
         h, w = lam.shape
         if float(torch.rand(1, generator=g)) < 0.3:          # X-ray hits
             for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
@@ -82,7 +85,7 @@ def acquire_counts(clean: torch.Tensor, modality: str, counts_per_px: float,
             k = int(torch.randint(1, 6, (1,), generator=g))
             idx = torch.randint(0, h * w, (k,), generator=g)
             noisy.view(-1)[idx] = 0.0
-    kappa = math.exp(0.1 * float(torch.randn(1, generator=g, dtype=torch.float64)))
+    kappa = math.exp(gain_error * float(torch.randn(1, generator=g, dtype=torch.float64)))
     return noisy * kappa, target * kappa
 
 

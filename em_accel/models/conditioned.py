@@ -130,11 +130,32 @@ def scale_of(mean_counts: float | torch.Tensor) -> torch.Tensor:
     return 2.0 * torch.sqrt(m.clamp_min(0.0) + 0.375)
 
 
-def _from_bytes(data: bytes, map_location) -> tuple[ConditionedUNet, dict]:
+def _read(path: str | Path | None) -> bytes:
+    if path is None:
+        ref = resources.files("em_accel.models") / "weights" / PRETRAINED_CONDITIONED
+        if not ref.is_file():
+            raise FileNotFoundError(f"no shipped weights {PRETRAINED_CONDITIONED} in "
+                                    "em_accel/models/weights")
+        return ref.read_bytes()
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no weights file {p}")
+    return p.read_bytes()
+
+
+def _meta(data: bytes) -> dict:
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n]).get("__metadata__", {})
+
+
+def load_conditioned(path: str | Path | None = None, *,
+                     device: str | torch.device | None = None) -> ConditionedUNet:
+    """The shipped conditioned denoiser (``path=None``) or one from a weights file written by
+    :func:`em_accel.train.checkpoint.save_weights`, in eval mode on ``device`` (default CPU)."""
     from safetensors.torch import load
 
-    n = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8:8 + n]).get("__metadata__", {})
+    data = _read(path)
+    meta = _meta(data)
     if "config" not in meta:
         raise ValueError("weights file has no 'config' metadata (write it with "
                          "em_accel.train.checkpoint.save_weights)")
@@ -144,27 +165,12 @@ def _from_bytes(data: bytes, map_location) -> tuple[ConditionedUNet, dict]:
                          "load AtrousDenoiser weights with em_accel.models.load_weights")
     model = ConditionedUNet(tuple(config["channels"]), config["blocks"])
     model.load_state_dict({k: v.float() for k, v in load(data).items()})
-    return model.to(map_location).eval(), json.loads(meta.get("notes", "{}"))
+    return model.to(device if device is not None else "cpu").eval()
 
 
-def load_conditioned(path: str | Path | None = None, map_location: str | torch.device = "cpu",
-                     with_notes: bool = False):
-    """The shipped conditioned denoiser (``path=None``) or one from a weights file written by
-    :func:`em_accel.train.checkpoint.save_weights`, in eval mode; with ``with_notes`` also the
-    dict of how it was trained."""
-    if path is None:
-        ref = resources.files("em_accel.models") / "weights" / PRETRAINED_CONDITIONED
-        if not ref.is_file():
-            raise FileNotFoundError(f"no shipped weights {PRETRAINED_CONDITIONED} in "
-                                    "em_accel/models/weights")
-        data = ref.read_bytes()
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"no weights file {p}")
-        data = p.read_bytes()
-    model, notes = _from_bytes(data, map_location)
-    return (model, notes) if with_notes else model
+def conditioned_notes(path: str | Path | None = None) -> dict:
+    """How the shipped (or a saved) conditioned denoiser was trained, from the file's metadata."""
+    return json.loads(_meta(_read(path)).get("notes", "{}"))
 
 
 class Denoised(NamedTuple):
@@ -176,8 +182,8 @@ class Denoised(NamedTuple):
 
 def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None = None, *,
                        noise: NoiseLevel | None = None, tile: int = 512, margin: int = 16,
-                       batch_size: int = 4, progress: Callable[[int], None] | None = None,
-                       ensemble: bool = False) -> Denoised:
+                       batch_size: int = 4, progress: bool = True, ensemble: bool = False,
+                       callback: Callable[[int], None] | None = None) -> Denoised:
     """Denoise a 2-D micrograph at any dose, in its own units (counts or detector units).
 
     The Poisson–Gaussian noise is estimated from the image (:func:`estimate_noise`) unless
@@ -190,7 +196,9 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
         model: a :class:`ConditionedUNet` (default: the shipped weights, on the CPU); it runs
             on its own device, with bfloat16 autocast on CUDA.
         noise: the noise model; None estimates it.
-        tile, margin, batch_size, progress, ensemble: as :func:`em_accel.models.denoise_tiled`.
+        tile, margin, batch_size, progress, ensemble, callback: as
+            :func:`em_accel.models.denoise_tiled` (``progress`` draws a bar over the tiles on a
+            terminal; ``callback`` gets the number of tiles done after each batch).
     """
     from .tiling import denoise_tiled
 
@@ -209,6 +217,6 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
     z = (anscombe(counts) / s).float().to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         out = denoise_tiled(WithNoiseMap(model, 1.0 / s), z, tile, margin, batch_size, progress,
-                            ensemble)
+                            ensemble, callback=callback)
     lam = inverse_anscombe(out.double().cpu() * s)
     return Denoised(nl.from_counts(lam.numpy()).astype(np.float32), nl)

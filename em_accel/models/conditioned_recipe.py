@@ -32,7 +32,7 @@ from ..data.counts_dataset import CountsCropDataset, acquire_counts, to_network
 from ..data.datasets import item_generator
 from ..train.checkpoint import save_weights
 from ..train.loop import Trainer, TrainConfig
-from .conditioned import ConditionedUNet, load_conditioned
+from .conditioned import ConditionedUNet, conditioned_notes, load_conditioned
 from .denoiser import count_parameters
 
 TRAIN_SEED, HELDOUT_SEED = 1000, 2000
@@ -138,8 +138,7 @@ def run(out: Path, steps: int, batch: int = 8, crop: int = 96, lr: float = 1e-3,
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if init is not None:
-        model, init_notes = load_conditioned(init, with_notes=True)
-        model.train()
+        model, init_notes = load_conditioned(init).train(), conditioned_notes(init)
     else:
         model, init_notes = build(arch, channels, blocks), None
     images, mods, desc = training_images(n_synthetic, caches=list(caches))
