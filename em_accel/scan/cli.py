@@ -129,6 +129,9 @@ def register(subparsers) -> None:
     p.add_argument("--npz", help="write the arrays (image, positions, values, sparse, mask, infilled)")
     p.add_argument("--dpi", type=int, default=120)
     p.set_defaults(func=_run)
+    from .policy_cli import register as register_policy
+
+    register_policy(subparsers)  # em-accel scan-policy
 
 
 def main(argv: list[str] | None = None) -> int:

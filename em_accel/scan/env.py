@@ -24,6 +24,10 @@ from ..ops._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_te
 from ..ops.scan import Raster, _mode, scan_rasterize
 
 
+class InvalidActionError(ValueError):
+    """An environment step got actions of the wrong shape or non-finite values."""
+
+
 class Segment(NamedTuple):
     """What one environment step observed (views into the episode buffers)."""
 
@@ -154,12 +158,17 @@ class AdaptiveScanEnv:
         elif shape == (B, 2):
             vector = 1
         else:
-            raise ValueError(f"actions must have shape [B] (angles) or [B, 2] (steps) with "
-                             f"B = {B}, got {list(shape)}")
+            raise InvalidActionError(f"actions must have shape [B] (angles) or [B, 2] (steps) "
+                                     f"with B = {B}, got {list(shape)}")
         if actions.device != self._device:
             raise RuntimeError(f"actions are on {actions.device} but images are on {self._device}")
         if actions.dtype != self._acc or actions.requires_grad or not actions.is_contiguous():
+            if actions.is_complex() or actions.dtype == torch.bool:
+                raise TypeError(f"actions must be real numbers, got {actions.dtype}")
             actions = actions.detach().to(self._acc).contiguous()
+        if not bool(torch.isfinite(actions).all()):  # NaN/inf would put probes nowhere
+            shown = actions.tolist() if B <= 8 else "non-finite values"
+            raise InvalidActionError(f"actions must be finite, got {shown}")
         p = self._params
         p.offset, p.vector_actions = t * self.probes, vector
         penalty = self._penalties[t]  # [B], contiguous
