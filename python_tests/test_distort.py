@@ -1,0 +1,97 @@
+"""The acquisition model: Poisson-Gaussian statistics, scan distortions, camera defects."""
+import json
+
+import numpy as np
+import pytest
+
+from em_accel.data import distort as d
+
+
+def test_poisson_gaussian_mean_and_variance():
+    clean = np.full((200, 200), 0.5)
+    adu = d.detect(clean, 40.0, gain=3.0, offset=10.0, read_noise=2.0, seed=0)
+    lam = 0.5 * 40.0
+    assert adu.mean() == pytest.approx(3.0 * lam + 10.0, rel=0.01)
+    assert adu.var() == pytest.approx(9.0 * (lam + 4.0), rel=0.03)
+    counts = d.detect(clean, 40.0, seed=1)
+    assert counts.mean() == pytest.approx(lam, rel=0.01) and counts.var() == pytest.approx(lam, rel=0.03)
+    assert np.array_equal(counts, np.round(counts))  # pure Poisson: integer counts
+
+
+def test_gain_noise_and_noise_level_map_match_the_empirical_std():
+    rng = np.random.default_rng(0)
+    clean = np.repeat(np.linspace(0.05, 1.0, 8), 8).reshape(8, 8)
+    cpp, kw = 30.0, dict(read_noise=1.5, gain_cv=0.6, dark_counts=0.2)
+    draws = np.stack([(d.detect(clean, cpp, gain=2.0, offset=5.0, seed=rng, **kw) - 5.0) / (2.0 * cpp)
+                      for _ in range(3000)])
+    expected = d.noise_level_map(clean, cpp, **kw)
+    np.testing.assert_allclose(draws.std(0), expected, rtol=0.08)
+    np.testing.assert_allclose(draws.mean(0), clean + 0.2 / cpp, atol=0.01)
+
+
+def test_line_jitter_shifts_rows_and_keeps_their_content():
+    rng = np.random.default_rng(1)
+    img = rng.random((16, 64))
+    out = d.line_jitter(img, 1.5, seed=7)
+    offsets = d.line_jitter_offsets(16, 1.5, seed=7)
+    assert np.abs(offsets).max() > 0.5
+    cols = np.arange(64)
+    for i in range(16):
+        inner = (cols + offsets[i] >= 0) & (cols + offsets[i] <= 63)
+        np.testing.assert_allclose(out[i, inner], np.interp(cols[inner] + offsets[i], cols, img[i]),
+                                   atol=1e-12)
+    # an integer shift moves a row without changing it
+    shifted = d.resample(img, 0.0, np.full((16, 1), 3.0))
+    np.testing.assert_array_equal(shifted[:, :61], img[:, 3:])
+
+
+def test_drift_shears_across_scan_lines_and_flyback_decays():
+    dy, dx = d.drift_offsets((10, 20), (0.0, 0.5))
+    assert np.allclose(dy, 0) and dx[9, 0] - dx[0, 0] == pytest.approx(4.5)
+    f = d.flyback_offsets(50, 2.0, 5.0)
+    assert f[0] == pytest.approx(2.0) and abs(f[-1]) < 1e-3
+
+
+def test_acquire_is_deterministic_and_unbiased_in_clean_units():
+    clean = np.tile(np.linspace(0, 1, 64), (64, 1)).astype(np.float32)
+    for modality in ("stem", "tem", "haadf", "hrtem"):
+        a = d.acquire(clean, modality, 200.0, seed=11)
+        b = d.acquire(clean, modality, 200.0, seed=11)
+        c = d.acquire(clean, modality, 200.0, seed=12)
+        np.testing.assert_array_equal(a.noisy, b.noisy)
+        assert a.params == b.params and not np.array_equal(a.noisy, c.noisy)
+        assert a.noisy.dtype == np.float32 and a.noisy.shape == clean.shape
+        assert a.params["counts_per_px"] == 200.0
+        json.dumps(a.params)
+    means = [np.median(d.acquire(clean, "tem", 500.0, seed=s).noisy) for s in range(10)]
+    assert np.mean(means) == pytest.approx(np.median(clean), abs=0.03)
+
+
+def test_tem_defects_xray_hits_and_dead_pixels():
+    img = np.zeros((32, 32))
+    hit = d.xray_hits(img, 3, 40.0, seed=0)
+    assert 3 <= (hit == 40.0).sum() <= 18
+    mask = d.defect_pixel_mask((32, 32), 0.0, seed=0, columns=1)
+    assert mask.sum() == 32 and mask.any(0).sum() == 1
+
+
+def test_bad_input_is_a_named_error():
+    with pytest.raises(ValueError, match="counts_per_px"):
+        d.acquire(np.zeros((8, 8)), "stem", 0.0)
+    with pytest.raises(ValueError, match="modality"):
+        d.acquire(np.zeros((8, 8)), "sem", 10.0)
+    with pytest.raises(ValueError, match="2-D"):
+        d.acquire(np.zeros((2, 8, 8)), "tem", 10.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        d.detect(-np.ones((4, 4)), 10.0)
+
+
+def test_intensity_range_gives_hrtem_contrast_on_a_bright_background():
+    clean = np.tile(np.linspace(0, 1, 32), (32, 1))
+    a = d.acquire(clean, "tem", 100.0, seed=3, intensity_range=(0.8, 1.2))
+    b = d.acquire(clean, "tem", 100.0, seed=3)
+    assert a.params["intensity_range"] == [0.8, 1.2]
+    # the same counts_per_px is noisier relative to a 40 % modulation than to a 0..1 stretch
+    assert (a.noisy - clean).std() > 2 * (b.noisy - clean).std()
+    std = d.acquired_noise_level(clean, a.params)
+    assert std.shape == clean.shape and 0.15 < std.mean() < 0.5
