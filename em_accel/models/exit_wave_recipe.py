@@ -113,13 +113,17 @@ def _lr(base: float, step: int, total: int) -> float:
 @torch.no_grad()
 def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
              splits: tuple[str, ...] = EVAL_SPLITS, dose: float | None = None,
-             defocus: float = 0.0, max_waves: int | None = None) -> list[dict]:
+             defocus: float = 0.0, max_waves: int | None = None,
+             ensemble: bool = False) -> list[dict]:
     """One row per split: counts, mean errors ± SE and the baselines on the same waves.
 
     Each wave's whole stored crop (cut to a multiple of the network's stride) is the input
     (amplitude normalised to mean 1 over the stored crop, no
     augmentation); ``dose`` / ``defocus`` perturb the input like :func:`perturb_amplitude`
-    (the same noise seed for every model)."""
+    (the same noise seed for every model); ``ensemble`` averages the 8 dihedral transforms."""
+    from .exit_wave import unit_phasor
+    from .tiling import dihedral_ensemble
+
     from ..sim.exit_wave_sets import load_set
 
     model.eval()
@@ -144,8 +148,9 @@ def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
         ch, cw = h // model.multiple * model.multiple, w // model.multiple * model.multiple
         sl = (..., slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw))
         amp, target = amp[sl], target[sl]
-        pred = torch.cat([model(amp[i:i + 32].to(device)).float().cpu() for i in range(0, len(amp), 32)])
-        row = {"split": split, "dose_e_per_A2": dose, "defocus_A": defocus,
+        fwd = (lambda x: unit_phasor(dihedral_ensemble(model, x))) if ensemble else model
+        pred = torch.cat([fwd(amp[i:i + 32].to(device)).float().cpu() for i in range(0, len(amp), 32)])
+        row = {"split": split, "dose_e_per_A2": dose, "defocus_A": defocus, "ensemble": ensemble,
                **summarize(phase_errors(pred, target)), **baselines(target)}
         row["materials"] = len({m["material"] for m in metas})
         rows.append(row)
@@ -254,6 +259,22 @@ def _save(path, objects, step, total, spent, history, balance) -> None:
     save_checkpoint(path, objects, step, extra)
 
 
+def markdown_rows(record: dict) -> list[str]:
+    """docs/exit_wave.md table rows of one recipe record: set, split, waves, materials, dose,
+    MAE ± SE, aligned MAE, RMSE [rad], and the baselines on the same waves."""
+    out = []
+    for r in record["rows"]:
+        dose = "clean" if r["dose_e_per_A2"] is None else f"{r['dose_e_per_A2']:g} e⁻/Å²"
+        if r.get("ensemble"):
+            dose += ", 8× dihedral ensemble"
+        gain = 1 - r["mae"] / r["best_constant_mae"]
+        out.append(f"| {record['set']} | {r['split']} | {r['n']} | {r['materials']} | {dose} | "
+                   f"{r['mae']:.3f} ± {r['mae_se']:.3f} | {r['best_constant_mae']:.3f} | {gain:+.0%} | "
+                   f"{r['mae_aligned']:.3f} | {r['flat_phase_mae_aligned']:.3f} | "
+                   f"{r['rmse']:.2f} | {r['rmse_conj']:.2f} | {r['flat_phase_rmse']:.2f} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m em_accel.models.exit_wave_recipe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -278,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gan", action="store_true", help="the thesis's LSGAN variant")
     p.add_argument("--eval-doses", type=float, nargs="*", default=[],
                    help="also evaluate unseen_transforms at these doses [e-/Å²]")
+    p.add_argument("--eval-ensemble", action="store_true",
+                   help="also evaluate every split with the 8-fold dihedral self-ensemble")
     p.add_argument("--record", type=Path, default=None, help="also write recipe.json here")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -289,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                 residual_defocus=a.residual_defocus, gan=a.gan, progress=not a.no_progress)
     model, _ = load_exit_wave_weights(a.out / "weights.safetensors", a.device)
     rows = evaluate(model, a.data, a.device)
+    if a.eval_ensemble:
+        rows += evaluate(model, a.data, a.device, ensemble=True)
     for d in a.eval_doses:
         rows += evaluate(model, a.data, a.device, splits=("unseen_transforms",), dose=d)
     rec = {"command": "python -m em_accel.models.exit_wave_recipe " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -300,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         a.record.parent.mkdir(parents=True, exist_ok=True)
         a.record.write_text(text)
     for r in rows:
-        print(f"{a.set:>10} {r['split']:>18} dose={r['dose_e_per_A2']} n={r['n']:4d} MAE {r['mae']:.3f}"
+        print(f"{a.set:>10} {r['split']:>18} dose={r['dose_e_per_A2']} ens={r['ensemble']:d} n={r['n']:4d} MAE {r['mae']:.3f}"
               f" aligned {r['mae_aligned']:.3f} RMSE {r['rmse']:.3f} rad | best const "
               f"{r['best_constant_mae']:.3f} flat-aligned {r['flat_phase_mae_aligned']:.3f}")
     return 0
