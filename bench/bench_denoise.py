@@ -25,7 +25,7 @@ from em_accel.train.loop import Trainer, TrainConfig
 
 def _throughput_rows(device: str, quick: bool) -> list[dict]:
     rows = []
-    small = load_pretrained(map_location=device)
+    small = load_pretrained(device=device)
     models = [("small (shipped)", small, 512)]
     if device == "cuda" or not quick:
         models.append(("full (thesis)", AtrousDenoiser().to(device).eval(), 512))

@@ -38,7 +38,28 @@ def as_numpy_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
 
 def progress_enabled(progress: bool) -> bool:
     """Whether to draw a progress bar: asked for, and stderr is a terminal."""
+    if callable(progress):
+        raise TypeError("progress must be a bool (pass a per-step function as callback=), got "
+                        f"{type(progress).__name__}")
     return bool(progress) and sys.stderr.isatty()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_counter(total: int, progress: bool, **kwargs):
+    """A tqdm bar of ``total`` steps on stderr (``update(n)``, ``close()``), or a silent
+    stand-in with the same methods when :func:`progress_enabled` is false."""
+    if not progress_enabled(progress):
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, file=sys.stderr, **kwargs)
 
 
 def progress_bar(iterable: Iterable[T], progress: bool, **kwargs) -> Iterable[T]:

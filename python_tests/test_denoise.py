@@ -13,7 +13,8 @@ from em_accel.cli import main
 from em_accel.data import poisson_noise, synthetic_micrograph
 from em_accel.io import read_image, write_image
 from em_accel.models import (PRETRAINED_HIGH, PRETRAINED_LOW, AtrousDenoiser, denoise_tiled,
-                             load_pretrained, load_weights, overlap_cost, tile_layout)
+                             load_pretrained, load_weights, overlap_cost, pretrained_notes,
+                             tile_layout)
 from em_accel.models.cli import looks_low_dose
 from em_accel.train.checkpoint import save_weights
 

@@ -22,8 +22,8 @@ def run(ctx: DemoContext) -> StageResult:
     from ..models import PRETRAINED_LOW, denoise_image, load_pretrained
 
     f = ctx.noisy_frame
-    model = load_pretrained(PRETRAINED_LOW, map_location=ctx.device)
-    denoised = denoise_image(model, f.noisy)
+    model = load_pretrained(PRETRAINED_LOW, device=ctx.device)
+    denoised = denoise_image(model, f.noisy, progress=ctx.progress)
     blurred = gaussian_blur(f.noisy, 1.0)
     numbers = {
         "mean counts per pixel (counts/px)": f.mean_counts_per_px,

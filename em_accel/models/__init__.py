@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from .blocks import (ASPP, ChannelAffine, ConvBlock, SepBlock, SeparableConv2d, UpBlock,
                      XceptionBlock, make_norm, spectral_normalize, weight_normalize)
-from .denoiser import (PRETRAINED_HIGH, PRETRAINED_LOW, AtrousDenoiser, count_parameters,
-                       load_pretrained, load_weights)
+from .denoiser import (PRETRAINED_HIGH, PRETRAINED_LOW, AtrousDenoiser, LoadedModel,
+                       count_parameters, load_pretrained, load_weights, pretrained_notes)
 from .exit_wave import (AmplitudeError, AmplitudeTypeError, ExitWaveDiscriminator, ExitWaveNet,
                         LSGANBalance, load_exit_wave_weights, load_pretrained_exit_wave,
                         reconstruct_exit_wave)
 from .tiling import apply_tiled, denoise_image, denoise_tiled, overlap_cost, tile_layout
 
-__all__ = ["AmplitudeError", "AmplitudeTypeError", "ExitWaveDiscriminator", "ExitWaveNet",
-           "LSGANBalance", "apply_tiled", "load_exit_wave_weights", "load_pretrained_exit_wave",
-           "reconstruct_exit_wave", "PRETRAINED_HIGH", "PRETRAINED_LOW", "ASPP", "AtrousDenoiser", "ChannelAffine", "ConvBlock", "SepBlock",
-           "SeparableConv2d", "UpBlock", "XceptionBlock", "count_parameters", "denoise_image",
-           "denoise_tiled", "load_pretrained", "load_weights", "make_norm", "overlap_cost", "spectral_normalize",
-           "tile_layout", "weight_normalize"]
+__all__ = ["AmplitudeError", "AmplitudeTypeError", "apply_tiled", "ASPP", "AtrousDenoiser",
+           "ChannelAffine", "ConvBlock", "count_parameters", "denoise_image", "denoise_tiled",
+           "ExitWaveDiscriminator", "ExitWaveNet", "load_exit_wave_weights", "load_pretrained",
+           "load_pretrained_exit_wave", "load_weights", "LoadedModel", "LSGANBalance", "make_norm",
+           "overlap_cost", "PRETRAINED_HIGH", "PRETRAINED_LOW", "pretrained_notes",
+           "reconstruct_exit_wave", "SeparableConv2d", "SepBlock", "spectral_normalize",
+           "tile_layout", "UpBlock", "weight_normalize", "XceptionBlock"]

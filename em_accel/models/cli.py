@@ -80,9 +80,9 @@ def _load_model(spec: str, device: str, image: np.ndarray | None = None):
         spec = "low" if image is not None and looks_low_dose(image) else "high"
     if spec in ("low", "high"):
         name = PRETRAINED_LOW if spec == "low" else PRETRAINED_HIGH
-        model = load_pretrained(name, map_location=torch.device(device))
+        model = load_pretrained(name, device=torch.device(device))
     else:
-        model, _ = load_weights(Path(spec), map_location=torch.device(device))
+        model, _ = load_weights(Path(spec), device=torch.device(device))
         name = str(spec)
     return model, name
 
@@ -120,8 +120,8 @@ def _denoise(args: argparse.Namespace) -> int:
         bar = tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile",
                    disable=args.no_progress)
         out = np.stack([denoise_image(model, f, tile=tile, margin=args.margin,
-                                      batch_size=args.batch_size, progress=bar.update,
-                                      ensemble=args.ensemble)
+                                      batch_size=args.batch_size, progress=False,
+                                      ensemble=args.ensemble, callback=bar.update)
                         for f in frames])
         bar.close()
         out = out[0] if mic.data.ndim == 2 else out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -111,8 +112,14 @@ PRETRAINED_LOW = "denoiser_small_low.safetensors"
 PRETRAINED_HIGH = "denoiser_small_high.safetensors"
 
 
-def _from_bytes(data: bytes, map_location: str | torch.device
-                ) -> tuple[AtrousDenoiser, dict]:
+class LoadedModel(NamedTuple):
+    """A network rebuilt from a weights file, in eval mode, and the file's training notes."""
+
+    model: nn.Module
+    notes: dict
+
+
+def _from_bytes(data: bytes, device: str | torch.device | None) -> LoadedModel:
     from safetensors.torch import load
 
     n = int.from_bytes(data[:8], "little")
@@ -125,25 +132,34 @@ def _from_bytes(data: bytes, map_location: str | torch.device
                            in_channels=config["in_channels"], norm=config["norm"],
                            aspp_rates=tuple(config["aspp_rates"]))
     model.load_state_dict({k: v.float() for k, v in load(data).items()})
-    return model.to(map_location).eval(), json.loads(meta.get("notes", "{}"))
+    model = model.to(device if device is not None else "cpu").eval()
+    return LoadedModel(model, json.loads(meta.get("notes", "{}")))
 
 
-def load_weights(path: str | Path, map_location: str | torch.device = "cpu"
-                 ) -> tuple[AtrousDenoiser, dict]:
-    """An :class:`AtrousDenoiser` rebuilt from a weights file written by
-    :func:`em_accel.train.checkpoint.save_weights`, in eval mode, and the file's notes."""
+def load_weights(path: str | Path, *, device: str | torch.device | None = None) -> LoadedModel:
+    """``LoadedModel(model, notes)``: an :class:`AtrousDenoiser` rebuilt from a weights file
+    written by :func:`em_accel.train.checkpoint.save_weights`, in eval mode on ``device``
+    (default CPU), and the file's notes."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file {path}")
-    return _from_bytes(path.read_bytes(), map_location)
+    return _from_bytes(path.read_bytes(), device)
 
 
-def load_pretrained(name: str = PRETRAINED_LOW, map_location: str | torch.device = "cpu",
-                    with_notes: bool = False):
-    """A shipped small denoiser (``PRETRAINED_LOW`` or ``PRETRAINED_HIGH``) in eval mode;
-    with ``with_notes`` also the dict of how it was trained (steps, doses, tile)."""
+def _shipped(name: str) -> bytes:
     ref = resources.files("em_accel.models") / "weights" / name
     if not ref.is_file():
         raise FileNotFoundError(f"no shipped weights named {name!r} in em_accel/models/weights")
-    model, notes = _from_bytes(ref.read_bytes(), map_location)
-    return (model, notes) if with_notes else model
+    return ref.read_bytes()
+
+
+def load_pretrained(name: str = PRETRAINED_LOW, *, device: str | torch.device | None = None
+                    ) -> AtrousDenoiser:
+    """A shipped small denoiser (``PRETRAINED_LOW`` or ``PRETRAINED_HIGH``) in eval mode on
+    ``device`` (default CPU); :func:`pretrained_notes` says how it was trained."""
+    return _from_bytes(_shipped(name), device).model
+
+
+def pretrained_notes(name: str = PRETRAINED_LOW) -> dict:
+    """How a shipped denoiser was trained (steps, doses, tile), from its file's metadata."""
+    return _from_bytes(_shipped(name), None).notes

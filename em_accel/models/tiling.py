@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._api import progress_counter
 from ..data.augment import dihedral, dihedral_inverse
 from .denoiser import STRIDE
 
@@ -68,19 +69,20 @@ def _round_up(n: int, k: int) -> int:
 
 @torch.inference_mode()
 def denoise_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margin: int = 16,
-                  batch_size: int = 4, progress: Callable[[int], None] | None = None,
-                  ensemble: bool = False) -> torch.Tensor:
+                  batch_size: int = 4, progress: bool = True, ensemble: bool = False, *,
+                  callback: Callable[[int], None] | None = None) -> torch.Tensor:
     """Apply ``model`` to a 2-D ``image`` [H, W] already scaled for it; returns [H, W].
     (:func:`apply_tiled` with one input and one output channel; the same arguments.)"""
     if image.dim() != 2:
         raise ValueError(f"image must be 2-D [H, W], got shape {list(image.shape)}")
-    return apply_tiled(model, image[None], tile, margin, batch_size, progress, ensemble)[0]
+    return apply_tiled(model, image[None], tile, margin, batch_size, progress, ensemble,
+                       callback=callback)[0]
 
 
 @torch.inference_mode()
 def apply_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margin: int = 16,
-                batch_size: int = 4, progress: Callable[[int], None] | None = None,
-                ensemble: bool = False) -> torch.Tensor:
+                batch_size: int = 4, progress: bool = True, ensemble: bool = False, *,
+                callback: Callable[[int], None] | None = None) -> torch.Tensor:
     """Apply a fully convolutional ``model`` to ``image`` [C, H, W] tile by tile; returns
     [C_out, H, W] (the model's output channels).
 
@@ -90,9 +92,10 @@ def apply_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margin:
         tile: tile size [px], a multiple of 16 (larger tiles waste less on overlaps).
         margin: context kept around every owned pixel [px]; the image is reflect-padded by it.
         batch_size: tiles per forward pass.
-        progress: called with the number of tiles finished after each batch.
+        progress: draw a bar over the tiles (on a terminal).
         ensemble: average the 8 dihedral transforms of every tile (:func:`dihedral_ensemble`):
             8× the compute, lower error.
+        callback: called with the number of tiles finished after each batch.
     """
     if image.dim() != 3:
         raise ValueError(f"image must be [C, H, W], got shape {list(image.shape)}")
@@ -108,6 +111,7 @@ def apply_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margin:
     oy, ox = _owned(ys, th, x.shape[-2]), _owned(xs, tw, x.shape[-1])
     out = None
     jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    bar = progress_counter(len(jobs), progress, desc="tiles", unit="tile")
     for k in range(0, len(jobs), batch_size):
         chunk = jobs[k:k + batch_size]
         batch = torch.cat([x[..., ys[i]:ys[i] + th, xs[j]:xs[j] + tw] for i, j in chunk])
@@ -117,8 +121,10 @@ def apply_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margin:
         for b, (i, j) in enumerate(chunk):
             (y0, y1), (x0, x1) = oy[i], ox[j]
             out[..., y0:y1, x0:x1] = pred[b:b + 1, :, y0 - ys[i]:y1 - ys[i], x0 - xs[j]:x1 - xs[j]]
-        if progress is not None:
-            progress(len(chunk))
+        bar.update(len(chunk))
+        if callback is not None:
+            callback(len(chunk))
+    bar.close()
     return out[0, :, margin:margin + h, margin:margin + w]
 
 
@@ -130,15 +136,17 @@ def overlap_cost(height: int, width: int, tile: int = 1024, margin: int = 16) ->
 
 
 def denoise_image(model: nn.Module, image: np.ndarray | torch.Tensor, tile: int = 1024,
-                  margin: int = 16, batch_size: int = 4,
-                  progress: Callable[[int], None] | None = None,
-                  ensemble: bool = False) -> np.ndarray:
+                  margin: int = 16, batch_size: int = 4, progress: bool = True,
+                  ensemble: bool = False, *,
+                  callback: Callable[[int], None] | None = None) -> np.ndarray:
     """Denoise a 2-D micrograph in its own units (counts, or any intensity scale).
 
     The image is min–max scaled as a whole (the network's input convention; one scale for the
     whole image so tiles join without seams), denoised with :func:`denoise_tiled`, and mapped
     back to the original range. ``ensemble`` averages the 8 dihedral transforms (8× the
-    compute, lower error). Returns float32 [H, W].
+    compute, lower error). ``progress`` draws a bar over the tiles (on a terminal);
+    ``callback`` is called with the number of tiles finished after each batch. Returns float32
+    [H, W].
     """
     arr = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32))
     if arr.dim() != 2:
@@ -149,5 +157,6 @@ def denoise_image(model: nn.Module, image: np.ndarray | torch.Tensor, tile: int 
     lo, hi = float(arr.min()), float(arr.max())
     span = hi - lo if hi > lo else 1.0
     scaled = ((arr - lo) / span).to(device)
-    y = denoise_tiled(model, scaled, tile, margin, batch_size, progress, ensemble)
+    y = denoise_tiled(model, scaled, tile, margin, batch_size, progress, ensemble,
+                      callback=callback)
     return (y.float().cpu() * span + lo).numpy()
