@@ -93,3 +93,14 @@ def test_cache_is_resumable_appends_and_matches_direct_calls(tmp_path):
         mg.build_cache(path, 4, size=24, kind="haadf", seed=5, progress=False)
     batch = mg.micrographs(2, 24, "haadf", seed=4, start=1, progress=False)
     np.testing.assert_allclose(batch.images, cache.images[1:3], atol=1e-3)
+
+
+def test_cli_writes_a_cache_and_reports_bad_input(tmp_path, capsys):
+    from em_accel.sim.cli import main
+
+    out = tmp_path / "m.npz"
+    assert main(["simulate-micrographs", str(out), "-n", "2", "--size", "24", "--scene", "amorphous"]) == 0
+    cache = mg.load_cache(out)
+    assert cache.images.shape == (2, 24, 24) and cache.meta["kwargs"] == {"scene": "amorphous"}
+    assert main(["simulate-micrographs", str(out), "-n", "2", "--size", "24", "--kind", "hrtem"]) == 2
+    assert "kind" in capsys.readouterr().err
