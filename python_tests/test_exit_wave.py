@@ -174,3 +174,15 @@ def test_recipe_trains_resumes_and_the_cli_reconstructs(tiny_set, tmp_path):
     assert got.shape == waves[0].shape and np.iscomplexobj(got)
     assert (out / "amp_exit_wave.png").stat().st_size > 1000
     assert json.loads((out / "amp_exit_wave.json").read_text())["input"] == "amplitude"
+
+
+def test_recipe_gan_variant_runs_and_balances(tiny_set, tmp_path):
+    from em_accel.models.exit_wave_recipe import train
+
+    root, _, _ = tiny_set
+    rec = train(root, tmp_path / "gan", steps=3, batch=2, crop=16, width=0.125, blocks=1, gan=True,
+                progress=False)
+    assert rec["steps"] == 3 and rec["gan"] and rec["config"]["stages"] == 3
+    model, _ = load_exit_wave_weights(tmp_path / "gan" / "weights.safetensors")
+    y = model(torch.rand(1, 1, 16, 16) + 0.5)
+    assert y.shape == (1, 2, 16, 16)

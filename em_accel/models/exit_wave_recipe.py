@@ -182,7 +182,8 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
     objects = {"model": model, "opt": opt, "alrc": alrc}
     disc = balance = None
     if gan:
-        disc = ExitWaveDiscriminator(width=width).to(device)
+        # the thesis's 4 stages need crops >= 64 px (5 halvings); fewer for smaller crops
+        disc = ExitWaveDiscriminator(width=width, stages=max(1, min(4, int(math.log2(crop)) - 2))).to(device)
         d_opt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
         balance = LSGANBalance()
         objects.update(disc=disc, d_opt=d_opt)
