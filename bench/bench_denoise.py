@@ -5,6 +5,10 @@ Rows:
   thesis-size model at 512² only on CPU, where it is slow), 512² and 2048² images, with our
   minimal-overlap tiling next to a thesis-style layout (512² tiles, 50 % overlap, i.e. margin
   128) in the same run; ``compute_per_pixel`` is the network pixels per output pixel.
+- ``conditioned``: the noise-level-conditioned model (:mod:`em_accel.models.conditioned`):
+  seconds per 512² image through ``denoise_micrograph`` (noise estimate included) next to the
+  shipped atrous small model in the same run, and on CUDA the batch throughput (batches of
+  512² tiles, bfloat16 autocast, channels_last) in megapixels/s.
 - ``train_step``: seconds per optimiser step of the small model (batch 2, 256² crops) with the
   Huberised MSE clipped by ALRC through the native fused op, through the unfused module on
   per-example losses, and without ALRC.
@@ -51,6 +55,43 @@ def _throughput_rows(device: str, quick: bool) -> list[dict]:
     return rows
 
 
+def _conditioned_rows(device: str, quick: bool) -> list[dict]:
+    from em_accel.models.conditioned import denoise_micrograph, load_conditioned
+
+    rows = []
+    try:
+        model = load_conditioned(device=device)
+    except FileNotFoundError:
+        return rows
+    small = load_pretrained(device=device)
+    rng = np.random.default_rng(0)
+    img = (37.0 * rng.poisson(20.0, (512, 512)) + 3e6).astype(np.float32)
+    reps = 3 if device == "cpu" else 10
+    for name, fn, m in (
+            ("conditioned (shipped), noise estimate included",
+             lambda: denoise_micrograph(img, model, progress=False), model),
+            ("atrous small (shipped)", lambda: denoise_image(small, img, tile=512, progress=False),
+             small)):
+        sec = median_time(fn, device, warmup=1, repeats=reps)
+        rows.append({"kind": "conditioned", "device": device, "model": name,
+                     "params": count_parameters(m), "size": 512, "batch": 1, "seconds": sec,
+                     "mpix_per_s": 512 * 512 / sec / 1e6})
+    if device == "cuda":
+        net = model.to(memory_format=torch.channels_last)
+        for batch in (8, 32):
+            x = torch.rand(batch, 2, 512, 512, device=device).to(memory_format=torch.channels_last)
+
+            def step():
+                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                    net(x)
+            sec = median_time(step, device, warmup=3, repeats=10)
+            rows.append({"kind": "conditioned", "device": device,
+                         "model": "conditioned, batched tiles, bf16", "params":
+                         count_parameters(model), "size": 512, "batch": batch, "seconds": sec,
+                         "mpix_per_s": batch * 512 * 512 / sec / 1e6})
+    return rows
+
+
 def _train_rows(device: str, quick: bool) -> list[dict]:
     rows = []
     ds = NoisyCropDataset(synthetic_images(2, 256, seed=0), 256, "low", seed=0)
@@ -58,7 +99,7 @@ def _train_rows(device: str, quick: bool) -> list[dict]:
     for mode in ("fused", "module", "off"):
         torch.manual_seed(0)
         cfg = TrainConfig(steps=10**9, batch_size=2, alrc=mode)
-        tr = Trainer(AtrousDenoiser(width=0.125, depth=2), ds, cfg, None, device, progress=False)
+        tr = Trainer(AtrousDenoiser(width=0.125, depth=2), ds, cfg, None, device=device, progress=False)
         sec = median_time(lambda: tr.train_step(batch), device, warmup=2,
                           repeats=3 if quick else 8)
         # the loss alone: where ALRC's cost lives
@@ -76,10 +117,13 @@ def run(quick: bool = False) -> Path:
     rows: list[dict] = []
     for device in devices:
         rows += _throughput_rows(device, quick)
+        rows += _conditioned_rows(device, quick)
         rows += _train_rows(device, quick)
     print_table("denoising throughput", [r for r in rows if r["kind"] == "denoise"],
                 ["device", "model", "size", "layout", "compute_per_pixel", "seconds",
                  "mpix_per_s"])
+    print_table("conditioned denoiser", [r for r in rows if r["kind"] == "conditioned"],
+                ["device", "model", "size", "batch", "seconds", "mpix_per_s"])
     print_table("training step", [r for r in rows if r["kind"] == "train_step"],
                 ["device", "alrc", "batch", "crop", "seconds", "loss_only_b16_seconds"])
     return write_record("denoise", rows, devices, {"quick": quick})

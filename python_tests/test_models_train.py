@@ -99,7 +99,7 @@ def test_fused_and_module_alrc_give_the_same_loss_and_step(device):
         model, ds, cfg = _make()
         cfg.alrc = mode
         cfg.l2 = 0.0
-        tr = Trainer(model, ds, cfg, None, device, progress=False)
+        tr = Trainer(model, ds, cfg, None, device=device, progress=False)
         losses.append(tr.loss(pred, target)[0])
         mus.append(tr.alrc.mu1.clone())
         tr.train_step((ds[0][0][None], ds[0][1][None]))

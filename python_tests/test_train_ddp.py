@@ -33,7 +33,7 @@ def _config() -> TrainConfig:
 
 
 def _trainer() -> Trainer:
-    tr = Trainer(_net(), _dataset(), _config(), None, "cpu", progress=False)
+    tr = Trainer(_net(), _dataset(), _config(), None, device="cpu", progress=False)
     tr.dalrc = DALRC().train()
     return tr
 

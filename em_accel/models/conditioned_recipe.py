@@ -147,7 +147,7 @@ def run(out: Path, steps: int, batch: int = 8, crop: int = 96, lr: float = 1e-3,
                       l2=0.0, huber=False, alrc="module", alrc_mu1_start=1.0,
                       alrc_mu2_start=2.0, checkpoint_every=max(25, steps // 40), log_every=10,
                       workers=workers, grad_clip=None)
-    trainer = ConditionedTrainer(model, ds, cfg, out, device, progress=progress)
+    trainer = ConditionedTrainer(model, ds, cfg, out, device=device, progress=progress)
     t0 = time.perf_counter()
     start_step = trainer.step
 

@@ -40,7 +40,7 @@ def _seconds_per_step(scale: dict, images: list, batch: int, crop: int, device: 
     """Time a few throw-away steps (used to fit step counts into a time budget)."""
     ds = NoisyCropDataset(images, crop, "low", seed=12345)
     cfg = TrainConfig(steps=65, batch_size=batch, workers=workers)
-    tr = Trainer(AtrousDenoiser(**scale), ds, cfg, None, device, progress=False)
+    tr = Trainer(AtrousDenoiser(**scale), ds, cfg, None, device=device, progress=False)
     cfg.steps = 5
     tr.fit()
     t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def run(out: Path, low_steps: int, high_steps: int, batch: int, crop: int = CROP
         cfg = TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=min(50, steps // 10),
                           checkpoint_every=max(100, steps // 10), log_every=20, workers=workers)
         t0 = time.perf_counter()
-        Trainer(model, ds, cfg, out / phase, device, progress=progress).fit()
+        Trainer(model, ds, cfg, out / phase, device=device, progress=progress).fit()
         notes = {"phase": phase, "dose": dose, "steps": steps, "batch": batch, "crop": crop,
                  "lr": lr, "train_seconds": round(time.perf_counter() - t0, 1),
                  "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",

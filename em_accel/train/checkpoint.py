@@ -15,6 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._atomic import replace_durably
+from .._api import resolve_device
+
 Stateful = Any  # nn.Module, torch.optim.Optimizer, an LR scheduler: anything with state_dict()
 
 
@@ -70,14 +73,16 @@ def save_checkpoint(path: str | Path, objects: dict[str, Stateful], step: int,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return replace_durably(tmp, path)  # a kill leaves the previous checkpoint whole
 
 
-def load_checkpoint(path: str | Path, objects: dict[str, Stateful],
-                    map_location: str | torch.device = "cpu", restore_rng: bool = True
+def load_checkpoint(path: str | Path, objects: dict[str, Stateful], *,
+                    map_location: str | torch.device | None = None, restore_rng: bool = True
                     ) -> tuple[int, dict[str, Any]]:
-    """Restore each named object from ``path``; returns ``(step, extra)``.
+    """Restore each named object from ``path``; returns ``(step, extra)``. Modules' tensors are
+    moved to ``map_location`` before they are copied in (torch's word: nothing new is made on
+    a device; None: each module's own device); optimizers and schedulers place their state
+    themselves.
 
     Raises ``KeyError`` naming an object the checkpoint lacks.
     """
@@ -93,14 +98,15 @@ def load_checkpoint(path: str | Path, objects: dict[str, Stateful],
                            f"(it has {sorted(skeleton)})")
         state = _join(skeleton[name], tensors)
         if isinstance(obj, nn.Module):
-            state = {k: v.to(map_location) for k, v in state.items()}
+            dev = resolve_device(map_location, next(obj.parameters(), None))
+            state = {k: v.to(dev) for k, v in state.items()}
         obj.load_state_dict(state)
     if restore_rng and "rng/torch" in tensors:
         torch.set_rng_state(tensors["rng/torch"])
     return int(meta["step"]), json.loads(meta["extra"])
 
 
-def save_weights(path: str | Path, model: nn.Module, config: dict[str, Any],
+def save_weights(path: str | Path, model: nn.Module, config: dict[str, Any], *,
                  dtype: torch.dtype | None = None, notes: dict[str, Any] | None = None) -> Path:
     """Save a model's weights alone (optionally cast, e.g. to float16) with its ``config``
     (JSON) in the metadata, as shipped in ``em_accel/models/weights``."""

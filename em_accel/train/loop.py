@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from .._api import resolve_device
+from .._atomic import write_text_atomic
 from ..data.datasets import make_batch
 from .alrc import ALRC
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -94,18 +96,18 @@ class Trainer:
         dataset: deterministic dataset of ``(input, target)`` tensors (item i fixed by i).
         config: hyper-parameters.
         out_dir: where ``checkpoint.safetensors`` and ``log.jsonl`` go (None: no files).
-        device: training device.
-        progress: show a tqdm progress bar.
+        device: training device (keyword-only); None: the model's device.
+        progress: show a tqdm progress bar (on a terminal).
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset, config: TrainConfig,
-                 out_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                 progress: bool = True) -> None:
+                 out_dir: str | Path | None = None, *,
+                 device: str | torch.device | None = None, progress: bool = True) -> None:
         if config.alrc not in ("fused", "module", "off"):
             raise ValueError(f"config.alrc must be 'fused', 'module' or 'off', got {config.alrc!r}")
         lr_factor(0, config)  # validates the schedule name
         self.config, self.dataset = config, dataset
-        self.device = torch.device(device)
+        self.device = resolve_device(device, next(model.parameters(), None))
         self.model = model.to(self.device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
@@ -240,13 +242,13 @@ class Trainer:
             f.write(json.dumps(rec) + "\n")
 
     def _truncate_log(self) -> None:
-        """Drop log lines after the restored step (they belong to the lost interval)."""
+        """Drop log lines after the restored step (they belong to the lost interval) and a line
+        torn by a kill mid-write; the rewrite is atomic."""
         path = self.out_dir / LOG if self.out_dir is not None else None
         if path is None or not path.is_file():
             return
-        keep = [ln for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["step"] <= self.step]
-        path.write_text("".join(ln + "\n" for ln in keep))
+        keep = [json.dumps(r) for r in _log_records(path) if r["step"] <= self.step]
+        write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
 class _BatchView(Dataset):
@@ -262,7 +264,21 @@ class _BatchView(Dataset):
         return make_batch(self.dataset, i, self.batch_size)
 
 
+def _log_records(path: Path) -> list[dict[str, float]]:
+    """Records of a JSON-lines log; a last line torn by a kill mid-write is skipped."""
+    lines = path.read_text().splitlines()
+    out = []
+    for i, ln in enumerate(lines):
+        if not ln.strip():
+            continue
+        try:
+            out.append(json.loads(ln))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON (a corrupt log)") from None
+    return out
+
+
 def read_log(out_dir: str | Path) -> list[dict[str, float]]:
     """The logged curve of a run directory."""
-    path = Path(out_dir) / LOG
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return _log_records(Path(out_dir) / LOG)
