@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .._atomic import replace_durably, write_text_atomic
+
 SPLITS = ("train", "unseen_parameters", "unseen_materials")
 
 
@@ -154,7 +156,7 @@ def write_waves(path: str | Path, waves: list[np.ndarray], metas: list[dict]) ->
             for i, w in enumerate(waves):
                 g.create_dataset(f"{i:05d}", data=w)
         f.attrs["meta"] = json.dumps(metas)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
     return str(path)
 
 
@@ -203,9 +205,7 @@ def run_shards(out_dir: str | Path, spec_dict: dict, shards: list[list[dict]],
         if old.get("spec") != json.loads(json.dumps(manifest["spec"])):
             raise ValueError(f"{out_dir} holds a dataset with a different spec; use a new directory")
     else:
-        tmp = mpath.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, mpath)
+        write_text_atomic(mpath, json.dumps(manifest, indent=1))
     todo = [i for i in range(len(shards)) if not _shard_path(out_dir, i).exists()]
     t0 = time.perf_counter()
     bar = None

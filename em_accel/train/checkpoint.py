@@ -8,15 +8,14 @@ renamed, so a run killed while saving leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._atomic import replace_durably
 from .._api import resolve_device
+from .._atomic import replace_durably
 
 Stateful = Any  # nn.Module, torch.optim.Optimizer, an LR scheduler: anything with state_dict()
 
