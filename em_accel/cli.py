@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 # Modules that contribute subcommands: each defines register(subparsers).
 SUBCOMMAND_MODULES = (
@@ -32,10 +33,25 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from bench.__main__ import main as bench_main  # the harness lives in the source tree
+def _bench_harness():
+    """The checkout's ``bench`` package: importable already, or found in the current folder or
+    one above it. The harness is not installed with em-accel (it needs the source tree)."""
+    try:
+        return importlib.import_module("bench.__main__")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bench", "bench.__main__"):
+            raise
+    for root in (Path.cwd(), *Path.cwd().parents):
+        if (root / "bench" / "__main__.py").is_file() and (root / "pyproject.toml").is_file():
+            sys.path.insert(0, str(root))
+            return importlib.import_module("bench.__main__")
+    raise SystemExit("em-accel bench runs the benchmark harness of a source checkout, which is "
+                     "not installed with the package: run it from the repository's root "
+                     "(git clone ...; cd em-accel; em-accel bench, or python -m bench)")
 
-    return bench_main(args.families + (["--quick"] if args.quick else []))
+
+def _bench(args: argparse.Namespace) -> int:
+    return _bench_harness().main(args.families + (["--quick"] if args.quick else []))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -272,7 +272,6 @@ def load_dataset(out_dir: str | Path, split: str | None = None) -> tuple[list[np
                 metas.append(m)
     return waves, metas
 
-
 def bench_dataset(quick: bool = True) -> dict:
     """Waves per second of a small synchronous dataset run (used by bench/bench_multislice.py)."""
     import tempfile
