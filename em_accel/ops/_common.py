@@ -16,6 +16,9 @@ from ..errors import InvalidInputError
 # Mirrors em::DType in csrc/common/em_common.h; verified against the native enum below.
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 FLOAT_DTYPES = tuple(DTYPE_CODES)
+#: The complex dtype of a real one and back (waves, spectra); the one map the package uses.
+COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+REAL_OF = {c: r for r, c in COMPLEX_OF.items()}
 
 
 def _verify_dtype_codes() -> None:

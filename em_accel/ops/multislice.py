@@ -29,14 +29,13 @@ import torch
 from .. import _native
 from ..errors import OutOfRangeError
 from . import _validate
-from ._common import DTYPE_CODES, check_same_device, check_tensor, native_stream
+from ._common import (COMPLEX_OF, DTYPE_CODES, REAL_OF, check_same_device, check_tensor,
+                      native_stream)
 from ._registry import OpSpec
 
 _N = _native.multislice
 REAL_DTYPES = (torch.float32, torch.float64)
 COMPLEX_DTYPES = (torch.complex64, torch.complex128)
-_REAL_OF = {torch.complex64: torch.float32, torch.complex128: torch.float64}
-_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 def _positive(name: str, value: float) -> None:
@@ -98,7 +97,7 @@ def ms_structure_factor(positions: torch.Tensor, species: torch.Tensor, offsets:
     check_same_device(positions=positions, form_factors=form_factors)
     if check:
         _validate.offsets_and_species(offsets, species, positions.shape[0], form_factors.shape[0])
-    out = torch.empty((m, nx, nyh), dtype=_COMPLEX_OF[form_factors.dtype], device=positions.device)
+    out = torch.empty((m, nx, nyh), dtype=COMPLEX_OF[form_factors.dtype], device=positions.device)
     p = _potential_params(m, nx, ny, form_factors.shape[0], lx, ly, form_factors.dtype)
     with native_stream(positions.device, "em_accel::ms_structure_factor") as stream:
         args = (p, positions.data_ptr(), species.data_ptr(), offsets.data_ptr(),
@@ -113,7 +112,7 @@ def ms_structure_factor(positions: torch.Tensor, species: torch.Tensor, offsets:
 @ms_structure_factor.register_fake
 def _(positions, species, offsets, form_factors, nx, ny, lx, ly, check=True):
     m = _check_atoms(positions, species, offsets, nx, ny, lx, ly)
-    return form_factors.new_empty((m, nx, ny // 2 + 1), dtype=_COMPLEX_OF[form_factors.dtype])
+    return form_factors.new_empty((m, nx, ny // 2 + 1), dtype=COMPLEX_OF[form_factors.dtype])
 
 
 def structure_factor_reference(positions, species, offsets, form_factors, nx, ny, lx, ly,
@@ -132,7 +131,7 @@ def structure_factor_reference(positions, species, offsets, form_factors, nx, ny
             acc = acc + form_factors[int(species[j])].to(torch.float64) * torch.polar(torch.ones_like(phase), phase)
         out.append(acc)
     res = torch.stack(out) if out else torch.zeros((0, nx, ny // 2 + 1), dtype=torch.complex128, device=dev)
-    return res.to(_COMPLEX_OF[form_factors.dtype])
+    return res.to(COMPLEX_OF[form_factors.dtype])
 
 
 @torch.library.custom_op("em_accel::ms_deposit", mutates_args=())
@@ -203,7 +202,7 @@ def ms_transmission(potential: torch.Tensor, sigma: float) -> torch.Tensor:
     check_same_device(potential=potential)
     if not math.isfinite(sigma):
         raise ValueError(f"sigma must be finite, got {sigma}")
-    out = torch.empty(potential.shape, dtype=_COMPLEX_OF[potential.dtype], device=potential.device)
+    out = torch.empty(potential.shape, dtype=COMPLEX_OF[potential.dtype], device=potential.device)
     return _transmission_into(potential, float(sigma), out)
 
 
@@ -219,7 +218,7 @@ def _transmission_into(potential: torch.Tensor, sigma: float, out: torch.Tensor)
 
 @ms_transmission.register_fake
 def _(potential, sigma):
-    return potential.new_empty(potential.shape, dtype=_COMPLEX_OF[potential.dtype])
+    return potential.new_empty(potential.shape, dtype=COMPLEX_OF[potential.dtype])
 
 
 def transmission_reference(potential: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -229,7 +228,7 @@ def transmission_reference(potential: torch.Tensor, sigma: float) -> torch.Tenso
 
 def _check_wave_potential(wave, potential) -> int:
     check_tensor("wave", wave, dtypes=COMPLEX_DTYPES, min_ndim=2)
-    check_tensor("potential", potential, dtypes=(_REAL_OF[wave.dtype],), min_ndim=2)
+    check_tensor("potential", potential, dtypes=(REAL_OF[wave.dtype],), min_ndim=2)
     check_same_device(wave=wave, potential=potential)
     grid = tuple(wave.shape[-2:])
     if tuple(potential.shape[-2:]) != grid:
@@ -322,7 +321,7 @@ def _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch, 
     p.dx, p.dy, p.wavelength, p.dz = float(dx), float(dy), float(wavelength), float(dz)
     p.kc, p.taper = float(kc), float(taper)
     p.tilt_stride = 0 if tilt.numel() == 2 else 2
-    p.dtype = DTYPE_CODES[_REAL_OF[spectrum.dtype]]
+    p.dtype = DTYPE_CODES[REAL_OF[spectrum.dtype]]
     p.scale = float(scale)
     with native_stream(spectrum.device, "em_accel::ms_propagate") as stream:
         if spectrum.device.type == "cuda":
@@ -448,7 +447,7 @@ def transmission(potential: torch.Tensor, sigma: float, out: torch.Tensor | None
         return ms_transmission(potential.contiguous(), float(sigma))
     potential = potential.contiguous()
     check_tensor("potential", potential, dtypes=REAL_DTYPES, min_ndim=1)
-    check_tensor("out", out, dtypes=(_COMPLEX_OF[potential.dtype],), shape=tuple(potential.shape))
+    check_tensor("out", out, dtypes=(COMPLEX_OF[potential.dtype],), shape=tuple(potential.shape))
     check_same_device(potential=potential, out=out)
     return _transmission_into(potential, float(sigma), out)
 
@@ -519,7 +518,7 @@ def sample_transmission(device="cpu", dtype=torch.float32, requires_grad=False):
 def sample_transmit(device="cpu", dtype=torch.float32, requires_grad=False):
     """Arguments for em_accel::ms_transmit (a per-wave potential)."""
     g = torch.Generator().manual_seed(3)
-    wave = torch.randn((2, 8, 6), generator=g, dtype=torch.complex128).to(device, _COMPLEX_OF[dtype])
+    wave = torch.randn((2, 8, 6), generator=g, dtype=torch.complex128).to(device, COMPLEX_OF[dtype])
     v = (torch.randn((2, 8, 6), generator=g, dtype=torch.float64) * 50).to(device, dtype)
     return wave, v, 7.29e-4
 
@@ -527,7 +526,7 @@ def sample_transmit(device="cpu", dtype=torch.float32, requires_grad=False):
 def sample_propagate(device="cpu", dtype=torch.float32, requires_grad=False, nx=16, ny=12):
     """Arguments for em_accel::ms_propagate (batch of 2 with per-wave tilts)."""
     g = torch.Generator().manual_seed(4)
-    spec = torch.randn((2, nx, ny), generator=g, dtype=torch.complex128).to(device, _COMPLEX_OF[dtype])
+    spec = torch.randn((2, nx, ny), generator=g, dtype=torch.complex128).to(device, COMPLEX_OF[dtype])
     tilt = torch.tensor([[0.004, -0.002], [0.0, 0.01]], dtype=torch.float64, device=device)
     dx, dy = 0.1, 0.12
     kc, taper = antialias_cutoff(dx, dy)

@@ -27,7 +27,7 @@ import torch
 
 from .. import _native
 from . import _validate
-from ._common import DTYPE_CODES, check_same_device, check_tensor, native_stream
+from ._common import COMPLEX_OF, DTYPE_CODES, check_same_device, check_tensor, native_stream
 from ._registry import OpSpec
 
 REAL_DTYPES = (torch.float32, torch.float64)
@@ -588,7 +588,7 @@ def convolve_grid(charges: torch.Tensor, grid: InterpGrid, kernel_hat: torch.Ten
     ex = _executor(threads) if threads > 1 else None
     parts = 4 * threads if threads > 1 else 1
     k = charges.shape[0]
-    cdt = torch.complex128 if charges.dtype == torch.float64 else torch.complex64
+    cdt = COMPLEX_OF[charges.dtype]
     kt = _transposed(kernel_hat)  # [m + 1, 2m]: (x frequency, y frequency)
     a = torch.empty(k, m + 1, m, dtype=cdt)  # x frequency, y
     d = torch.empty(k, m, m + 1, dtype=cdt)  # y, x frequency

@@ -14,6 +14,8 @@ import threading
 
 import torch
 
+from ..ops._common import COMPLEX_OF, REAL_OF
+
 _PLANS: dict = {}
 
 
@@ -152,7 +154,7 @@ def rfft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     if (not _real_usable(x) or x.dtype not in (torch.float32, torch.float64)
             or (out is not None and not _real_usable(out))):
         return torch.fft.rfft2(x, out=out)
-    cdt = torch.complex64 if x.dtype == torch.float32 else torch.complex128
+    cdt = COMPLEX_OF[x.dtype]
     if out is None:
         out = torch.empty((*x.shape[:-1], x.shape[-1] // 2 + 1), dtype=cdt)
     plan = _plan_real(x.shape, x.dtype, out.shape, cdt, "FFTW_FORWARD")
@@ -168,7 +170,7 @@ def irfft2(x: torch.Tensor, s: tuple[int, int], out: torch.Tensor | None = None)
     if (not _real_usable(x) or x.dtype not in (torch.complex64, torch.complex128)
             or (out is not None and not _real_usable(out))):
         return torch.fft.irfft2(x, s=s, out=out)
-    rdt = torch.float32 if x.dtype == torch.complex64 else torch.float64
+    rdt = REAL_OF[x.dtype]
     if out is None:
         out = torch.empty((*x.shape[:-2], *s), dtype=rdt)
     plan = _plan_real(x.shape, x.dtype, out.shape, rdt, "FFTW_BACKWARD")
@@ -177,11 +179,6 @@ def irfft2(x: torch.Tensor, s: tuple[int, int], out: torch.Tensor | None = None)
         plan.execute()
     out.mul_(1.0 / (s[0] * s[1]))
     return out
-
-
-def complex_of(dtype: torch.dtype) -> torch.dtype:
-    """complex64 for float32, complex128 for float64."""
-    return torch.complex64 if dtype == torch.float32 else torch.complex128
 
 
 class Workspace:

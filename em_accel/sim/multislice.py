@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from ..ops import multislice as ops
+from ..ops._common import COMPLEX_OF
 from . import fft
 from .physics import interaction_parameter, wavelength
 from .potential import Grid, Potential
 from .structure import Structure, from_ase, load
 
-_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 def transmission_functions(potential: torch.Tensor, energy: float, grid: Grid,
@@ -88,8 +88,8 @@ def multislice(wave: torch.Tensor, potential: Potential | Sequence[Potential], e
     psi = (wave[None] if squeeze else wave).clone()
     if psi.dim() != 3 or tuple(psi.shape[-2:]) != p0.grid.gpts:
         raise ValueError(f"wave must be [B, {p0.grid.gpts[0]}, {p0.grid.gpts[1]}], got {list(wave.shape)}")
-    if psi.dtype != _COMPLEX[p0.dtype]:
-        raise TypeError(f"wave must be {_COMPLEX[p0.dtype]} to match the potential, got {psi.dtype}")
+    if psi.dtype != COMPLEX_OF[p0.dtype]:
+        raise TypeError(f"wave must be {COMPLEX_OF[p0.dtype]} to match the potential, got {psi.dtype}")
     batch = psi.shape[0]
     if len(pots) not in (1, batch):
         raise ValueError(f"give one potential or one per wave ({batch}), got {len(pots)}")
@@ -272,6 +272,6 @@ def exit_wave(structure, energy: float = 300.0, sampling: float = 0.05,
         if tilt is not None and torch.as_tensor(tilt).dim() == 2:
             batch = torch.as_tensor(tilt).shape[0]
     grid = (pots[0] if isinstance(pots, list) else pots).grid
-    wave = plane_wave(grid, batch, device=device, dtype=_COMPLEX[real])
+    wave = plane_wave(grid, batch, device=device, dtype=COMPLEX_OF[real])
     return multislice(wave, pots, energy, tilt=tilt, exit_planes=exit_planes,
                       bandlimit_transmission=bandlimit_transmission)

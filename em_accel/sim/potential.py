@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from ..ops import multislice as ops
+from ..ops._common import COMPLEX_OF
 from . import fft
 from . import structure_factor as sf
-from .fft import fft_size  # noqa: F401  (public here since the first release)
+from .fft import fft_size
 from .kirkland import SYMBOLS, atomic_number, projected_potential_fourier
 from .structure import Structure
 
@@ -237,7 +238,7 @@ class Potential:
         offsets = torch.from_numpy(self._offsets[start:stop + 1] - a0).to(self.device)
         pos, sp = self._positions[a0:a1], self._species[a0:a1]
         c, nyh = stop - start, ny // 2 + 1
-        spec = self._ws.get("spectrum", (c, nx, nyh), fft.complex_of(self.dtype), self.device)
+        spec = self._ws.get("spectrum", (c, nx, nyh), COMPLEX_OF[self.dtype], self.device)
         if self.method == "exact":
             sf.spectrum(pos, sp, offsets, self._kernel, nx, ny, lx, ly, self.structure_factor,
                         out=spec, workspace=self._ws)

@@ -14,6 +14,7 @@ import torch
 
 from .._api import progress_bar
 from ..ops import multislice as ops
+from ..ops._common import COMPLEX_OF
 from .imaging import aberration_function, aperture
 from .multislice import multislice
 from .physics import wavelength
@@ -74,7 +75,7 @@ def stem(potential: Potential, energy: float, positions, detectors: Sequence[tup
     batches (on a terminal).
     """
     grid, dev = potential.grid, potential.device
-    cdt = torch.complex64 if potential.dtype == torch.float32 else torch.complex128
+    cdt = COMPLEX_OF[potential.dtype]
     masks = torch.stack([annular_mask(grid, energy, i, o, device=dev) for i, o in detectors])
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
     out = []

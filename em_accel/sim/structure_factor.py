@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from ..ops import multislice as ops
+from ..ops._common import COMPLEX_OF
 from . import fft
 
 METHODS = ("auto", "direct", "gemm", "nufft")
-_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 # NUFFT: oversampling 2, Gaussian spread over 2 * _HALF nodes per axis with variance 2 tau
 # (grid units). tau = half / (4 pi sqrt(1 - 1/R)) balances truncation against aliasing.
@@ -153,7 +153,7 @@ def _nufft_slice(x, y, sp_runs, ffd, lx, ly, nx, ny, out, ws) -> None:
     ix, wx = _spread_weights(x * (mx / lx), mx)
     iy, wy = _spread_weights(y * (my / ly), my)
     grid = ws.get("nufft_grid", (mx, my), ffd.dtype, x.device)
-    spec = ws.get("nufft_spec", (mx, my // 2 + 1), _COMPLEX_OF[ffd.dtype], x.device)
+    spec = ws.get("nufft_spec", (mx, my // 2 + 1), COMPLEX_OF[ffd.dtype], x.device)
     first = True
     for s, a, b in sp_runs:
         flat = (ix[a:b, :, None] * my + iy[a:b, None, :]).reshape(-1)
@@ -199,7 +199,7 @@ def spectrum(positions: torch.Tensor, species: torch.Tensor, offsets: torch.Tens
     nyh = ny // 2 + 1
     if tuple(form_factors.shape[1:]) != (nx, nyh):
         raise ValueError(f"form_factors must have shape [S, {nx}, {nyh}], got {list(form_factors.shape)}")
-    cdt = _COMPLEX_OF[form_factors.dtype]
+    cdt = COMPLEX_OF[form_factors.dtype]
     if out is None:
         out = torch.empty((m, nx, nyh), dtype=cdt, device=dev)
     ws = workspace if workspace is not None else fft.Workspace()
