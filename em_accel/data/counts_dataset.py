@@ -4,8 +4,8 @@ Each item is a random crop of a clean image turned into an acquisition at a dose
 log-uniformly in counts/px (mean electron counts per pixel, 1 to 10⁴ by default):
 
 - TEM (bright field): a pedestal 0.2–3× the image's contrast under it (HRTEM contrast is weak),
-  Poisson counts, Gaussian read noise (0–1.5 counts), sometimes X-ray hits (bright clusters of
-  1–3 px) and dead pixels;
+  Poisson counts, Gaussian read noise (0–1.5 counts), and with ``outliers`` X-ray hits (bright
+  clusters of 1–3 px) and dead pixels;
 - STEM (HAADF): a pedestal of 0–0.15 (dark background), scan-line jitter (each row shifted
   along the fast axis by N(0, 0–0.7 px)), Poisson counts and read noise; the target is the
   *unjittered* image, so the network learns to undo what it can of the jitter;
@@ -50,7 +50,7 @@ def shift_rows(image: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 
 
 def acquire_counts(clean: torch.Tensor, modality: str, counts_per_px: float,
-                   g: torch.Generator, gain_error: float = 0.1, outliers: bool = True
+                   g: torch.Generator, gain_error: float = 0.1, outliers: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(noisy, clean) equivalent-Poisson count images of a clean [H, W] image in [0, 1].
 
@@ -58,7 +58,8 @@ def acquire_counts(clean: torch.Tensor, modality: str, counts_per_px: float,
     :meth:`em_accel.data.noise_estimate.NoiseLevel.to_counts`); ``clean`` is its expectation
     without scan distortions. Both float64. ``gain_error`` is the log-normal spread of the
     assumed gain (both images are multiplied by it; 0 gives exact equivalent counts);
-    ``outliers=False`` leaves out the TEM X-ray hits and dead pixels.
+    ``outliers=True`` adds TEM X-ray hits and dead pixels (off by default: the shipped model
+    is not trained on them, see docs/denoise.md).
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")

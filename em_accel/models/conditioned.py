@@ -8,8 +8,12 @@ scaled image is then ``σ = 1/s`` (0.43 at 1 count/px, 0.005 at 10⁴), and a co
 the network's second input channel, as in FFDNet/DRUNet: one model for all doses.
 
 The network is a small bias-free UNet (residual blocks of two 3×3 convolutions, 2×2 strided
-convolutions down, transposed ones up, skips by addition, as DRUNet) and predicts the noise in
-units of σ: ``ẑ = z − σ·net([z, σ])``. The clean counts are ``(s·ẑ/2)² − 3/8``.
+convolutions down, transposed ones up, skips by addition, as DRUNet) and predicts the noise:
+``ẑ = z − net([z, σ])``. Being bias-free and ReLU, the network is positively homogeneous:
+scaling image and noise level together scales its output alike, which is what lets one set of
+weights span noise levels (Mohan et al., ICLR 2020). The clean counts are ``(s·ẑ/2)² − 3/8``.
+(``residual="sigma"`` predicts the noise in units of σ, ``z − σ·net``, instead; which trains
+better was measured, see docs/denoise.md.)
 """
 from __future__ import annotations
 
@@ -47,18 +51,24 @@ class ConditionedUNet(nn.Module):
     Args:
         channels: channels per level, finest first (each further level halves the resolution).
         blocks: residual blocks per level on each side (and in the bottleneck).
+        residual: ``"direct"`` (``ẑ = z − net``) or ``"sigma"`` (``ẑ = z − σ·net``, the noise
+            in units of σ).
 
     Input ``[B, 2, H, W]``: the scaled Anscombe image and its noise-level map σ; H and W
     multiples of ``2**(len(channels) − 1)``. Output ``[B, 1, H, W]``: the denoised scaled
     Anscombe image.
     """
 
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 96), blocks: int = 1) -> None:
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 96), blocks: int = 1,
+                 residual: str = "direct") -> None:
         super().__init__()
         if not 1 <= len(channels) <= 4 or min(channels) < 1 or blocks < 0:
             raise ValueError(f"need 1-4 levels of >= 1 channels and blocks >= 0, got "
                              f"channels={channels}, blocks={blocks}")
-        self.config = {"channels": [int(c) for c in channels], "blocks": int(blocks)}
+        if residual not in ("direct", "sigma"):
+            raise ValueError(f"residual must be 'direct' or 'sigma', got {residual!r}")
+        self.config = {"channels": [int(c) for c in channels], "blocks": int(blocks),
+                       "residual": residual}
         self.head = nn.Conv2d(2, channels[0], 3, padding=1, bias=False)
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
@@ -89,7 +99,7 @@ class ConditionedUNet(nn.Module):
         if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
             raise ValueError(f"x's height and width must be multiples of {self.stride}, got "
                              f"{x.shape[-2]}×{x.shape[-1]} (use denoise_counts, which tiles and pads)")
-        z, sigma = x[:, :1], x[:, 1:]
+        z = x[:, :1]
         y = self.head(x)
         skips = []
         for enc, down in zip(self.enc, self.down):
@@ -99,7 +109,8 @@ class ConditionedUNet(nn.Module):
         y = self.body(y)
         for up, dec in zip(reversed(self.up), reversed(self.dec)):
             y = dec(up(y) + skips.pop())
-        return z - sigma * self.tail(y)
+        r = self.tail(y)
+        return z - (x[:, 1:] * r if self.config["residual"] == "sigma" else r)
 
 
 class WithNoiseMap(nn.Module):
@@ -163,7 +174,8 @@ def load_conditioned(path: str | Path | None = None, *,
     if "channels" not in config:
         raise ValueError("weights file is not a ConditionedUNet (its config has no 'channels'); "
                          "load AtrousDenoiser weights with em_accel.models.load_weights")
-    model = ConditionedUNet(tuple(config["channels"]), config["blocks"])
+    model = ConditionedUNet(tuple(config["channels"]), config["blocks"],
+                            config.get("residual", "direct"))
     model.load_state_dict({k: v.float() for k, v in load(data).items()})
     return model.to(device if device is not None else "cpu").eval()
 

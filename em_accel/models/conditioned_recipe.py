@@ -12,8 +12,9 @@ bit-identical to one straight run of ``--steps``. ``--init`` starts a new run fr
 
 Training images (nothing downloaded): synthetic micrographs (:mod:`em_accel.data.synthetic`,
 seed 1000), scikit-image's :data:`~em_accel.data.SKIMAGE_TRAIN`, and, when present, the
-realistic micrograph caches named with ``--cache`` (``.npz`` with ``images`` [N, H, W] and an
-optional ``modality``). Held-out images for validation come from other seeds.
+realistic micrograph caches named with ``--cache`` (:func:`em_accel.data.micrographs.build_cache`;
+HAADF as STEM, HRTEM as TEM; images showing a held-out material are skipped). Validation and
+evaluation use other seeds and held-out materials.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from torch import nn
 from ..data import skimage_images, synthetic_images
 from ..data.counts_dataset import CountsCropDataset, acquire_counts, to_network
 from ..data.datasets import item_generator
+from ..data.micrographs import load_cache
+from ..sim.materials import split_of
 from ..train.checkpoint import save_weights
 from ..train.loop import Trainer, TrainConfig
 from .conditioned import ConditionedUNet, conditioned_notes, load_conditioned
@@ -74,6 +77,24 @@ class _Stop(Exception):
     pass
 
 
+def material_ids(params: dict) -> list[str]:
+    """Every material ID (``cif:``, ``proto:``, ``random:``) named anywhere in a micrograph's
+    params."""
+    out: list[str] = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+        elif isinstance(x, str) and x.split(":", 1)[0] in ("cif", "proto", "random"):
+            out.append(x)
+    walk(params)
+    return out
+
+
 def training_images(n_synthetic: int, size: int = 256, caches: list[Path] = ()
                     ) -> tuple[list[np.ndarray], list[str | None], dict]:
     """Clean training images, their modality (None: either), and a description."""
@@ -84,14 +105,17 @@ def training_images(n_synthetic: int, size: int = 256, caches: list[Path] = ()
     mods += [None] * len(nat)
     desc = {"synthetic": n_synthetic, "synthetic_seed": TRAIN_SEED, "skimage": len(nat)}
     for path in caches:
-        with np.load(path, allow_pickle=False) as f:
-            arr = f["images"].astype(np.float32)
-            mod = str(f["modality"]) if "modality" in f else None
-        for im in arr:
-            im = (im - im.min()) / max(float(im.max() - im.min()), 1e-12)
-            ims.append(im)
+        cache = load_cache(path)
+        mod = {"haadf": "stem", "hrtem": "tem"}.get(cache.meta.get("kind"))
+        kept = 0
+        for im, params in zip(cache.images, cache.params):
+            if any(split_of(m) == "heldout" for m in material_ids(params)):
+                continue                  # held-out materials stay unseen (evaluation)
+            ims.append((im - im.min()) / max(float(im.max() - im.min()), 1e-12))
             mods.append(mod)
-        desc[str(path)] = {"n": len(arr), "modality": mod}
+            kept += 1
+        desc[str(path)] = {"n": len(cache.images), "kept_train_split": kept, "modality": mod,
+                           "meta": {k: cache.meta.get(k) for k in ("kind", "size", "seed")}}
     return ims, mods, desc
 
 
@@ -122,11 +146,11 @@ def validate(model: nn.Module, pairs) -> dict:
 
 
 def build(arch: str, channels: tuple[int, ...], blocks: int) -> nn.Module:
-    if arch == "unet":
-        return ConditionedUNet(channels, blocks)
+    if arch in ("unet", "unet-sigma"):
+        return ConditionedUNet(channels, blocks, "sigma" if arch == "unet-sigma" else "direct")
     if arch == "atrous":
         return AtrousConditioned()
-    raise ValueError(f"arch must be 'unet' or 'atrous', got {arch!r}")
+    raise ValueError(f"arch must be 'unet', 'unet-sigma' or 'atrous', got {arch!r}")
 
 
 def run(out: Path, steps: int, batch: int = 8, crop: int = 96, lr: float = 1e-3,
@@ -204,12 +228,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop (with a checkpoint) after this many seconds; rerun to continue")
     p.add_argument("--init", type=Path, default=None, help="start from these weights")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--arch", default="unet", choices=["unet", "atrous"])
+    p.add_argument("--arch", default="unet", choices=["unet", "unet-sigma", "atrous"],
+                   help="conditioned UNet predicting the noise (unet) or the noise in units of "
+                        "σ (unet-sigma), or the thesis's atrous network with a noise-map input")
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 96])
     p.add_argument("--blocks", type=int, default=1)
     p.add_argument("--n-synthetic", type=int, default=64)
     p.add_argument("--cache", type=Path, nargs="*", default=[],
-                   help=".npz caches of clean micrographs (images [N, H, W], modality)")
+                   help="micrograph caches (em_accel.data.micrographs.build_cache .npz)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")

@@ -3,8 +3,7 @@
 Each held-out clean image is acquired (TEM or STEM, see
 :func:`em_accel.data.counts_dataset.acquire_counts`) at a mean dose drawn log-uniformly in the
 regime's range [counts/px] (Poisson–Gaussian noise, STEM line jitter; no X-ray hits or
-dead pixels, which would favour the network, trained to remove them, over BM3D), then written
-in detector units with a random gain (5–60 units per
+dead pixels), then written in detector units with a random gain (5–60 units per
 count) and offset (10³–3×10⁶ units). Every method gets that detector image and returns one in
 the same units; the error is measured against the clean (undistorted) expectation, divided by
 the clean image's range, so MSE is on a [0, 1] scale, PSNR = −10·log₁₀ MSE and SSIM uses data
@@ -69,8 +68,7 @@ def make_cases(images: list[tuple[str, str, np.ndarray]], regime: str, seed: int
     for k, (kind, mod, im) in enumerate(images):
         g = item_generator(seed + (regime == "high"), k)
         dose = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(torch.rand(1, generator=g)))
-        noisy, clean = acquire_counts(torch.as_tensor(im), mod, dose, g, gain_error=0.0,
-                                      outliers=False)
+        noisy, clean = acquire_counts(torch.as_tensor(im), mod, dose, g, gain_error=0.0)
         gain = 5.0 + 55.0 * float(torch.rand(1, generator=g))
         offset = 10 ** (3 + 3.5 * float(torch.rand(1, generator=g)))
         det = gain * noisy.numpy() + offset
@@ -220,13 +218,14 @@ def interval95(values: np.ndarray) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def paired(res: dict, a: str, b: str) -> dict:
-    """Method ``a`` against ``b`` on the same images: MSE difference and MSE ratio with 95 %
-    intervals, PSNR gain, and how often ``a`` is lower."""
-    ma, mb = np.array(res[a]["mse"]), np.array(res[b]["mse"])
+def paired(res: dict, a: str, b: str, select: np.ndarray | None = None) -> dict:
+    """Method ``a`` against ``b`` on the same images (``select``: a boolean mask of images):
+    MSE difference and MSE ratio with 95 % intervals, PSNR gain, and how often ``a`` is lower."""
+    sel = slice(None) if select is None else np.asarray(select, bool)
+    ma, mb = np.array(res[a]["mse"])[sel], np.array(res[b]["mse"])[sel]
     d = interval95(ma - mb)
     lr = interval95(np.log(ma / mb))
-    dp = interval95(np.array(res[a]["psnr"]) - np.array(res[b]["psnr"]))
+    dp = interval95((np.array(res[a]["psnr"]) - np.array(res[b]["psnr"]))[sel])
     return {"a": a, "b": b, "n": int(ma.size), "mse_difference": d,
             "mse_ratio_mean": float(ma.mean() / mb.mean()),
             "mse_ratio_geometric": tuple(math.exp(x) for x in lr),
@@ -235,15 +234,20 @@ def paired(res: dict, a: str, b: str) -> dict:
 
 def heldout_images(n: int, size: int = 128, seed: int = 2000
                    ) -> list[tuple[str, str, np.ndarray]]:
-    """``n`` held-out clean images as ``(kind, modality, image)``, never seen in training:
-    a third multislice HRTEM simulations (:func:`em_accel.data.simulated_images`, TEM; the
-    conditioned model was trained on none), the rest synthetic micrographs from a held-out seed,
-    alternately acquired as TEM and STEM."""
-    from ..data import simulated_images, synthetic_images
+    """``n`` held-out clean images as ``(kind, modality, image)``, never seen in training: half
+    realistic micrographs of held-out materials (:func:`em_accel.data.micrographs.micrograph`,
+    ``split="heldout"``; HAADF acquired as STEM, HRTEM as TEM, alternately), half synthetic
+    micrographs from a held-out seed, alternately TEM and STEM."""
+    from ..data import synthetic_images
+    from ..data.micrographs import micrograph
 
-    n_sim = n // 3
-    out = [("hrtem-multislice", "tem", im) for im in simulated_images(n_sim, size, seed)]
-    for k, im in enumerate(synthetic_images(n - n_sim, size, seed)):
+    n_real = n // 2
+    out = []
+    for k in range(n_real):
+        kind = ("haadf", "hrtem")[k % 2]
+        m = micrograph(size, kind, seed=(seed, k), split="heldout")
+        out.append((f"{kind}-heldout", "stem" if kind == "haadf" else "tem", m.image))
+    for k, im in enumerate(synthetic_images(n - n_real, size, seed)):
         out.append(("synthetic", ("tem", "stem")[k % 2], im))
     return out
 
@@ -283,15 +287,20 @@ def report(result: dict, network: str, classical: list[str]) -> str:
         others = [b for b in (["BM3D (oracle σ)"] if "BM3D (oracle σ)" in res else []) +
                   ([min(present, key=lambda k: np.mean(res[k]["mse"]))] if present else [])]
         lines.append("")
+        kinds = np.array([k.split("/")[0] for k in r["kinds"]])
+        groups = [("all", None)] + [(k, kinds == k) for k in dict.fromkeys(kinds)]
         for b in others:
             if network not in res:
                 continue
-            p = paired(res, network, b)
-            d, g = p["mse_difference"], p["mse_ratio_geometric"]
-            dp = p["psnr_gain_db"]
-            lines.append(
-                f"- {network} − {b}: MSE difference {1e4 * d[0]:+.3f} ×10⁻⁴ (95 % interval "
-                f"{1e4 * d[1]:+.3f} … {1e4 * d[2]:+.3f}); MSE ratio {p['mse_ratio_mean']:.3f} "
-                f"(geometric {g[0]:.3f}, 95 % {g[1]:.3f}–{g[2]:.3f}); PSNR {dp[0]:+.2f} dB "
-                f"({dp[1]:+.2f} … {dp[2]:+.2f}); lower on {p['a_lower']}/{p['n']} images")
+            for label, sel in groups:
+                p = paired(res, network, b, sel)
+                if p["n"] < 2:
+                    continue
+                d, g = p["mse_difference"], p["mse_ratio_geometric"]
+                dp = p["psnr_gain_db"]
+                lines.append(
+                    f"- {label}: {network} − {b}: MSE difference {1e4 * d[0]:+.3f} ×10⁻⁴ (95 % "
+                    f"{1e4 * d[1]:+.3f} … {1e4 * d[2]:+.3f}); MSE ratio {p['mse_ratio_mean']:.3f} "
+                    f"(geometric {g[0]:.3f}, 95 % {g[1]:.3f}–{g[2]:.3f}); PSNR {dp[0]:+.2f} dB "
+                    f"({dp[1]:+.2f} … {dp[2]:+.2f}); lower on {p['a_lower']}/{p['n']} images")
     return "\n".join(lines)
