@@ -1,4 +1,6 @@
-"""``em-accel tsne FEATURES.npy -o map.png``: t-SNE map (and image map) of saved features."""
+"""``em-accel tsne FEATURES.npy -o map.png``: t-SNE map (and image map) of saved features;
+``em-accel map DIR -o OUT``: map, interactive page and search index of a folder of micrographs;
+``em-accel search QUERY --index OUT``: nearest images of a query in a map folder."""
 from __future__ import annotations
 
 import argparse
@@ -62,3 +64,82 @@ def register(subparsers) -> None:
     p.add_argument("--save-embedding", help="also save the 2-D map as .npy")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_run)
+    register_maps(subparsers)
+
+
+def _run_map(args: argparse.Namespace) -> int:
+    from .mapping import make_map
+
+    try:
+        s = make_map(args.inputs, args.output, encoder=args.encoder, crop=args.crop,
+                     sigma_aware=not args.no_sigma, dihedral=not args.no_dihedral,
+                     perplexity=args.perplexity,
+                     n_iter=args.n_iter, device=args.device, seed=args.seed, title=args.title,
+                     progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"em-accel map: {exc}")
+    for path, reason in s.skipped:
+        print(f"skipped {path}: {reason}")
+    if not args.quiet:
+        total = sum(s.timings.values())
+        print(f"map of {s.n_images} images ({len(s.skipped)} skipped) in {total:.1f} s: "
+              f"{s.out / 'map.html'}, {s.out / 'map.png'}, index in {s.out}")
+    return 0
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    import json
+
+    from .mapping import search_files
+
+    try:
+        hits, skipped = search_files(args.queries, args.index, args.k, device=args.device,
+                                     place=not args.no_place)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"em-accel search: {exc}")
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}")
+    if args.json:
+        print(json.dumps([h.__dict__ for h in hits], indent=1))
+        return 0 if hits else 1
+    for h in hits:
+        where = "" if h.map_xy is None else f"  (map position {h.map_xy[0]:.3f}, {h.map_xy[1]:.3f})"
+        print(f"{h.query}{where}")
+        for nb in h.neighbours:
+            print(f"  {nb['rank']}. {nb['name']}  d={nb['distance']:.4g}")
+    return 0 if hits else 1
+
+
+def register_maps(subparsers) -> None:
+    from .collection import MAX_SLICES
+    from .crops import CROP_MODES
+    from .features import DEFAULT_ENCODER, ENCODERS
+
+    p = subparsers.add_parser("map", help="map a folder of micrographs: PNG, interactive HTML "
+                              "page and a search index")
+    p.add_argument("inputs", nargs="+", help="microscope files and/or folders (searched "
+                   "recursively; TIFF, MRC, DM3/DM4, SER, EMD, PNG, ...)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--encoder", choices=ENCODERS, default=DEFAULT_ENCODER)
+    p.add_argument("--crop", choices=CROP_MODES, default="center",
+                   help=f"one whole-image crop per image/slice (center, downsample) or 96-px "
+                   f"tiles; stacks give up to {MAX_SLICES} slices")
+    p.add_argument("--no-sigma", action="store_true", help="VAE: Euclidean t-SNE distances")
+    p.add_argument("--no-dihedral", action="store_true", help="nearest images must match in "
+                   "orientation (default: any rotation/flip matches)")
+    p.add_argument("--perplexity", type=float, default=None, help="default min(30, (N-2)/3)")
+    p.add_argument("--n-iter", type=int, default=750)
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--title", default=None)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_run_map)
+
+    p = subparsers.add_parser("search", help="nearest images of QUERY files in a map folder")
+    p.add_argument("queries", nargs="+", help="query image files (or folders)")
+    p.add_argument("--index", required=True, help="a folder written by em-accel map")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-place", action="store_true", help="skip placing queries in the map")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_search)

@@ -88,7 +88,9 @@ class Index:
     # -- search -------------------------------------------------------------------------------
     def search(self, queries, k: int = 5, *, metric: str = "euclidean", query_sigma=None,
                batch_size: int = 1024, exclude: torch.Tensor | None = None) -> SearchResult:
-        """The ``k`` nearest items of each query [Q, D] (or one [D]), exactly.
+        """The ``k`` nearest items of each query [Q, D] (or one [D]), exactly. Queries given
+        as several views [Q, V, D] (e.g. the 8 dihedral transforms of each query image, see
+        :func:`em_accel.embed.features.dihedral_views`) score each item by its nearest view.
 
         metric: "euclidean" (squared L2; a GEMM and a top-k per batch of ``batch_size``
         queries; for unit-norm features the same order as cosine similarity) or "sigma" (the
@@ -101,9 +103,11 @@ class Index:
         q = _as_tensor(queries, "queries").to(self.device)
         if q.dim() == 1:
             q = q[None]
-        if q.dim() != 2 or q.shape[1] != self.features.shape[1]:
-            raise ValueError(f"queries must have shape [Q, {self.features.shape[1]}], "
-                             f"got {list(q.shape)}")
+        if q.dim() not in (2, 3) or q.shape[-1] != self.features.shape[1]:
+            raise ValueError(f"queries must have shape [Q, {self.features.shape[1]}] or [Q, V, "
+                             f"{self.features.shape[1]}], got {list(q.shape)}")
+        views = q.shape[1] if q.dim() == 3 else 1
+        q = q.reshape(-1, q.shape[-1]) if q.dim() == 3 else q
         n = len(self)
         if not 1 <= k <= n - (exclude is not None):
             raise ValueError(f"k must be in [1, {n - (exclude is not None)}], got {k}")
@@ -111,16 +115,20 @@ class Index:
             if self.sigma is None or query_sigma is None:
                 raise ValueError("metric='sigma' needs the index's sigma and query_sigma")
             qs = _as_tensor(query_sigma, "query_sigma").to(self.device).reshape(q.shape)
-        idx = torch.empty(q.shape[0], k, dtype=torch.int64, device=self.device)
-        dist = torch.empty(q.shape[0], k, dtype=self.features.dtype, device=self.device)
-        for i0 in range(0, q.shape[0], batch_size):
-            i1 = min(q.shape[0], i0 + batch_size)
-            qb = q[i0:i1]
+        nq = q.shape[0] // views
+        idx = torch.empty(nq, k, dtype=torch.int64, device=self.device)
+        dist = torch.empty(nq, k, dtype=self.features.dtype, device=self.device)
+        batch_size = max(1, batch_size // views)
+        for i0 in range(0, nq, batch_size):
+            i1 = min(nq, i0 + batch_size)
+            qb = q[i0 * views:i1 * views]
             if metric == "euclidean":
                 d = torch.addmm(self._sq[None], qb, self.features.T, beta=1, alpha=-2)
                 d.add_((qb * qb).sum(1, keepdim=True)).clamp_min_(0)
             else:
-                d = sigma_d2(qb, qs[i0:i1], self.features, self.sigma)
+                d = sigma_d2(qb, qs[i0 * views:i1 * views], self.features, self.sigma)
+            if views > 1:
+                d = d.view(i1 - i0, views, -1).amin(1)
             if exclude is not None:
                 d[torch.arange(i1 - i0, device=self.device), exclude[i0:i1].to(self.device)] = math.inf
             dist[i0:i1], idx[i0:i1] = torch.topk(d, k, dim=1, largest=False, sorted=True)

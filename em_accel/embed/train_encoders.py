@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._api import progress_counter
 from ..data.datasets import item_generator
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from .contrastive import ContrastiveEncoder, nt_xent, random_view
@@ -72,11 +73,7 @@ def train_encoder(model: nn.Module, sampler: CropSampler, out_dir: str | Path, s
     is_vae = isinstance(model, VAE)
     t0 = time.perf_counter()
     last = float("nan")
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        import sys
-        bar = tqdm(total=steps, initial=step, disable=not sys.stderr.isatty(), desc="train")
+    bar = progress_counter(steps - step, progress, desc="train")
     with open(out / LOG, "a") as log:
         while step < steps:
             for group in opt.param_groups:
@@ -90,8 +87,7 @@ def train_encoder(model: nn.Module, sampler: CropSampler, out_dir: str | Path, s
             opt.step()
             step += 1
             last = float(loss.detach())
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if step % 10 == 0 or step == steps:
                 log.write(json.dumps({"step": step, "loss": last,
                                       "lr": opt.param_groups[0]["lr"],
@@ -104,8 +100,7 @@ def train_encoder(model: nn.Module, sampler: CropSampler, out_dir: str | Path, s
                                 extra={"steps": steps, "batch_size": batch_size, "seed": seed})
             if out_of_time:
                 break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return TrainResult(step, step >= steps, last, time.perf_counter() - t0)
 
 

@@ -1,0 +1,121 @@
+"""Features of 96x96 crops for maps and search: a learned encoder (contrastive or the thesis's
+VAE) or a classical baseline (PCA-50 of the pixels, the raw pixels).
+
+Shipped weights live in ``em_accel/embed/weights/`` (float16 safetensors with their config in
+the metadata); :func:`load_pretrained` reads them, never pickle.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .._api import progress_bar
+from .contrastive import ContrastiveEncoder
+from .pca import pca_fit
+from .vae import VAE
+
+ENCODERS = ("contrastive", "vae", "pca", "raw")
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+#: Shipped weights by encoder name.
+PRETRAINED = {"contrastive": "map_contrastive.safetensors", "vae": "map_vae.safetensors"}
+#: The default encoder of ``em-accel map`` (the best augmentation-retrieval score, docs/maps.md).
+DEFAULT_ENCODER = "contrastive"
+
+
+class Features(NamedTuple):
+    features: torch.Tensor        # [N, D] float32
+    sigma: torch.Tensor | None    # [N, D] VAE standard deviations, else None
+    state: dict[str, torch.Tensor]  # what encodes new crops the same way (PCA mean and axes)
+
+
+def load_pretrained(name: str = DEFAULT_ENCODER, device=None, path: str | Path | None = None
+                    ) -> nn.Module:
+    """A shipped encoder ("contrastive" or "vae") in eval mode (VAE: calibrated statistics,
+    so it encodes single images deterministically). ``path``: another weights file saved the
+    same way (:func:`em_accel.train.save_weights` with the model's ``config``)."""
+    from safetensors import safe_open
+
+    if name not in PRETRAINED:
+        raise ValueError(f"name must be one of {sorted(PRETRAINED)}, got {name!r}")
+    file = Path(path) if path is not None else WEIGHTS / PRETRAINED[name]
+    if not file.exists():
+        raise FileNotFoundError(f"no weights at {file} (the {name!r} encoder is not shipped in "
+                                f"this build; see docs/maps.md for how to train it)")
+    with safe_open(str(file), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+        state = {k: f.get_tensor(k).float() if f.get_tensor(k).is_floating_point() else f.get_tensor(k)
+                 for k in f.keys()}
+    model: nn.Module = ContrastiveEncoder(**config) if name == "contrastive" else VAE(**config)
+    model.load_state_dict(state)
+    return model.to(device or "cpu").eval()
+
+
+def dihedral_views(crops: torch.Tensor) -> torch.Tensor:
+    """The 8 dihedral transforms (rotations and flips) of each crop: [N, 96, 96] ->
+    [N * 8, 96, 96], the 8 views of crop i at rows 8i .. 8i + 7 (identity first)."""
+    from ..data.augment import dihedral
+
+    x = crops if crops.dim() == 3 else crops[:, 0]
+    return torch.stack([dihedral(x, k) for k in range(8)], 1).reshape(-1, *x.shape[-2:])
+
+
+def _crops4(crops: torch.Tensor) -> torch.Tensor:
+    if not isinstance(crops, torch.Tensor):
+        crops = torch.as_tensor(crops)
+    x = crops if crops.dim() == 4 else crops[:, None]
+    if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != (96, 96):
+        raise ValueError(f"crops must have shape [N, 96, 96] or [N, 1, 96, 96], got "
+                         f"{list(crops.shape)}")
+    return x.float()
+
+
+@torch.no_grad()
+def encode(crops: torch.Tensor, encoder: str | nn.Module = DEFAULT_ENCODER, *, device=None,
+           batch_size: int = 256, n_components: int = 50,
+           state: dict[str, torch.Tensor] | None = None, progress: bool = False) -> Features:
+    """Features of ``crops`` [N, 96, 96] (values in [0, 1]).
+
+    encoder: "contrastive" / "vae" (shipped weights) or a loaded model (a
+    :class:`ContrastiveEncoder` or a :class:`VAE`, used as is in eval mode); "pca" =
+    ``n_components`` principal components of the pixels (fitted on these crops unless
+    ``state`` holds a fitted ``pca_mean``/``pca_axes``); "raw" = the pixels area-averaged
+    to 24x24 (576-d: 4x4 averaging suppresses shot noise; as good as 48x48 for retrieval). device: where to encode (None: the crops' device); bfloat16 autocast on
+    CUDA.
+    """
+    x = _crops4(crops)
+    device = torch.device(device) if device is not None else x.device
+    n = x.shape[0]
+    state = dict(state or {})
+    if isinstance(encoder, str) and encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS} or a model, got {encoder!r}")
+    if encoder == "raw":
+        f = torch.nn.functional.avg_pool2d(x, 4).reshape(n, -1)
+        return Features(f.contiguous(), None, state)
+    if encoder == "pca":
+        flat = x.reshape(n, -1).to(device, torch.float64)
+        if "pca_mean" not in state:
+            k = min(n_components, n, flat.shape[1])
+            axes = pca_fit(flat, k).components
+            state = {"pca_mean": flat.mean(0).float().cpu(), "pca_axes": axes.float().cpu()}
+        f = (flat - state["pca_mean"].to(flat)) @ state["pca_axes"].to(flat).T
+        return Features(f.float().cpu(), None, state)
+    model = load_pretrained(encoder, device) if isinstance(encoder, str) else encoder.to(device).eval()
+    feats, sigmas = [], []
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
+        torch.autocast("cpu", enabled=False)
+    for i0 in progress_bar(range(0, n, batch_size), progress, desc="encode"):
+        xb = x[i0:i0 + batch_size].to(device)
+        with amp:
+            if isinstance(model, VAE):
+                enc = model.encode(xb, mode="frozen")
+                feats.append(enc.mu.float().cpu())
+                sigmas.append(enc.sigma.float().cpu())
+            else:
+                feats.append(model.encode(xb).float().cpu())
+    f = torch.cat(feats) if feats else torch.zeros(0, getattr(model, "latent", 64))
+    s = torch.cat(sigmas) if sigmas else None
+    return Features(f, s, state)
