@@ -22,7 +22,7 @@ from em_accel.models.exit_wave import ExitWaveNet, load_pretrained_exit_wave
 
 def _models(device: str) -> list[tuple[str, ExitWaveNet]]:
     try:
-        small = ("small (shipped)", load_pretrained_exit_wave(map_location=device))
+        small = ("small (shipped)", load_pretrained_exit_wave(device=device))
     except FileNotFoundError:
         small = ("small (untrained, shipped config)", ExitWaveNet(0.25, 2).to(device).eval())
     return [small, ("full (thesis)", ExitWaveNet().to(device).eval())]

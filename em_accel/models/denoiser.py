@@ -11,7 +11,6 @@ with the package (see :func:`load_pretrained`).
 """
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -120,20 +119,15 @@ class LoadedModel(NamedTuple):
 
 
 def _from_bytes(data: bytes, device: str | torch.device | None) -> LoadedModel:
-    from safetensors.torch import load
+    from ..train.checkpoint import read_weights
 
-    n = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8:8 + n]).get("__metadata__", {})
-    if "config" not in meta:
-        raise ValueError("weights file has no 'config' metadata (write it with "
-                         "em_accel.train.checkpoint.save_weights)")
-    config = json.loads(meta["config"])
+    state, config, notes = read_weights(data)
     model = AtrousDenoiser(width=config["width"], depth=config["depth"],
                            in_channels=config["in_channels"], norm=config["norm"],
                            aspp_rates=tuple(config["aspp_rates"]))
-    model.load_state_dict({k: v.float() for k, v in load(data).items()})
+    model.load_state_dict(state)
     model = model.to(device if device is not None else "cpu").eval()
-    return LoadedModel(model, json.loads(meta.get("notes", "{}")))
+    return LoadedModel(model, notes)
 
 
 def load_weights(path: str | Path, *, device: str | torch.device | None = None) -> LoadedModel:

@@ -20,7 +20,6 @@ ignored by the training loss (:func:`phasor_loss` with ``align=True``), see docs
 """
 from __future__ import annotations
 
-import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .blocks import spectral_normalize
+from .denoiser import LoadedModel
 
 #: Thesis channel widths (width = 1).
 DOWN = (64, 128, 256, 512)
@@ -202,38 +202,43 @@ def phasor_loss(pred: torch.Tensor, target: torch.Tensor, align: bool = False) -
 PRETRAINED = "exit_wave_broad.safetensors"
 
 
-def _from_bytes(data: bytes, map_location) -> tuple[ExitWaveNet, dict]:
-    from safetensors.torch import load
+def _from_bytes(data: bytes, device) -> LoadedModel:
+    from ..train.checkpoint import read_weights
 
-    n = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8:8 + n]).get("__metadata__", {})
-    if "config" not in meta:
-        raise ValueError("weights file has no 'config' metadata (write it with "
-                         "em_accel.train.checkpoint.save_weights)")
-    cfg = json.loads(meta["config"])
+    state, cfg, notes = read_weights(data)
     model = ExitWaveNet(cfg["width"], cfg["blocks"], cfg["stages"])
-    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in load(data).items()})
-    return model.to(map_location).eval(), json.loads(meta.get("notes", "{}"))
+    model.load_state_dict(state)
+    return LoadedModel(model.to(device if device is not None else "cpu").eval(), notes)
 
 
-def load_exit_wave_weights(path: str | Path, map_location: str | torch.device = "cpu"
-                           ) -> tuple[ExitWaveNet, dict]:
-    """An :class:`ExitWaveNet` from a ``save_weights`` file, in eval mode, and its notes."""
+def load_exit_wave_weights(path: str | Path, *, device: str | torch.device | None = None
+                           ) -> LoadedModel:
+    """``LoadedModel(model, notes)``: an :class:`ExitWaveNet` from a ``save_weights`` file
+    (e.g. a recipe run's ``weights.safetensors``), in eval mode on ``device`` (default CPU)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file {path}")
-    return _from_bytes(path.read_bytes(), map_location)
+    return _from_bytes(path.read_bytes(), device)
 
 
-def load_pretrained_exit_wave(name: str = PRETRAINED, map_location: str | torch.device = "cpu",
-                              with_notes: bool = False):
-    """The shipped small :class:`ExitWaveNet` (trained on the broad set, see docs/exit_wave.md)
-    in eval mode; with ``with_notes`` also how it was trained."""
+def _shipped(name: str) -> bytes:
     ref = resources.files("em_accel.models") / "weights" / name
     if not ref.is_file():
         raise FileNotFoundError(f"no shipped weights named {name!r} in em_accel/models/weights")
-    model, notes = _from_bytes(ref.read_bytes(), map_location)
-    return (model, notes) if with_notes else model
+    return ref.read_bytes()
+
+
+def load_pretrained_exit_wave(name: str = PRETRAINED, *, device: str | torch.device | None = None
+                              ) -> ExitWaveNet:
+    """The shipped small :class:`ExitWaveNet` (trained on the CPU broad set, see
+    docs/exit_wave.md) in eval mode on ``device`` (default CPU); :func:`exit_wave_notes` says how
+    it was trained."""
+    return _from_bytes(_shipped(name), device).model
+
+
+def exit_wave_notes(name: str = PRETRAINED) -> dict:
+    """How a shipped exit-wave model was trained (data, steps, seconds), from its metadata."""
+    return _from_bytes(_shipped(name), None).notes
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -318,7 +323,7 @@ def reconstruct_exit_wave(amplitude, model: ExitWaveNet | None = None, *, tile: 
         device = amplitude.device if isinstance(amplitude, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
     if model is None:
-        model = load_pretrained_exit_wave(map_location=device)
+        model = load_pretrained_exit_wave(device=device)
     model = model.to(device).eval()
     tile = max(model.multiple, tile // model.multiple * model.multiple)
     scaled = (amp / amp.mean()).to(device)

@@ -66,8 +66,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
         reconstruct_exit_wave
 
     device = torch.device(args.device)
-    model = (load_exit_wave_weights(args.model, device)[0] if args.model
-             else load_pretrained_exit_wave(map_location=device))
+    model = (load_exit_wave_weights(args.model, device=device).model if args.model
+             else load_pretrained_exit_wave(device=device))
     args.out.mkdir(parents=True, exist_ok=True)
     for path in args.inputs:
         mic = read_image(path)

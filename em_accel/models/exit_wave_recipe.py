@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 width=a.width, blocks=a.blocks, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
                 align=a.align, dose=tuple(a.dose) if a.dose else None,
                 residual_defocus=a.residual_defocus, gan=a.gan, progress=not a.no_progress)
-    model, _ = load_exit_wave_weights(a.out / "weights.safetensors", a.device)
+    model, _ = load_exit_wave_weights(a.out / "weights.safetensors", device=a.device)
     rows = evaluate(model, a.data, a.device)
     if a.eval_ensemble:
         rows += evaluate(model, a.data, a.device, ensemble=True)

@@ -116,3 +116,17 @@ def save_weights(path: str | Path, model: nn.Module, config: dict[str, Any], *,
     meta = {"config": json.dumps(config), "notes": json.dumps(notes or {})}
     save_file(state, str(path), metadata=meta)
     return Path(path)
+
+
+def read_weights(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """``(state_dict, config, notes)`` of a :func:`save_weights` file's bytes; floating tensors
+    come back as float32. ValueError if the file has no ``config`` metadata."""
+    from safetensors.torch import load
+
+    n = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + n]).get("__metadata__", {})
+    if "config" not in meta:
+        raise ValueError("weights file has no 'config' metadata (write it with "
+                         "em_accel.train.checkpoint.save_weights)")
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load(data).items()}
+    return state, json.loads(meta["config"]), json.loads(meta.get("notes", "{}"))
