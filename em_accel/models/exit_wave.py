@@ -308,9 +308,10 @@ def reconstruct_exit_wave(amplitude, model: ExitWaveNet | None = None, *, tile: 
         model: an :class:`ExitWaveNet` (default: the shipped weights, :func:`load_pretrained_exit_wave`).
         tile, margin: largest tile and the context kept around each tile's owned pixels [px].
         device: torch device (None: the input tensor's device, else CPU).
-        dtype: compute dtype; None: float32, or bfloat16 autocast on CUDA.
+        dtype: compute dtype (float32, or bfloat16/float16 by autocast); None: bfloat16
+            autocast on CUDA, float32 on CPU.
         ensemble: average the 8 flips/rotations (8× the compute).
-        progress: show a tile progress bar.
+        progress: show a tile progress bar (tqdm, on a terminal).
 
     Returns:
         complex64 numpy [H, W]: the input amplitude times the recovered phasor. The global phase
@@ -327,18 +328,11 @@ def reconstruct_exit_wave(amplitude, model: ExitWaveNet | None = None, *, tile: 
     model = model.to(device).eval()
     tile = max(model.multiple, tile // model.multiple * model.multiple)
     scaled = (amp / amp.mean()).to(device)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="exit wave", unit="tile", disable=None)
-    use_bf16 = dtype is None and device.type == "cuda"
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        x = scaled if dtype is None else scaled.to(dtype)
-        m = model if dtype is None else model.to(dtype)
-        ph = apply_tiled(m, x[None], tile, margin, batch_size,
-                         bar.update if bar is not None else None, ensemble)
-    if bar is not None:
-        bar.close()
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise TypeError(f"dtype must be torch.float32, bfloat16 or float16, got {dtype}")
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        ph = apply_tiled(model, scaled[None], tile, margin, batch_size, progress, ensemble)
     phase = torch.atan2(ph[1].float(), ph[0].float()).cpu()  # exact unit modulus
     return torch.polar(amp, phase).numpy().astype(np.complex64)
