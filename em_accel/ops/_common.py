@@ -100,6 +100,22 @@ def native_stream(device: torch.device, op: str) -> Iterator[int]:
         yield torch.cuda.current_stream(device).cuda_stream
 
 
+def launch(kernels, name: str, device: torch.device, *args, op: str, cpu_args: tuple = (),
+           cuda_workspace_doubles: int | None = None) -> None:
+    """Run native kernel ``name`` of ``kernels`` (a ``_native`` submodule) for ``device``:
+    ``<name>_cpu(*args, *cpu_args)``, or on CUDA, with the device current and on the caller's
+    current stream, ``<name>_cuda(*args[, workspace], stream)``, with a float64 workspace of
+    ``cuda_workspace_doubles`` (at least one) when that is given. ``op`` names the op in errors."""
+    with native_stream(device, op) as stream:
+        if device.type == "cuda":
+            work = (None if cuda_workspace_doubles is None else
+                    torch.empty(max(cuda_workspace_doubles, 1), dtype=torch.float64, device=device))
+            extra = () if work is None else (work.data_ptr(),)
+            getattr(kernels, f"{name}_cuda")(*args, *extra, stream)
+        else:
+            getattr(kernels, f"{name}_cpu")(*args, *cpu_args)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the enclosed torch ops on ``n`` intra-op threads (None: leave the count alone).

@@ -22,7 +22,7 @@ from .. import _native
 from . import _validate
 from ._registry import OpSpec
 from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device,
-                      check_tensor, native_stream, verify_enum)
+                      check_tensor, launch, verify_enum)
 
 
 class ErrorKind(enum.IntEnum):
@@ -160,13 +160,8 @@ def alrc_fused(pred: torch.Tensor, target: torch.Tensor, mu1: torch.Tensor, mu2:
     p = _params(pred, n_up, n_down, decay, kind, per_pixel)
     ptrs = (pred.data_ptr(), target.data_ptr(), mu1.data_ptr(), mu2.data_ptr(), loss.data_ptr(),
             scale.data_ptr(), mu1_new.data_ptr(), mu2_new.data_ptr())
-    with native_stream(pred.device, "em_accel::alrc_fused") as stream:
-        if pred.device.type == "cuda":
-            work = torch.empty(max(_native.alrc.workspace_doubles(p), 1), dtype=torch.float64,
-                               device=pred.device)
-            _native.alrc.forward_cuda(p, *ptrs, work.data_ptr(), stream)
-        else:
-            _native.alrc.forward_cpu(p, *ptrs)
+    launch(_native.alrc, "forward", pred.device, p, *ptrs, op="em_accel::alrc_fused",
+           cuda_workspace_doubles=_native.alrc.workspace_doubles(p))
     return loss, scale, mu1_new, mu2_new
 
 
@@ -191,11 +186,7 @@ def alrc_fused_bwd(grad_loss: torch.Tensor, pred: torch.Tensor, target: torch.Te
     p = _params(pred, 1.0, math.inf, 0.0, kind, per_pixel)
     ptrs = (grad_loss.data_ptr(), pred.data_ptr(), target.data_ptr(), scale.data_ptr(),
             grad_pred.data_ptr())
-    with native_stream(pred.device, "em_accel::alrc_fused_bwd") as stream:
-        if pred.device.type == "cuda":
-            _native.alrc.backward_cuda(p, *ptrs, stream)
-        else:
-            _native.alrc.backward_cpu(p, *ptrs)
+    launch(_native.alrc, "backward", pred.device, p, *ptrs, op="em_accel::alrc_fused_bwd")
     return grad_pred
 
 

@@ -30,7 +30,7 @@ from .. import _native
 from ..errors import OutOfRangeError
 from . import _validate
 from ._common import (COMPLEX_OF, DTYPE_CODES, REAL_OF, check_same_device, check_tensor,
-                      native_stream)
+                      launch)
 from ._registry import OpSpec
 
 _N = _native.multislice
@@ -99,13 +99,9 @@ def ms_structure_factor(positions: torch.Tensor, species: torch.Tensor, offsets:
         _validate.offsets_and_species(offsets, species, positions.shape[0], form_factors.shape[0])
     out = torch.empty((m, nx, nyh), dtype=COMPLEX_OF[form_factors.dtype], device=positions.device)
     p = _potential_params(m, nx, ny, form_factors.shape[0], lx, ly, form_factors.dtype)
-    with native_stream(positions.device, "em_accel::ms_structure_factor") as stream:
-        args = (p, positions.data_ptr(), species.data_ptr(), offsets.data_ptr(),
-                form_factors.data_ptr(), out.data_ptr())
-        if positions.device.type == "cuda":
-            _N.structure_factor_cuda(*args, stream)
-        else:
-            _N.structure_factor_cpu(*args)
+    launch(_N, "structure_factor", positions.device, p, positions.data_ptr(), species.data_ptr(),
+           offsets.data_ptr(), form_factors.data_ptr(), out.data_ptr(),
+           op="em_accel::ms_structure_factor")
     return out
 
 
@@ -208,11 +204,8 @@ def ms_transmission(potential: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def _transmission_into(potential: torch.Tensor, sigma: float, out: torch.Tensor) -> torch.Tensor:
     p = _transmit_params(1, potential.numel(), potential.numel(), sigma, potential.dtype)
-    with native_stream(potential.device, "em_accel::ms_transmission") as stream:
-        if potential.device.type == "cuda":
-            _N.transmission_cuda(p, potential.data_ptr(), out.data_ptr(), stream)
-        else:
-            _N.transmission_cpu(p, potential.data_ptr(), out.data_ptr())
+    launch(_N, "transmission", potential.device, p, potential.data_ptr(), out.data_ptr(),
+           op="em_accel::ms_transmission")
     return out
 
 
@@ -245,11 +238,8 @@ def _transmit_native(wave: torch.Tensor, potential: torch.Tensor, sigma: float, 
     pixels = wave.shape[-2] * wave.shape[-1]
     p = _transmit_params(wave.numel() // max(pixels, 1), pixels, 0 if pb == 1 else pixels, sigma,
                          potential.dtype)
-    with native_stream(wave.device, "em_accel::ms_transmit") as stream:
-        if wave.device.type == "cuda":
-            _N.transmit_cuda(p, potential.data_ptr(), wave.data_ptr(), stream)
-        else:
-            _N.transmit_cpu(p, potential.data_ptr(), wave.data_ptr())
+    launch(_N, "transmit", wave.device, p, potential.data_ptr(), wave.data_ptr(),
+           op="em_accel::ms_transmit")
 
 
 @torch.library.custom_op("em_accel::ms_transmit", mutates_args=())
@@ -323,11 +313,8 @@ def _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch, 
     p.tilt_stride = 0 if tilt.numel() == 2 else 2
     p.dtype = DTYPE_CODES[REAL_OF[spectrum.dtype]]
     p.scale = float(scale)
-    with native_stream(spectrum.device, "em_accel::ms_propagate") as stream:
-        if spectrum.device.type == "cuda":
-            _N.propagate_cuda(p, tilt.data_ptr(), spectrum.data_ptr(), stream)
-        else:
-            _N.propagate_cpu(p, tilt.data_ptr(), spectrum.data_ptr())
+    launch(_N, "propagate", spectrum.device, p, tilt.data_ptr(), spectrum.data_ptr(),
+           op="em_accel::ms_propagate")
 
 
 @torch.library.custom_op("em_accel::ms_propagate", mutates_args=())
@@ -430,12 +417,8 @@ def deposit_into(positions, species, offsets, out: torch.Tensor, lx: float, ly: 
         _validate.offsets_and_species(offsets, species, positions.shape[0], out.shape[1])
     out.zero_()
     p = _potential_params(m, out.shape[2], out.shape[3], out.shape[1], lx, ly, out.dtype)
-    with native_stream(positions.device, "em_accel::ms_deposit") as stream:
-        args = (p, positions.data_ptr(), species.data_ptr(), offsets.data_ptr(), out.data_ptr())
-        if positions.device.type == "cuda":
-            _N.deposit_cuda(*args, stream)
-        else:
-            _N.deposit_cpu(*args)
+    launch(_N, "deposit", positions.device, p, positions.data_ptr(), species.data_ptr(),
+           offsets.data_ptr(), out.data_ptr(), op="em_accel::ms_deposit")
     return out
 
 

@@ -22,7 +22,7 @@ import torch
 
 from .. import _native
 from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device,
-                      check_tensor, native_stream, verify_enum)
+                      check_tensor, launch, verify_enum)
 from . import _validate
 from ._registry import OpSpec
 
@@ -228,12 +228,8 @@ def _scan_sample_impl(images: torch.Tensor, positions: torch.Tensor, mode: int, 
     _check_sample(images, positions, mode, seed, counts_per_intensity, read_noise)
     values = torch.empty(positions.shape[:2], dtype=positions.dtype, device=images.device)
     p = _sample_params(images, positions, mode, seed, counts_per_intensity, read_noise)
-    with native_stream(images.device, "em_accel::scan_sample") as stream:
-        if images.device.type == "cuda":
-            _native.scan.sample_cuda(p, images.data_ptr(), positions.data_ptr(), values.data_ptr(),
-                                     stream)
-        else:
-            _native.scan.sample_cpu(p, images.data_ptr(), positions.data_ptr(), values.data_ptr())
+    launch(_native.scan, "sample", images.device, p, images.data_ptr(), positions.data_ptr(),
+           values.data_ptr(), op="em_accel::scan_sample")
     return values
 
 
@@ -263,11 +259,8 @@ def scan_sample_bwd(grad_values: torch.Tensor, images: torch.Tensor, positions: 
     p = _sample_params(images, positions, mode, 0, 0.0, 0.0)
     ptrs = (grad_values.data_ptr(), images.data_ptr(), positions.data_ptr(),
             grad_images.data_ptr(), grad_positions.data_ptr())
-    with native_stream(images.device, "em_accel::scan_sample_bwd") as stream:
-        if images.device.type == "cuda":
-            _native.scan.sample_backward_cuda(p, *ptrs, stream)
-        else:
-            _native.scan.sample_backward_cpu(p, *ptrs)
+    launch(_native.scan, "sample_backward", images.device, p, *ptrs,
+           op="em_accel::scan_sample_bwd")
     return grad_images.to(images.dtype), grad_positions
 
 
@@ -332,11 +325,7 @@ def scan_rasterize_op(values: torch.Tensor, positions: torch.Tensor, height: int
     ptrs = (values.data_ptr(), positions.data_ptr(), image.data_ptr(), counts.data_ptr(),
             infilled.data_ptr(), source.data_ptr(), nearest.data_ptr(), env_v.data_ptr(),
             env_z.data_ptr())
-    with native_stream(dev, "em_accel::scan_rasterize") as stream:
-        if dev.type == "cuda":
-            _native.scan.rasterize_cuda(p, *ptrs, stream)
-        else:
-            _native.scan.rasterize_cpu(p, *ptrs)
+    launch(_native.scan, "rasterize", dev, p, *ptrs, op="em_accel::scan_rasterize")
     return image, counts, infilled, source
 
 
@@ -366,11 +355,8 @@ def scan_rasterize_bwd(grad_image: torch.Tensor, grad_infilled: torch.Tensor,
     p.dtype = DTYPE_CODES[counts.dtype]
     ptrs = (grad_image.data_ptr(), grad_infilled.data_ptr(), positions.data_ptr(),
             counts.data_ptr(), source.data_ptr(), pixel_grad.data_ptr(), grad_values.data_ptr())
-    with native_stream(counts.device, "em_accel::scan_rasterize_bwd") as stream:
-        if counts.device.type == "cuda":
-            _native.scan.rasterize_backward_cuda(p, *ptrs, stream)
-        else:
-            _native.scan.rasterize_backward_cpu(p, *ptrs)
+    launch(_native.scan, "rasterize_backward", counts.device, p, *ptrs,
+           op="em_accel::scan_rasterize_bwd")
     return grad_values
 
 

@@ -27,15 +27,11 @@ import torch
 
 from .. import _native
 from . import _validate
-from ._common import COMPLEX_OF, DTYPE_CODES, check_same_device, check_tensor, native_stream
+from ._common import COMPLEX_OF, DTYPE_CODES, check_same_device, check_tensor, launch
 from ._registry import OpSpec
 
 REAL_DTYPES = (torch.float32, torch.float64)
 _T = _native.tsne
-
-
-def _on_cuda(t: torch.Tensor) -> bool:
-    return t.device.type == "cuda"
 
 
 def _check_y(y: torch.Tensor, name: str = "y") -> None:
@@ -224,11 +220,8 @@ def tsne_perplexity(d2: torch.Tensor, perplexity: float, tol: float, max_iter: i
     q = _T.PerplexityParams()
     q.n, q.k, q.dtype = d2.shape[0], d2.shape[1], DTYPE_CODES[d2.dtype]
     q.perplexity, q.tol, q.max_iter = float(perplexity), float(tol), int(max_iter)
-    with native_stream(d2.device, "em_accel::tsne_perplexity") as s:
-        if _on_cuda(d2):
-            _T.perplexity_cuda(q, d2.data_ptr(), p.data_ptr(), beta.data_ptr(), s)
-        else:
-            _T.perplexity_cpu(q, d2.data_ptr(), p.data_ptr(), beta.data_ptr())
+    launch(_T, "perplexity", d2.device, q, d2.data_ptr(), p.data_ptr(), beta.data_ptr(),
+           op="em_accel::tsne_perplexity")
     return p, beta
 
 
@@ -257,11 +250,8 @@ def tsne_neighbor_d2(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     d2 = torch.empty(idx.shape, dtype=x.dtype, device=x.device)
     q = _T.NeighborParams()
     q.n, q.k, q.d, q.dtype = x.shape[0], idx.shape[1], x.shape[1], DTYPE_CODES[x.dtype]
-    with native_stream(x.device, "em_accel::tsne_neighbor_d2") as s:
-        if _on_cuda(x):
-            _T.neighbor_d2_cuda(q, x.data_ptr(), idx.data_ptr(), d2.data_ptr(), s)
-        else:
-            _T.neighbor_d2_cpu(q, x.data_ptr(), idx.data_ptr(), d2.data_ptr())
+    launch(_T, "neighbor_d2", x.device, q, x.data_ptr(), idx.data_ptr(), d2.data_ptr(),
+           op="em_accel::tsne_neighbor_d2")
     return d2
 
 
@@ -298,11 +288,7 @@ def tsne_attractive(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor
     q.index_bits = 32 if indices.dtype == torch.int32 else 64
     args = (y.data_ptr(), indptr.data_ptr(), indices.data_ptr(), values.data_ptr(),
             force.data_ptr(), plogw.data_ptr())
-    with native_stream(y.device, "em_accel::tsne_attractive") as s:
-        if _on_cuda(y):
-            _T.attractive_cuda(q, *args, s)
-        else:
-            _T.attractive_cpu(q, *args)
+    launch(_T, "attractive", y.device, q, *args, op="em_accel::tsne_attractive")
     return force, plogw
 
 
@@ -320,11 +306,8 @@ def tsne_repulsive_exact(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     zrow = torch.empty(y.shape[0], dtype=torch.float64, device=y.device)
     q = _T.RepulsiveParams()
     q.n, q.dtype = y.shape[0], DTYPE_CODES[y.dtype]
-    with native_stream(y.device, "em_accel::tsne_repulsive_exact") as s:
-        if _on_cuda(y):
-            _T.repulsive_exact_cuda(q, y.data_ptr(), force.data_ptr(), zrow.data_ptr(), s)
-        else:
-            _T.repulsive_exact_cpu(q, y.data_ptr(), force.data_ptr(), zrow.data_ptr())
+    launch(_T, "repulsive_exact", y.device, q, y.data_ptr(), force.data_ptr(), zrow.data_ptr(),
+           op="em_accel::tsne_repulsive_exact")
     return force, zrow
 
 
@@ -359,14 +342,11 @@ def tsne_interp_spread(y: torch.Tensor, n_boxes: int, p: int, lower_x: float, lo
     m = n_boxes * p
     grid = torch.empty(3, m, m, dtype=y.dtype, device=y.device)
     q = _interp_params(y, n_boxes, p, lower_x, lower_y, box_width)
-    with native_stream(y.device, "em_accel::tsne_interp_spread") as s:
-        if _on_cuda(y):
-            _T.interp_spread_cuda(q, y.data_ptr(), grid.data_ptr(), s)
-        else:
-            order = torch.empty(y.shape[0], dtype=torch.int64)
-            box_start = torch.empty(n_boxes + 1, dtype=torch.int64)
-            _T.interp_spread_cpu(q, y.data_ptr(), grid.data_ptr(), order.data_ptr(),
-                                 box_start.data_ptr())
+    # the CPU kernel sorts points into boxes in scratch arrays
+    scratch = () if y.device.type == "cuda" else (torch.empty(y.shape[0], dtype=torch.int64),
+                                                   torch.empty(n_boxes + 1, dtype=torch.int64))
+    launch(_T, "interp_spread", y.device, q, y.data_ptr(), grid.data_ptr(),
+           op="em_accel::tsne_interp_spread", cpu_args=tuple(t.data_ptr() for t in scratch))
     return grid
 
 
@@ -392,11 +372,7 @@ def tsne_interp_gather(y: torch.Tensor, potentials: torch.Tensor, n_boxes: int, 
     zrow = torch.empty(y.shape[0], dtype=torch.float64, device=y.device)
     q = _interp_params(y, n_boxes, p, lower_x, lower_y, box_width)
     args = (y.data_ptr(), potentials.data_ptr(), force.data_ptr(), zrow.data_ptr())
-    with native_stream(y.device, "em_accel::tsne_interp_gather") as s:
-        if _on_cuda(y):
-            _T.interp_gather_cuda(q, *args, s)
-        else:
-            _T.interp_gather_cpu(q, *args)
+    launch(_T, "interp_gather", y.device, q, *args, op="em_accel::tsne_interp_gather")
     return force, zrow
 
 
@@ -429,13 +405,8 @@ def tsne_step(y: torch.Tensor, update: torch.Tensor, gains: torch.Tensor, attr: 
     q.min_gain, q.max_step = float(min_gain), float(max_step)
     args = (y.data_ptr(), update.data_ptr(), gains.data_ptr(), attr.data_ptr(), rep.data_ptr(),
             bbox.data_ptr())
-    with native_stream(y.device, "em_accel::tsne_step") as s:
-        if _on_cuda(y):
-            work = torch.empty(_T.step_workspace_doubles(y.shape[0]), dtype=torch.float64,
-                               device=y.device)
-            _T.step_cuda(q, *args, work.data_ptr(), s)
-        else:
-            _T.step_cpu(q, *args)
+    launch(_T, "step", y.device, q, *args, op="em_accel::tsne_step",
+           cuda_workspace_doubles=_T.step_workspace_doubles(y.shape[0]))
     return y, update, gains, bbox
 
 
