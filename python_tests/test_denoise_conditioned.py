@@ -138,3 +138,40 @@ def test_self_supervised_adaptation_on_two_frames_and_on_one():
     assert n2s.mode == "noise2self" and err(n2s.model) < before
     with pytest.raises(ValueError, match="frames"):
         adapt(model, np.zeros((2, 2, 8, 8)))
+
+
+def test_evaluate_dose_suite_command(tmp_path, capsys):
+    import json
+
+    from em_accel.cli import main
+
+    torch.manual_seed(0)
+    model = ConditionedUNet((4, 8), 1)
+    w = tmp_path / "w.safetensors"
+    save_weights(w, model, model.config, dtype=torch.float16)
+    assert main(["evaluate", "denoise", "--weights", str(w), "-n", "2", "--size", "48",
+                 "--doses", "low", "--methods", "conditioned network (estimated noise)",
+                 "Gaussian (oracle σ)", "noisy input", "--out", str(tmp_path / "ev"),
+                 "--no-progress"]) == 0
+    res = json.loads((tmp_path / "ev" / "denoise_dose_eval.json").read_text())["result"]["low"]
+    r = res["results"]
+    assert set(r) == {"conditioned network (estimated noise)", "Gaussian (oracle σ)",
+                      "noisy input"}
+    assert all(5 <= d <= 50 for d in res["doses"]) and len(res["kinds"]) == 2
+    # an oracle-tuned filter never loses to the noisy input it starts from by much
+    assert np.mean(r["Gaussian (oracle σ)"]["mse"]) < np.mean(r["noisy input"]["mse"])
+    out = capsys.readouterr().out
+    assert "| Gaussian (oracle σ) |" in out and "95 %" in out
+
+
+def test_paired_intervals():
+    from em_accel.models.evaluate_dose import interval95, paired
+
+    m, lo, hi = interval95(np.array([1.0, 2.0, 3.0]))
+    assert m == 2.0 and lo < 2.0 < hi and hi - 2.0 == pytest.approx(4.303 * 1 / np.sqrt(3), rel=1e-3)
+    res = {"a": {"mse": [1.0, 2.0, 4.0], "psnr": [30.0, 27.0, 24.0]},
+           "b": {"mse": [2.0, 4.0, 8.0], "psnr": [27.0, 24.0, 21.0]}}
+    p = paired(res, "a", "b")
+    assert p["a_lower"] == 3 and p["mse_ratio_mean"] == pytest.approx(0.5)
+    assert p["mse_ratio_geometric"][0] == pytest.approx(0.5)
+    assert p["psnr_gain_db"][0] == pytest.approx(3.0)

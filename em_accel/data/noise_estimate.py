@@ -126,12 +126,13 @@ def estimate_noise(image: np.ndarray, n_bins: int = 12, block: int = BLOCK,
         raise NoiseEstimateError("image has no pixel-to-pixel variation (constant or smooth)")
     # per-bin low percentile, divided by the same percentile of χ²_k/k (unbiased under noise)
     corr = chi2.ppf(percentile / 100, k) / k
+    n_bins = max(1, min(n_bins, mb.size // 8))          # at least ~8 blocks per bin
     edges = np.unique(np.quantile(mb, np.linspace(0, 1, n_bins + 1)))
     idx = np.clip(np.searchsorted(edges, mb, side="right") - 1, 0, len(edges) - 2)
     xs, vs, ws = [], [], []
     for j in range(len(edges) - 1):
         sel = idx == j
-        if sel.sum() < 4:
+        if sel.sum() < min(4, mb.size):
             continue
         v = np.percentile(d2[sel], percentile) / corr
         xs.append(np.median(mb[sel]))
