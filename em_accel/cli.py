@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "em_accel.embed.cli",
     "em_accel.models.cli",
     "em_accel.models.exit_wave_cli",
+    "em_accel.models.completion_cli",
     "em_accel.demo.cli",
 )
 

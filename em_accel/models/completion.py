@@ -1,0 +1,460 @@
+"""Partial-scan completion network (thesis ch. 4; arXiv:1905.13667, arXiv:1910.10467).
+
+One network completes sparse STEM scans for every coverage from 1/100 to 1/10 and for spiral,
+jittered gridlike and uniform grid paths; coverage and path kind are conditioning inputs
+(FiLM: a per-channel scale and shift of each encoder level, from a small MLP).
+
+Input channels ([B, 4, H, W], see :func:`completion_inputs`), intensities min-max scaled by the
+sampled values:
+
+0. Delaunay-linear interpolation of the samples (:func:`em_accel.scan.linear_infill`);
+1. nearest-neighbour infill (the thesis's input);
+2. the mask (1 where sampled);
+3. distance to the nearest sample, min(d, 64 px) / 16.
+
+The network predicts a correction to channel 0 (so an untrained network is the Delaunay-linear
+baseline) and a per-pixel Laplace scale ``b`` of its error, trained by likelihood. Structure: a
+2x2 space-to-depth, a four-level U-Net at 1/2 ... 1/16 resolution (3x3 convolutions, ReLU,
+nearest upsampling, skip concatenation), a depth-to-space head. This is far cheaper than the
+thesis's inner/outer generator (:class:`ThesisGenerator`, kept for reference and cost
+comparison; see docs/complete.md for measured FLOPs and time). H and W must be multiples of 16.
+"""
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Path kinds the network is conditioned on (index = its one-hot position); others: "unknown".
+KINDS = ("spiral", "gridlike", "grid")
+#: Supported coverage range (fraction of pixels sampled): 1/125 ... 1/8.
+COVERAGE_RANGE = (0.008, 0.125)
+#: Trained range, for the conditioning's normalisation.
+_LOG_C_LO, _LOG_C_HI = math.log(0.01), math.log(0.1)
+#: Input height and width must be multiples of this.
+STRIDE = 16
+#: Distance channel: min(d, DIST_CLIP) / DIST_SCALE, d in px.
+DIST_CLIP, DIST_SCALE = 64.0, 16.0
+#: Output scale of the correction head (see forward).
+CORRECTION_SCALE = 0.1
+#: Two-sided interval of a Laplace(b): P(|e| <= b * ln(1 / (1 - p))) = p.
+Z90 = math.log(10.0)
+
+PRETRAINED = "completion_small.safetensors"
+
+
+class CompletionInputError(ValueError):
+    """Bad input to partial-scan completion (named subclasses below)."""
+
+
+class CoverageRangeError(CompletionInputError):
+    """Coverage outside :data:`COVERAGE_RANGE`."""
+
+
+class NonFiniteImageError(CompletionInputError):
+    """The image holds NaN or infinite pixels."""
+
+
+class ImageShapeError(CompletionInputError):
+    """The image is not 2-D (or the mask does not match it)."""
+
+
+class UnknownPathKindError(CompletionInputError):
+    """A path kind the network was not conditioned on."""
+
+
+def check_coverage(coverage: float) -> float:
+    """``coverage`` as a float, or :class:`CoverageRangeError` outside :data:`COVERAGE_RANGE`."""
+    c = float(coverage)
+    lo, hi = COVERAGE_RANGE
+    if not (lo <= c <= hi):
+        raise CoverageRangeError(
+            f"coverage must be in [{lo}, {hi}] (1/{1 / lo:.0f} to 1/{1 / hi:.0f} of the pixels; "
+            f"the network was trained on 1/100 to 1/10), got {c:.4g} (1/{1 / c:.1f})"
+            if c > 0 else f"coverage must be in [{lo}, {hi}], got {c}")
+    return c
+
+
+def kind_index(kind: str | None) -> int:
+    """Conditioning index of a path kind: 0..2 for :data:`KINDS`, -1 for None/"unknown"
+    (e.g. a user's mask of unknown origin)."""
+    if kind is None or kind == "unknown":
+        return -1
+    if kind not in KINDS:
+        raise UnknownPathKindError(f"path kind must be one of {KINDS} or None, got {kind!r}")
+    return KINDS.index(kind)
+
+
+def conditioning(coverage: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+    """[B, 4] conditioning vector: scaled log coverage (0 at 1/100, 1 at 1/10) and the one-hot
+    path kind (all zeros for kind -1, unknown)."""
+    c = torch.as_tensor(coverage, dtype=torch.float32).reshape(-1)
+    k = torch.as_tensor(kind, dtype=torch.long, device=c.device).reshape(-1)
+    u = (torch.log(c.clamp_min(1e-6)) - _LOG_C_LO) / (_LOG_C_HI - _LOG_C_LO)
+    onehot = F.one_hot(k.clamp_min(0), len(KINDS)).float() * (k >= 0).float()[:, None]
+    return torch.cat([u[:, None], onehot], 1)
+
+
+class CompletionInputs(NamedTuple):
+    x: torch.Tensor       # [B, 4, H, W] network input
+    lo: torch.Tensor      # [B] intensity offset (min sampled value) in the input's units
+    span: torch.Tensor    # [B] intensity range (max - min sampled value), > 0
+
+
+def completion_inputs(image: torch.Tensor, mask: torch.Tensor,
+                      infilled: torch.Tensor | None = None) -> CompletionInputs:
+    """Network input from a partial scan.
+
+    Args:
+        image: [B, H, W] (or [H, W]) sampled values where ``mask`` is nonzero (elsewhere
+            ignored), e.g. ``partial_scan(...).raster.image``.
+        mask: [H, W] shared by the batch, or [B, H, W].
+        infilled: the native nearest-neighbour infill (``raster.infilled``); None: from the
+            mask's cached nearest-sample map.
+    """
+    from ..scan.interpolate import linear_infill, nearest_infill, sample_distance
+
+    x = image[None] if image.dim() == 2 else image
+    m = torch.as_tensor(mask, device=x.device)
+    m = (m[None] if m.dim() == 2 else m).expand(x.shape[0], -1, -1).to(x.dtype)
+    lin = linear_infill(x, m)
+    nn_ = (infilled[None] if infilled is not None and infilled.dim() == 2 else infilled)
+    if nn_ is None:
+        nn_ = nearest_infill(x, m)
+    dist = sample_distance(m).to(x.dtype)
+    big = torch.finfo(x.dtype).max
+    lo = torch.where(m > 0, x, big).flatten(1).amin(1)
+    hi = torch.where(m > 0, x, -big).flatten(1).amax(1)
+    span = (hi - lo).clamp_min(1e-6 * hi.abs().clamp_min(1.0))
+    sc = lambda t: (t - lo[:, None, None]) / span[:, None, None]  # noqa: E731
+    feats = torch.stack([sc(lin), sc(nn_.to(x.dtype)), m,
+                         dist.clamp(max=DIST_CLIP) / DIST_SCALE], 1)
+    return CompletionInputs(feats.float(), lo, span)
+
+
+class Completion(NamedTuple):
+    mean: torch.Tensor       # [B, 1, H, W] completed image (input's scaled units)
+    log_scale: torch.Tensor  # [B, 1, H, W] log of the Laplace scale b of its error (uncalibrated)
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride, 1)
+
+
+class PartialScanCompleter(nn.Module):
+    """Compact conditioned U-Net completing partial scans, with a per-pixel error scale.
+
+    Args:
+        widths: channels at 1/2, 1/4, 1/8 and 1/16 resolution.
+        in_channels: input channels (4, see the module docstring).
+        cond_dim: conditioning vector length (4: log coverage + one-hot of 3 path kinds).
+
+    ``forward(x, cond)``: x [B, in_channels, H, W] (H, W multiples of 16), cond [B, cond_dim]
+    (:func:`conditioning`). Returns :class:`Completion`; ``mean = x[:, :1] + correction``.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (32, 48, 64, 96), in_channels: int = 4,
+                 cond_dim: int = 4) -> None:
+        super().__init__()
+        if len(widths) != 4 or min(widths) < 1:
+            raise ValueError(f"widths must be 4 positive channel counts, got {widths}")
+        self.config = {"widths": [int(w) for w in widths], "in_channels": int(in_channels),
+                       "cond_dim": int(cond_dim)}
+        w = list(widths)
+        self.stem = _conv(4 * in_channels, w[0])
+        self.enc = nn.ModuleList([_conv(w[0], w[0])] + [_conv(w[i], w[i]) for i in range(1, 4)])
+        self.down = nn.ModuleList(_conv(w[i], w[i + 1], 2) for i in range(3))
+        self.mid = _conv(w[3], w[3])
+        self.dec = nn.ModuleList(_conv(w[i] + w[i + 1], w[i]) for i in range(3))
+        self.dec2 = nn.ModuleList(_conv(w[i], w[i]) for i in range(3))
+        self.head = nn.Conv2d(w[0], 2 * 4, 3, 1, 1)
+        self.film_sizes = [w[0], w[1], w[2], w[3]]
+        self.film = nn.Sequential(nn.Linear(cond_dim, 64), nn.ReLU(),
+                                  nn.Linear(64, 2 * sum(self.film_sizes)))
+        nn.init.zeros_(self.film[2].weight)
+        nn.init.zeros_(self.film[2].bias)
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():  # start: zero correction, error scale b = 0.05 (of the range)
+            self.head.bias.zero_()
+            self.head.bias[4:].fill_(math.log(0.05))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> Completion:
+        c = self.config
+        if x.dim() != 4 or x.shape[1] != c["in_channels"]:
+            raise ValueError(f"x must have shape [B, {c['in_channels']}, H, W], got {list(x.shape)}")
+        if x.shape[-2] % STRIDE or x.shape[-1] % STRIDE:
+            raise ValueError(f"x's height and width must be multiples of {STRIDE}, got "
+                             f"{x.shape[-2]}x{x.shape[-1]} (complete_scan pads and tiles)")
+        if cond.shape != (x.shape[0], c["cond_dim"]):
+            raise ValueError(f"cond must have shape [{x.shape[0]}, {c['cond_dim']}], got "
+                             f"{list(cond.shape)}")
+        film = self.film(cond.to(x.dtype))
+        films, o = [], 0
+        for n in self.film_sizes:
+            g, b = film[:, o:o + n], film[:, o + n:o + 2 * n]
+            films.append((1 + g[:, :, None, None], b[:, :, None, None]))
+            o += 2 * n
+        h = F.relu(self.stem(F.pixel_unshuffle(x, 2)))
+        skips = []
+        for i in range(4):
+            if i:
+                h = F.relu(self.down[i - 1](h))
+            g, b = films[i]
+            h = F.relu(self.enc[i](h) * g + b)
+            skips.append(h)
+        h = F.relu(self.mid(h))
+        for i in (2, 1, 0):
+            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+            h = F.relu(self.dec[i](torch.cat([skips[i], h], 1)))
+            h = F.relu(self.dec2[i](h))
+        out = F.pixel_shuffle(self.head(h), 2)
+        # The correction is scaled down so that Adam's first steps (about lr per weight,
+        # whatever the gradient) move the output gently away from the Delaunay start.
+        mean = x[:, :1] + CORRECTION_SCALE * out[:, :1]
+        return Completion(mean, out[:, 1:2].clamp(-12.0, 3.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# The thesis's generator, for reference and cost comparison (SEED_SPEC-level description in
+# docs/complete.md): inner generator at half size, outer generator at full size.
+
+class _Res3(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(*(m for _ in range(3) for m in (_conv(c, c), nn.LeakyReLU(0.01))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.convs(x)
+
+
+class ThesisGenerator(nn.Module):
+    """The thesis's inner/outer multiscale generator (arXiv:1905.13667), plain convolutions
+    (no weight or mean-only batch norm). ``scale`` multiplies every width (1 = the thesis's).
+
+    Inner: 5x5 conv 64 at half size, four stride-2 convs (128, 256, 512, 768), six residual
+    blocks of three convs at 768, four transposed convs back to 64 channels at half size.
+    Outer: 5x5 conv 32, stride-2 conv 64 + the inner features, three residual blocks, a
+    transposed conv to 32 at full size, conv 32, conv 1. Input [B, in_channels, H, W] with
+    H, W multiples of 32; returns [B, 1, H, W].
+    """
+
+    def __init__(self, in_channels: int = 2, scale: float = 1.0) -> None:
+        super().__init__()
+        s = lambda n: max(4, round(n * scale))  # noqa: E731
+        act = nn.LeakyReLU(0.01)
+        inner = [nn.Conv2d(in_channels, s(64), 5, 1, 2), act]
+        prev = s(64)
+        for n in (128, 256, 512, 768):
+            inner += [_conv(prev, s(n), 2), act]
+            prev = s(n)
+        inner += [_Res3(prev) for _ in range(6)]
+        for n in (512, 256, 128, 64):
+            inner += [nn.ConvTranspose2d(prev, s(n), 3, 2, 1, output_padding=1), act]
+            prev = s(n)
+        self.inner = nn.Sequential(*inner)
+        self.outer_in = nn.Sequential(nn.Conv2d(in_channels, s(32), 5, 1, 2), act,
+                                      _conv(s(32), s(64), 2), act)
+        self.outer = nn.Sequential(*[_Res3(s(64)) for _ in range(3)],
+                                   nn.ConvTranspose2d(s(64), s(32), 3, 2, 1, output_padding=1),
+                                   act, _conv(s(32), s(32)), act, _conv(s(32), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+        return self.outer(self.outer_in(x) + self.inner(half))
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+
+def _from_bytes(data: bytes, map_location) -> tuple[PartialScanCompleter, dict]:
+    from safetensors.torch import load
+
+    n = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + n]).get("__metadata__", {})
+    if "config" not in meta:
+        raise ValueError("weights file has no 'config' metadata (write it with "
+                         "em_accel.train.checkpoint.save_weights)")
+    cfg = json.loads(meta["config"])
+    model = PartialScanCompleter(tuple(cfg["widths"]), cfg["in_channels"], cfg["cond_dim"])
+    model.load_state_dict({k: v.float() for k, v in load(data).items()})
+    notes = json.loads(meta.get("notes", "{}"))
+    model.calibration = float(cfg.get("calibration", notes.get("calibration", 1.0)))
+    return model.to(map_location).eval(), notes
+
+
+def load_weights(path: str | Path, map_location: str | torch.device = "cpu"
+                 ) -> tuple[PartialScanCompleter, dict]:
+    """A :class:`PartialScanCompleter` from a weights file of
+    :func:`em_accel.train.checkpoint.save_weights` (eval mode) and the file's notes. The
+    uncertainty calibration factor (config ``calibration``) is set as ``model.calibration``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file {path}")
+    return _from_bytes(path.read_bytes(), map_location)
+
+
+def load_pretrained(name: str = "completion", map_location: str | torch.device = "cpu",
+                    with_notes: bool = False):
+    """The shipped completion network (``"completion"`` or a file name in
+    em_accel/models/weights), in eval mode; with ``with_notes`` also how it was trained."""
+    fname = PRETRAINED if name == "completion" else name
+    ref = resources.files("em_accel.models") / "weights" / fname
+    if not ref.is_file():
+        raise FileNotFoundError(f"no shipped weights named {name!r} in em_accel/models/weights")
+    model, notes = _from_bytes(ref.read_bytes(), map_location)
+    return (model, notes) if with_notes else model
+
+
+def count_flops(model: nn.Module, x: torch.Tensor, *args) -> int:
+    """Multiply-accumulates of one forward pass of convolution and linear layers (x2 = FLOPs)."""
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        o = out if isinstance(out, torch.Tensor) else out[0]
+        if isinstance(m, nn.Conv2d):
+            total += o.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.ConvTranspose2d):
+            i = inp[0]
+            total += i.numel() * m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            total += o.numel() * m.in_features
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(x, *args)
+    finally:
+        for h in hooks:
+            h.remove()
+    return int(total)
+
+
+class CompletionResult(NamedTuple):
+    """A completed scan, all [H, W] float32 in the input's intensity units."""
+
+    completion: np.ndarray   # the network's estimate of the full image
+    uncertainty: np.ndarray  # half-width of its calibrated 90% interval (|error| < this at 90%)
+    sparse: np.ndarray       # the sampled values (0 where not sampled)
+    mask: np.ndarray         # bool, True where sampled
+    coverage: float          # fraction of pixels sampled
+    kind: str | None         # path kind the network was told (None: unknown)
+
+
+class _Packed(nn.Module):
+    """The completer as a one-input module (fixed conditioning) for tiled application."""
+
+    def __init__(self, model: PartialScanCompleter, cond: torch.Tensor, autocast: bool) -> None:
+        super().__init__()
+        self.model, self.cond, self.autocast = model, cond, autocast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.model(x, self.cond.expand(x.shape[0], -1))
+        return torch.cat([out.mean, out.log_scale], 1).float()
+
+
+def _as_2d(name: str, a) -> np.ndarray:
+    arr = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a)
+    if arr.ndim != 2:
+        raise ImageShapeError(f"{name} must be a 2-D image [H, W], got shape {list(arr.shape)}")
+    if min(arr.shape) < 8:
+        raise ImageShapeError(f"{name} must be at least 8x8 px, got {list(arr.shape)}")
+    return arr
+
+
+def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.Tensor | None = None,
+                  kind: str | None = "spiral", coverage: float | None = None,
+                  counts_per_intensity: float | None = None, seed: int = 0,
+                  model: PartialScanCompleter | None = None, tile: int = 512, margin: int = 32,
+                  device: str | torch.device | None = None, progress: bool = True
+                  ) -> CompletionResult:
+    """Complete a partial scan with one call (any image size, CPU or CUDA).
+
+    Two ways in:
+
+    * a full image and ``kind``/``coverage``: it is scanned along that path (the native
+      sampler; ``counts_per_intensity`` adds shot noise, e.g. to simulate a low-dose scan), then
+      completed. Useful to see what a sparse scan of a specimen would give.
+    * an already sparse scan: ``image`` holds the sampled values where ``mask`` is nonzero
+      (anything elsewhere); ``kind`` names the path it was scanned with (None: unknown) and
+      ``coverage`` is measured from the mask.
+
+    Args:
+        image: 2-D [H, W], any real dtype and units (counts, intensity); no NaN/inf.
+        mask: [H, W], nonzero where sampled; None to scan ``image`` along a path.
+        kind: "spiral", "gridlike", "grid", or None (unknown; only with ``mask``).
+        coverage: fraction of pixels to sample, in :data:`COVERAGE_RANGE` (without ``mask``).
+        counts_per_intensity, seed: shot noise of the simulated scan (without ``mask``).
+        model: a :class:`PartialScanCompleter` (default: the shipped one).
+        tile, margin: tile size and context [px] for large images (see
+            :func:`em_accel.models.tiling.apply_tiled`).
+        device: None: the model's device (CPU for the shipped one); bf16 autocast on CUDA.
+        progress: accepted for API uniformity (one tile per 512^2 image; no bar).
+
+    Raises:
+        ImageShapeError, NonFiniteImageError, CoverageRangeError, UnknownPathKindError,
+        em_accel.scan.interpolate.EmptyMaskError (named ValueErrors).
+    """
+    from ..scan import make_path, partial_scan
+    from ..scan.interpolate import EmptyMaskError
+    from .tiling import apply_tiled
+
+    arr = _as_2d("image", image).astype(np.float64)
+    if mask is None:
+        finite = np.isfinite(arr).all()
+    else:
+        mk = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+        finite = np.isfinite(arr[mk != 0]).all() if mk.shape == arr.shape else True
+    if not finite:
+        raise NonFiniteImageError("image contains NaN or infinite values" +
+                                  ("" if mask is None else " at sampled pixels"))
+    k = kind_index(kind)
+    if mask is None:
+        if kind is None:
+            raise UnknownPathKindError("kind=None (unknown) needs a mask; to scan a full image "
+                                       f"name the path, one of {KINDS}")
+        if coverage is None:
+            raise CoverageRangeError("coverage is required when scanning a full image")
+        check_coverage(coverage)
+        path = make_path(kind, arr.shape, float(coverage), seed=seed)
+        r = partial_scan(torch.from_numpy(arr), path, counts_per_intensity=counts_per_intensity,
+                         seed=seed).raster
+        values, m = r.image.numpy(), r.mask.numpy() > 0
+    else:
+        m = _as_2d("mask", mask) != 0
+        if m.shape != arr.shape:
+            raise ImageShapeError(f"mask shape {list(m.shape)} does not match image shape "
+                                  f"{list(arr.shape)}")
+        if not m.any():
+            raise EmptyMaskError("mask has no sampled pixels (all zero)")
+        values = np.where(m, arr, 0.0)
+    cov = float(m.mean())
+    check_coverage(cov)
+    if model is None:
+        model = load_pretrained("completion")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(dev).eval()
+    inp = completion_inputs(torch.from_numpy(values).float(), torch.from_numpy(m).float())
+    cond = conditioning(torch.tensor([cov]), torch.tensor([k])).to(dev)
+    packed = _Packed(model, cond, dev.type == "cuda")
+    with torch.inference_mode():
+        out = apply_tiled(packed, inp.x[0].to(dev), tile=tile, margin=margin).float().cpu()
+    lo, span = float(inp.lo[0]), float(inp.span[0])
+    calib = float(getattr(model, "calibration", 1.0))
+    completion = out[0].numpy() * span + lo
+    uncertainty = calib * Z90 * np.exp(out[1].numpy()) * span
+    return CompletionResult(completion.astype(np.float32), uncertainty.astype(np.float32),
+                            values.astype(np.float32), m, cov, kind)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()

@@ -1,0 +1,185 @@
+"""``em-accel complete`` and ``em-accel evaluate complete``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..io import WRITE_SUFFIXES, read_image, write_image
+from .cli import _evaluate_subparsers
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``complete`` and ``evaluate complete`` to the ``em-accel`` command."""
+    p = subparsers.add_parser(
+        "complete", help="complete sparse (partial) STEM scans with a network + uncertainty",
+        description="Scan micrographs along a sparse path (or take an already sparse scan with "
+                    "--mask) and complete them with the shipped network. Writes "
+                    "OUT/<name>_completed.<ext>, OUT/<name>_uncertainty.<ext> (half-width of "
+                    "the calibrated 90%% interval, same units) and OUT/<name>_panel.png "
+                    "(sparse | completion | uncertainty), keeping pixel size and metadata.")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
+    p.add_argument("--path", default=None, choices=["spiral", "gridlike", "grid", "unknown"],
+                   help="scan path kind (default: spiral; with --mask: unknown)")
+    p.add_argument("--coverage", type=float, default=None,
+                   help="fraction of pixels to sample, 0.008-0.125 (required without --mask)")
+    p.add_argument("--mask", type=Path, default=None,
+                   help="the inputs are already sparse: this image's nonzero pixels were sampled")
+    p.add_argument("--counts-per-intensity", type=float, default=None,
+                   help="simulate shot noise when scanning a full image (counts per unit "
+                        "of the image's intensity)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="completion",
+                   help="'completion' (shipped) or a .safetensors path from the recipe")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--format", default="same", choices=["same", "tif", "mrc", "npy"],
+                   help="output format ('same' keeps TIFF/MRC, else writes TIFF)")
+    p.add_argument("--no-panel", action="store_true", help="skip the PNG panel")
+    p.set_defaults(func=_complete)
+
+    e = _evaluate_subparsers(subparsers).add_parser(
+        "complete", help="RMS vs coverage of the completion network and classical baselines",
+        description="Score the completion network, nearest-neighbour, Delaunay-linear (+blur), "
+                    "biharmonic and wavelet compressive-sensing completions on held-out "
+                    "images for every path kind and coverage; plot with the thesis's points.")
+    e.add_argument("-n", type=int, default=6, help="held-out simulated images")
+    e.add_argument("--size", type=int, default=512, help="image side [px]")
+    e.add_argument("--images", nargs="*", type=Path, default=[],
+                   help="also score these real micrograph files (2-D), as their own truth")
+    e.add_argument("--counts-per-intensity", type=float, default=None,
+                   help="shot noise of the sparse scans (default: none)")
+    e.add_argument("--coverages", type=float, nargs="*", default=None,
+                   help="coverages (default 1/10, 1/17.9, 1/30, 1/50, 1/87, 1/100)")
+    e.add_argument("--kinds", nargs="*", default=["spiral", "gridlike", "grid"])
+    e.add_argument("--slow-n", type=int, default=2,
+                   help="images on which biharmonic and wavelet-CS run (centre crops)")
+    e.add_argument("--slow-size", type=int, default=256, help="centre-crop side for those")
+    e.add_argument("--calibration-n", type=int, default=3,
+                   help="separate held-out images to fit the uncertainty calibration on (0: "
+                        "use the model's stored factor)")
+    e.add_argument("--model", default="completion")
+    e.add_argument("--out", type=Path, default=Path("complete_eval"), help="results directory")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+
+def _model(spec: str, device: str = "cpu"):
+    import torch
+
+    from .completion import load_pretrained, load_weights
+
+    if spec == "completion":
+        return load_pretrained("completion", map_location=torch.device(device))
+    return load_weights(Path(spec), map_location=torch.device(device))[0]
+
+
+def _panel(path: Path, sparse: np.ndarray, mask: np.ndarray, completion: np.ndarray,
+           uncertainty: np.ndarray, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo, hi = np.percentile(completion, [0.5, 99.5])
+    shown = np.where(mask, sparse, np.nan)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    for ax, img, name, kw in ((axes[0], shown, "sparse input", {"vmin": lo, "vmax": hi}),
+                              (axes[1], completion, "completion", {"vmin": lo, "vmax": hi}),
+                              (axes[2], uncertainty, "90% interval half-width", {})):
+        cmap = matplotlib.colormaps["gray"].with_extremes(bad="black")
+        im = ax.imshow(img, cmap=cmap if name != "90% interval half-width" else "magma", **kw)
+        ax.set_title(name)
+        ax.axis("off")
+        if name.startswith("90%"):
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _complete(args: argparse.Namespace) -> int:
+    from .completion import ImageShapeError, complete_scan
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = _model(args.model, args.device)
+    mask = None
+    if args.mask is not None:
+        mask = read_image(args.mask).data
+        if mask.ndim != 2:
+            raise ImageShapeError(f"--mask {args.mask}: expected a 2-D image, got shape "
+                                  f"{list(mask.shape)}")
+    kind = args.path or ("unknown" if mask is not None else "spiral")
+    for path in args.inputs:
+        mic = read_image(path)
+        if mic.data.ndim != 2:
+            raise ImageShapeError(f"{path}: expected a 2-D image, got shape {list(mic.data.shape)}"
+                                  " (take one frame of a stack first)")
+        res = complete_scan(mic.data, mask=mask, kind=None if kind == "unknown" else kind,
+                            coverage=args.coverage, counts_per_intensity=args.counts_per_intensity,
+                            seed=args.seed, model=model, device=args.device)
+        suffix = path.suffix.lower() if args.format == "same" else "." + args.format
+        if suffix not in WRITE_SUFFIXES:
+            suffix = ".tif"
+        meta = {"em_accel": {"completed_by": "em_accel.models.PartialScanCompleter",
+                             "model": args.model, "path_kind": kind,
+                             "coverage": round(res.coverage, 6),
+                             "counts_per_intensity": args.counts_per_intensity,
+                             "mask": str(args.mask) if args.mask else None,
+                             "source": str(path), "source_format": mic.format},
+                "source_metadata": mic.metadata}
+        written = [write_image(args.out / f"{path.stem}_completed{suffix}", res.completion,
+                               mic.pixel_size, meta),
+                   write_image(args.out / f"{path.stem}_uncertainty{suffix}", res.uncertainty,
+                               mic.pixel_size, {**meta, "quantity": "half-width of the "
+                                                "calibrated 90% interval of the completion"})]
+        if not args.no_panel:
+            panel = args.out / f"{path.stem}_panel.png"
+            _panel(panel, res.sparse, res.mask, res.completion, res.uncertainty,
+                   f"{path.name}: {kind} path, coverage 1/{1 / res.coverage:.1f}")
+            written.append(panel)
+        for w in written:
+            print(w)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from . import completion_eval as E
+
+    model = _model(args.model)
+    covs = tuple(args.coverages) if args.coverages else E.COVERAGES
+    images, desc = E.heldout_images(args.n, args.size)
+    calibration = float(getattr(model, "calibration", 1.0))
+    if args.calibration_n > 0:
+        cal_images, _ = E.heldout_images(args.calibration_n, args.size, E.CALIBRATION_SEED)
+        calibration = E.fit_calibration(model, cal_images, args.counts_per_intensity, covs,
+                                        tuple(args.kinds))
+    res = E.evaluate(model, images, counts=args.counts_per_intensity, coverages=covs,
+                     kinds=tuple(args.kinds), slow_n=args.slow_n, slow_size=args.slow_size,
+                     calibration=calibration, progress=not args.no_progress)
+    res["images"] = desc
+    if args.images:
+        real = []
+        for p in args.images:
+            d = read_image(p).data.astype(np.float64)
+            if d.ndim != 2:
+                raise ValueError(f"{p}: expected a 2-D image, got shape {list(d.shape)}")
+            real.append((d - d.min()) / max(np.ptp(d), 1e-12))
+        sizes = {r.shape for r in real}
+        res_real = [E.evaluate(model, r[None], counts=None, coverages=covs, kinds=tuple(args.kinds),
+                               slow_n=0, calibration=calibration, progress=False) for r in real]
+        res["real"] = {"files": [str(p) for p in args.images], "sizes": sorted(sizes),
+                       "rows": [dict(row, image=k) for k, rr in enumerate(res_real)
+                                for row in rr["rows"]]}
+    path = E.save(res, args.out)
+    E.plot(res, args.out)
+    print(f"held-out images: {desc}; calibration factor {calibration:.3f}")
+    print(E.format_summary(res))
+    if args.images:
+        print("\nreal images:")
+        print(E.format_summary({"rows": res["real"]["rows"]}))
+    print(f"\nresults: {path}")
+    print(json.dumps({"plots": [str(p) for p in sorted(args.out.glob('*.png'))]}))
+    return 0

@@ -1,0 +1,297 @@
+"""How the shipped completion network is trained: ``python -m em_accel.models.completion_recipe``.
+
+Each example: a clean micrograph (a HAADF-STEM cache from :mod:`em_accel.data.micrographs`, or
+synthetic micrographs without one), a random dihedral transform, a random path kind (spiral,
+gridlike, grid) and coverage in [1/100, 1/10] from a bank of paths at the image size, Poisson
+shot noise at a log-uniform 30-3000 counts per unit intensity (40% noise-free), a random crop,
+the native sampler and rasteriser (:func:`em_accel.scan.partial_scan`), then :func:`completion_inputs`.
+Targets are the clean image in the input's scaled units.
+
+Loss per example: 200 * (MSE(mean, truth) + MSE(blur(mean), blur(truth))) (blur: 5x5, sigma 2.5,
+the thesis's L_out + L_tog), clipped by ALRC, plus 0.1 x the Laplace negative log-likelihood of
+the error-scale head (the mean detached there, so the likelihood trains the scale only). Adam,
+cosine schedule over ``--steps``; ``--seconds`` stops a run early (checkpoint saved), and the
+same command continues it (model, optimiser, ALRC moments, step, RNG). ``--adversarial`` adds
+the thesis's three-scale LSGAN discriminators (see :mod:`em_accel.models.completion_gan`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..scan import gaussian_blur, make_path, partial_scan
+from .completion import (KINDS, PartialScanCompleter, completion_inputs, conditioning,
+                         kind_index)
+
+TRAIN_SEED, HELDOUT_SEED = 1100, 2100
+COVERAGE_LO, COVERAGE_HI = 0.01, 0.1
+N_BANK = 10  # coverages per path kind in the bank (grid: every spacing d = 3..10)
+LOSS_SCALE = 200.0
+NOISE_FREE_FRACTION = 0.4
+COUNTS = (30.0, 3000.0)  # log-uniform shot-noise level [counts per unit intensity]
+NLL_WEIGHT = 0.1
+
+
+def path_bank(size: int, seed: int = 0) -> list[tuple[str, float, object]]:
+    """(kind, nominal coverage, ScanPath) for every path used in training at ``size``."""
+    bank = []
+    for i, c in enumerate(np.geomspace(COVERAGE_LO, COVERAGE_HI, N_BANK)):
+        bank.append(("spiral", float(c), make_path("spiral", (size, size), float(c))))
+        bank.append(("gridlike", float(c), make_path("gridlike", (size, size), float(c),
+                                                     seed=seed + i)))
+    for d in range(3, 11):
+        bank.append(("grid", 1.0 / d ** 2, make_path("grid", (size, size), 1.0 / d ** 2)))
+    return bank
+
+
+def load_images(cache: str | Path | None, size: int, n_synthetic: int = 64,
+                seed: int = TRAIN_SEED) -> np.ndarray:
+    """Clean training images [N, size, size] in [0, 1]: the ``.npz`` micrograph cache (its
+    ``images``), else ``n_synthetic`` synthetic micrographs."""
+    if cache is not None:
+        with np.load(cache, allow_pickle=False) as z:
+            images = z["images"].astype(np.float32)
+        if images.shape[-1] != size or images.shape[-2] != size:
+            raise ValueError(f"cache {cache} holds {images.shape[-2]}x{images.shape[-1]} images, "
+                             f"not {size}x{size}")
+        return images
+    from ..data import synthetic_micrograph
+
+    return np.stack([synthetic_micrograph(size, seed * 100003 + i) for i in range(n_synthetic)])
+
+
+def make_example(image: np.ndarray | torch.Tensor, kind: str, coverage: float, path,
+                 counts: float | None, seed: int, dihedral_k: int = 0) -> dict:
+    """One training/evaluation example from a clean image: input, conditioning, target."""
+    from ..data.augment import dihedral
+
+    clean = dihedral(torch.as_tensor(image, dtype=torch.float32), dihedral_k).contiguous()
+    ps = partial_scan(clean, path, counts_per_intensity=counts, seed=seed)
+    r = ps.raster
+    inp = completion_inputs(r.image, r.mask, r.infilled)
+    target = (clean - inp.lo[0]) / inp.span[0]
+    cov = float(r.mask.mean())
+    return {"x": inp.x[0], "cond": conditioning(torch.tensor([cov]),
+                                                torch.tensor([kind_index(kind)]))[0],
+            "target": target[None], "lo": float(inp.lo[0]), "span": float(inp.span[0]),
+            "clean": clean, "coverage": cov, "kind": kind}
+
+
+class CompletionData:
+    """Deterministic examples: example ``i`` is a pure function of (seed, i)."""
+
+    def __init__(self, images: np.ndarray, bank: list, seed: int = TRAIN_SEED,
+                 unknown_kind_fraction: float = 0.1) -> None:
+        self.images, self.bank, self.seed = images, bank, seed
+        self.unknown = unknown_kind_fraction
+        self.by_kind = {k: [b for b in bank if b[0] == k] for k in KINDS}
+
+    def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng((self.seed, i))
+        kind = KINDS[rng.integers(len(KINDS))]
+        _, cov, path = self.by_kind[kind][rng.integers(len(self.by_kind[kind]))]
+        counts = None if rng.random() < NOISE_FREE_FRACTION else \
+            float(np.exp(rng.uniform(np.log(COUNTS[0]), np.log(COUNTS[1]))))
+        image = self.images[rng.integers(len(self.images))]
+        s = path.shape[0]
+        y0, x0 = (int(rng.integers(image.shape[-2] - s + 1)), int(rng.integers(image.shape[-1] - s + 1)))
+        ex = make_example(image[y0:y0 + s, x0:x0 + s], kind, cov, path, counts,
+                          int(rng.integers(2**31)), int(rng.integers(8)))
+        if rng.random() < self.unknown:  # train the "kind unknown" conditioning too
+            ex["cond"] = ex["cond"].clone()
+            ex["cond"][1:] = 0
+        return ex
+
+    def batch(self, step: int, batch_size: int) -> dict:
+        items = [self[step * batch_size + j] for j in range(batch_size)]
+        return {k: torch.stack([it[k] for it in items]) for k in ("x", "cond", "target")}
+
+
+def losses(model: PartialScanCompleter, batch: dict, alrc) -> tuple[torch.Tensor, dict]:
+    """(total loss, logged scalars) of a batch."""
+    out = model(batch["x"], batch["cond"])
+    y = batch["target"]
+    mse = ((out.mean - y) ** 2).flatten(1).mean(1)
+    mse_blur = ((gaussian_blur(out.mean[:, 0], 5, 2.5) - gaussian_blur(y[:, 0], 5, 2.5)) ** 2
+                ).flatten(1).mean(1)
+    per = LOSS_SCALE * (mse + mse_blur)
+    clipped = alrc(per) if alrc is not None else per
+    err = (out.mean.detach() - y).abs()
+    nll = (err * torch.exp(-out.log_scale) + out.log_scale).flatten(1).mean(1)
+    loss = clipped.mean() + NLL_WEIGHT * nll.mean()
+    return loss, {"mse": float(mse.detach().mean()), "mse_blur": float(mse_blur.detach().mean()),
+                  "nll": float(nll.detach().mean()), "loss": float(loss.detach())}
+
+
+@torch.no_grad()
+def validate(model: PartialScanCompleter, examples: list[dict]) -> dict:
+    """RMS vs the blurred truth (thesis metric, intensities scaled to the truth's [0, 1]) of
+    the network (its output blurred the same way) and of Delaunay-linear + blur, and the
+    fraction of pixels inside the (uncalibrated) 90% interval."""
+    model.eval()
+    net, lin, inside = [], [], []
+    for ex in examples:
+        out = model(ex["x"][None], ex["cond"][None])
+        rng_ = float(ex["clean"].max() - ex["clean"].min()) / ex["span"]
+        blur_t = gaussian_blur(ex["target"][0], 5, 2.5)
+        net.append(float(((gaussian_blur(out.mean[0, 0], 5, 2.5) - blur_t) ** 2).mean().sqrt()) / rng_)
+        lin.append(float(((gaussian_blur(ex["x"][0], 5, 2.5) - blur_t) ** 2).mean().sqrt()) / rng_)
+        e = (out.mean[0, 0] - ex["target"][0]).abs()
+        inside.append(float((e <= math.log(10) * out.log_scale[0, 0].exp()).float().mean()))
+    model.train()
+    return {"rms_blur_net": float(np.mean(net)), "rms_blur_delaunay": float(np.mean(lin)),
+            "net_lower_on": int(np.sum(np.array(net) < np.array(lin))), "n": len(net),
+            "inside90_uncalibrated": float(np.mean(inside))}
+
+
+def validation_examples(images: np.ndarray, bank: list, n: int = 12) -> list[dict]:
+    data = CompletionData(images, bank, seed=HELDOUT_SEED, unknown_kind_fraction=0.0)
+    return [data[i] for i in range(n)]
+
+
+def _train(model, data, val, opt, sched, alrc, gan, objects, ckpt, log, step, steps, batch,
+           device, seconds, t_start, t0, progress) -> int:
+    """The optimisation loop of :func:`run`; returns the step reached."""
+    from ..train.checkpoint import save_checkpoint
+
+    while step < steps:
+        if seconds is not None and time.perf_counter() - t_start > seconds:
+            break
+        b = {k: v.to(device) for k, v in data.batch(step, batch).items()}
+        loss, logs = losses(model, b, alrc)
+        if gan is not None:
+            loss = loss + gan.generator_loss(model, b, logs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        if gan is not None:
+            gan.discriminator_step(logs)
+        step += 1
+        if step % 10 == 0:
+            logs.update(step=step, time_s=round(time.perf_counter() - t0, 1),
+                        lr=opt.param_groups[0]["lr"])
+            log.write(json.dumps(logs) + "\n")
+            log.flush()
+            if progress:
+                print(json.dumps(logs), flush=True)
+        if step % 100 == 0:
+            save_checkpoint(ckpt, objects, step)
+        if step % 200 == 0:
+            log.write(json.dumps({"step": step, "val": validate(model, val)}) + "\n")
+            log.flush()
+    return step
+
+
+def run(out: Path, steps: int, batch: int, size: int, cache: str | None, seconds: float | None,
+        init: Path | None, device: str, widths: tuple[int, ...], lr: float, n_val: int,
+        threads: int | None, adversarial: bool = False, progress: bool = True,
+        crop: int | None = None, warmup: int = 50) -> dict:
+    from ..train.alrc import ALRC
+    from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+    from .completion import load_weights
+
+    if threads:
+        torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    images = load_images(cache, size)
+    n_val_images = max(1, len(images) // 20)  # last 5% of the cache: validation only
+    train_images, val_images = images[:-n_val_images], images[-n_val_images:]
+    crop = crop or size
+    bank = path_bank(crop)
+    data = CompletionData(train_images, bank)
+    val = validation_examples(val_images, bank, n_val)
+    torch.manual_seed(0)
+    model = load_weights(init)[0].train() if init is not None else PartialScanCompleter(widths)
+    model = model.to(device)
+    alrc = ALRC(mu1_start=25.0, mu2_start=900.0).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) *
+        (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))))
+    objects = {"model": model, "optimizer": opt, "scheduler": sched, "alrc": alrc}
+    gan = None
+    if adversarial:
+        from .completion_gan import GanTrainer
+
+        gan = GanTrainer(device=device, lr=1e-4)
+        objects.update(gan.objects())
+    ckpt = out / "checkpoint.safetensors"
+    step, extra = 0, {}
+    if ckpt.is_file():
+        step, extra = load_checkpoint(ckpt, objects, map_location=device)
+    record_path = out / "recipe.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {
+        "command": " ".join(sys.argv), "steps_planned": steps, "batch": batch, "size": size, "crop": crop,
+        "cache": str(cache), "n_train_images": len(train_images), "n_val_images": len(val_images),
+        "widths": list(model.config["widths"]), "lr": lr, "adversarial": adversarial,
+        "init": str(init) if init else None, "device": device, "seed": TRAIN_SEED,
+        "data": f"clean micrographs, random {crop} px crops, dihedral, spiral/gridlike/grid "
+                f"at coverage 1/100-1/10, Poisson {COUNTS[0]:g}-{COUNTS[1]:g} counts per unit "
+                f"intensity ({100 * NOISE_FREE_FRACTION:.0f}% noise-free)",
+        "runs": []}
+    run_rec = {"start_step": step, "val_before": validate(model, val)}
+    t0 = time.perf_counter()
+    model.train()
+    with open(out / "log.jsonl", "a") as log:
+        step = _train(model, data, val, opt, sched, alrc, gan, objects, ckpt, log, step, steps,
+                      batch, device, seconds, t_start, t0, progress)
+    save_checkpoint(ckpt, objects, step)
+    wall = time.perf_counter() - t0
+    run_rec.update(end_step=step, train_seconds=round(wall, 1),
+                   seconds_per_step=round(wall / max(1, step - run_rec["start_step"]), 3),
+                   val_after=validate(model, val), threads=torch.get_num_threads())
+    record["runs"].append(run_rec)
+    record["steps_done"] = step
+    record_path.write_text(json.dumps(record, indent=2))
+    notes = {"steps": step, "batch": batch, "size": size, "data": record["data"],
+             "cache": str(cache), "train_seconds_total": sum(r["train_seconds"] for r in record["runs"]),
+             "device": device, "val": run_rec["val_after"]}
+    save_weights(out / "completion_small.safetensors", model, model.config, dtype=torch.float16,
+                 notes=notes)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m em_accel.models.completion_recipe",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path, help="run directory (checkpoint, log, recipe.json, weights)")
+    p.add_argument("--steps", type=int, default=3000, help="planned steps (schedule length)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--size", type=int, default=256, help="image side [px]")
+    p.add_argument("--crop", type=int, default=128, help="training crop side [px] (paths are "
+                   "made at this size)")
+    p.add_argument("--cache", default=None,
+                   help=".npz micrograph cache (em_accel.data.micrographs.build_cache); "
+                        "default: synthetic micrographs")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop this invocation after this many seconds (checkpointed; rerun "
+                        "the same command to continue)")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--widths", type=int, nargs=4, default=[24, 32, 48, 64])
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--n-val", type=int, default=12)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--adversarial", action="store_true",
+                   help="add the three-scale LSGAN discriminators (fine-tuning)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    rec = run(a.out, a.steps, a.batch, a.size, a.cache, a.seconds, a.init, a.device,
+              tuple(a.widths), a.lr, a.n_val, a.threads, a.adversarial, not a.no_progress,
+              a.crop)
+    print(json.dumps(rec["runs"][-1], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

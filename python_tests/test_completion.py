@@ -1,0 +1,230 @@
+"""Partial-scan completion: Delaunay interpolation, the network, complete_scan, baselines,
+recipe, evaluation and CLI (tiny sizes)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from em_accel.models import completion as C
+from em_accel.models import completion_baselines as B
+from em_accel.scan import make_path, partial_scan
+from em_accel.scan.interpolate import (EmptyMaskError, linear_infill, nearest_infill,
+                                       sample_distance, triangulate)
+
+
+def _smooth(n: int = 48, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n] / n
+    img = np.zeros((n, n))
+    for _ in range(4):
+        fy, fx, ph = rng.uniform(0.5, 3, 2).tolist() + [rng.uniform(0, 6)]
+        img += np.cos(2 * np.pi * (fy * yy + fx * xx) + ph)
+    return (img - img.min()) / np.ptp(img)
+
+
+def test_linear_infill_matches_scipy_and_keeps_samples():
+    from scipy.interpolate import LinearNDInterpolator
+
+    img = _smooth(40, 1)
+    rng = np.random.default_rng(0)
+    mask = rng.random((40, 40)) < 0.08
+    out = linear_infill(torch.from_numpy(img), mask).numpy()
+    ref = LinearNDInterpolator(np.argwhere(mask).astype(float), img[mask])(*np.mgrid[0:40, 0:40])
+    inside = ~np.isnan(ref)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(out[inside], ref[inside], atol=1e-9)
+    np.testing.assert_allclose(out[mask], img[mask], atol=1e-12)
+    # outside the hull: the nearest sample's value
+    nn_ = nearest_infill(torch.from_numpy(img), mask).numpy()
+    np.testing.assert_allclose(out[~inside], nn_[~inside])
+    d = sample_distance(mask).numpy()
+    assert d[mask].max() == 0 and d[~mask].min() >= 1
+
+
+def test_linear_infill_grid_and_batch_and_degenerate():
+    m = np.zeros((33, 33), bool)
+    m[::4, ::4] = True                            # co-circular points (degenerate Delaunay)
+    yy, xx = np.mgrid[0:33, 0:33].astype(float)
+    plane = torch.from_numpy(np.stack([0.3 * yy - 0.2 * xx, 2 * xx]))
+    out = linear_infill(plane, m)                 # a linear function is reproduced exactly
+    np.testing.assert_allclose(out.numpy(), plane.numpy(), atol=1e-9)
+    line = np.zeros((10, 10), bool)
+    line[3, :] = True                             # collinear: nearest everywhere
+    v = torch.arange(100.0).reshape(10, 10)
+    np.testing.assert_allclose(linear_infill(v, line).numpy(), nearest_infill(v, line).numpy())
+    with pytest.raises(EmptyMaskError):
+        triangulate(np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="mask shape"):
+        linear_infill(v, np.ones((5, 5)))
+
+
+@torch.no_grad()
+def test_model_starts_at_delaunay_and_is_conditioned():
+    torch.manual_seed(0)
+    model = C.PartialScanCompleter((8, 8, 8, 8)).eval()
+    img = torch.from_numpy(_smooth(32)).float()
+    r = partial_scan(img, make_path("spiral", (32, 32), 0.08)).raster
+    inp = C.completion_inputs(r.image, r.mask, r.infilled)
+    assert inp.x.shape == (1, 4, 32, 32)
+    cond = C.conditioning(torch.tensor([0.08]), torch.tensor([0]))
+    out = model(inp.x, cond)
+    torch.testing.assert_close(out.mean, inp.x[:, :1])        # zero-initialised correction
+    np.testing.assert_allclose(out.log_scale.exp().numpy(), 0.05, rtol=1e-5)
+    model.film[2].weight.normal_()
+    model.head.weight.normal_(0, 0.1)
+    a = model(inp.x, C.conditioning(torch.tensor([0.08]), torch.tensor([0]))).mean
+    b = model(inp.x, C.conditioning(torch.tensor([0.08]), torch.tensor([2]))).mean
+    c = model(inp.x, C.conditioning(torch.tensor([0.02]), torch.tensor([0]))).mean
+    assert (a - b).abs().max() > 1e-4 and (a - c).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="multiples of 16"):
+        model(torch.zeros(1, 4, 24, 32), cond)
+    with pytest.raises(ValueError, match="cond"):
+        model(inp.x, torch.zeros(1, 3))
+
+
+def test_conditioning_and_kinds():
+    c = C.conditioning(torch.tensor([0.01, 0.1, 0.05]), torch.tensor([0, 2, -1]))
+    np.testing.assert_allclose(c[:, 0].numpy(), [0, 1, math.log(5) / math.log(10)], atol=1e-6)
+    assert c[0, 1:].tolist() == [1, 0, 0] and c[1, 1:].tolist() == [0, 0, 1]
+    assert c[2, 1:].tolist() == [0, 0, 0]
+    assert C.kind_index(None) == -1
+    with pytest.raises(C.UnknownPathKindError):
+        C.kind_index("raster")
+
+
+def _tiny_model():
+    torch.manual_seed(1)
+    m = C.PartialScanCompleter((8, 8, 8, 8)).eval()
+    m.calibration = 1.5
+    return m
+
+
+def test_complete_scan_full_and_sparse_any_size():
+    model = _tiny_model()
+    img = 1000 * _smooth(70, 2)[:, :60]           # not a multiple of 16, counts-like units
+    res = C.complete_scan(img, kind="gridlike", coverage=0.06, model=model)
+    assert res.completion.shape == res.uncertainty.shape == (70, 60)
+    assert res.mask.dtype == bool and 0.03 < res.coverage < 0.1
+    # untrained: completion = Delaunay-linear of the samples, in the image's units
+    np.testing.assert_allclose(res.completion, B.delaunay(res.sparse, res.mask), atol=0.05 * 1000)
+    np.testing.assert_allclose(res.completion[res.mask], img[res.mask], atol=1.0)
+    span = img[res.mask].max() - img[res.mask].min()
+    np.testing.assert_allclose(res.uncertainty, 1.5 * C.Z90 * 0.05 * span, rtol=1e-3)
+    # the same samples given as an already sparse scan + mask
+    sparse = np.where(res.mask, img, np.nan)          # unsampled pixels may be anything
+    res2 = C.complete_scan(sparse, mask=res.mask, kind="gridlike", model=model)
+    np.testing.assert_allclose(res2.completion, res.completion, atol=1e-3)
+
+
+def test_complete_scan_named_errors():
+    model = _tiny_model()
+    img = _smooth(32)
+    with pytest.raises(C.CoverageRangeError):
+        C.complete_scan(img, kind="spiral", coverage=0.5, model=model)
+    with pytest.raises(C.CoverageRangeError):
+        C.complete_scan(img, kind="spiral", coverage=0.001, model=model)
+    with pytest.raises(C.CoverageRangeError):
+        C.complete_scan(img, kind="spiral", model=model)
+    with pytest.raises(C.ImageShapeError):
+        C.complete_scan(np.zeros((2, 32, 32)), kind="spiral", coverage=0.05, model=model)
+    bad = img.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(C.NonFiniteImageError):
+        C.complete_scan(bad, kind="spiral", coverage=0.05, model=model)
+    with pytest.raises(EmptyMaskError):
+        C.complete_scan(img, mask=np.zeros_like(img), model=model)
+    with pytest.raises(C.ImageShapeError):
+        C.complete_scan(img, mask=np.ones((16, 16)), model=model)
+    with pytest.raises(C.UnknownPathKindError):
+        C.complete_scan(img, kind="zigzag", coverage=0.05, model=model)
+    dense = np.ones_like(img)
+    with pytest.raises(C.CoverageRangeError):             # a mask sampling half the pixels
+        C.complete_scan(img, mask=dense * (np.arange(32) % 2), model=model)
+    assert issubclass(C.CoverageRangeError, ValueError)
+
+
+def test_baselines_order_on_smooth_image():
+    img = _smooth(64, 3)
+    r = partial_scan(torch.from_numpy(img), make_path("gridlike", (64, 64), 0.06)).raster
+    v, m = r.image.numpy(), r.mask.numpy() > 0
+    rms = {k: float(np.sqrt(((f(v, m) - img) ** 2).mean())) for k, f in B.METHODS.items()}
+    assert rms["delaunay"] < rms["nearest"]
+    assert rms["wavelet-cs"] < rms["nearest"]
+    # biharmonic: scored on a random mask (on this gridlike mask scikit-image's solution
+    # overshoots; docs/complete.md reports it as measured)
+    rnd = np.random.default_rng(0).random((64, 64)) < 0.06
+    bh = B.biharmonic(np.where(rnd, img, 0.0), rnd)
+    np.testing.assert_allclose(bh[rnd], img[rnd], atol=1e-9)
+    assert np.sqrt(((bh - img) ** 2).mean()) < rms["nearest"]
+    cs = B.wavelet_cs(v, m, iterations=5)
+    np.testing.assert_allclose(cs[m], v[m], atol=1e-9)     # data consistency
+
+
+def test_recipe_trains_resumes_and_records(tmp_path):
+    from em_accel.models import completion_recipe as R
+
+    images = np.stack([_smooth(32, s) for s in range(4)]).astype(np.float32)
+    np.savez(tmp_path / "c.npz", images=images)
+    args = dict(batch=2, size=32, cache=str(tmp_path / "c.npz"), seconds=None, init=None,
+                device="cpu", widths=(8, 8, 8, 8), lr=1e-3, n_val=2, threads=None,
+                progress=False)
+    rec = R.run(tmp_path / "run", 3, **args)
+    assert rec["steps_done"] == 3
+    rec = R.run(tmp_path / "run", 5, **args)           # same directory: continues at step 3
+    assert [r["start_step"] for r in rec["runs"]] == [0, 3] and rec["steps_done"] == 5
+    model, notes = C.load_weights(tmp_path / "run" / "completion_small.safetensors")
+    assert notes["steps"] == 5 and model.config["widths"] == [8, 8, 8, 8]
+    logged = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    assert "rms_blur_delaunay" in logged["runs"][-1]["val_after"]
+
+
+def test_evaluation_rows_and_calibration():
+    from em_accel.models import completion_eval as E
+
+    model = _tiny_model()
+    images = np.stack([_smooth(32, 5), _smooth(32, 6)])
+    s = E.fit_calibration(model, images, None, coverages=(0.05,), kinds=("grid",))
+    res = E.evaluate(model, images, counts=None, coverages=(0.05,), kinds=("grid",),
+                     slow_n=1, slow_size=32, calibration=s, progress=False)
+    assert abs(res["reliability"]["0.9"] - 0.9) < 0.05           # fitted on the same images
+    methods = {r["method"] for r in res["rows"]}
+    assert {"network", "delaunay", "nearest", "biharmonic", "wavelet-cs"} <= methods
+    d = E.paired(res["rows"], "network", "delaunay")
+    assert abs(d["grid"][0][1]) < 0.01                 # untrained network = Delaunay
+    assert "paired" in E.format_summary(res)
+
+
+def test_cli_complete_keeps_pixel_size(tmp_path):
+    import tifffile
+
+    from em_accel.cli import main
+    from em_accel.io import read_image
+    from em_accel.train.checkpoint import save_weights
+
+    model = _tiny_model()
+    w = save_weights(tmp_path / "m.safetensors", model, {**model.config, "calibration": 1.2})
+    img = (500 * _smooth(48, 7)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "a.tif", img, resolution=(1e8 / 0.5, 1e8 / 0.5),
+                     resolutionunit="CENTIMETER")
+    assert main(["complete", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out"),
+                 "--coverage", "0.05", "--path", "grid", "--model", str(w)]) == 0
+    done = read_image(tmp_path / "out" / "a_completed.tif")
+    assert done.data.shape == (48, 48) and done.pixel_size == pytest.approx(0.5)
+    assert (tmp_path / "out" / "a_panel.png").stat().st_size > 1000
+    unc = read_image(tmp_path / "out" / "a_uncertainty.tif").data
+    assert (unc > 0).all()
+    # already sparse input + mask
+    mask = (np.arange(48)[:, None] % 4 == 0) & (np.arange(48)[None] % 4 == 0)
+    tifffile.imwrite(tmp_path / "m.tif", mask.astype(np.uint8))
+    assert main(["complete", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out2"),
+                 "--mask", str(tmp_path / "m.tif"), "--model", str(w), "--no-panel"]) == 0
+    got = read_image(tmp_path / "out2" / "a_completed.tif").data
+    np.testing.assert_allclose(got[mask], img[mask], rtol=1e-3)
+    np.save(tmp_path / "s.npy", np.zeros((2, 16, 16), np.float32))
+    with pytest.raises(C.ImageShapeError):
+        main(["complete", str(tmp_path / "s.npy"), "-o", str(tmp_path / "o3"),
+              "--coverage", "0.05", "--model", str(w)])
