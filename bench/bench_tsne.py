@@ -21,6 +21,7 @@ import torch
 from bench.harness import available_devices, median_time, print_table, write_record
 from em_accel.embed import (affinities, gaussian_mixture, kl_divergence, knn_preservation, tsne,
                             tsne_with_info)
+from em_accel.embed import fft_forces as F
 from em_accel.embed.affinities import resolve_knn_method
 from em_accel.ops import tsne as ops
 
@@ -76,10 +77,10 @@ def _kernel_rows(devices) -> list[dict]:
         for n in (5000, 20000):
             y = ops.sample_embedding(n, device, torch.float32, scale=20.0)
             yd = y.double()
-            fe, ze = ops.repulsive_forces(yd, "exact")
-            for name, fn in (("repulsive exact", lambda: ops.repulsive_forces(y, "exact")),
-                             ("repulsive fft p=3", lambda: ops.repulsive_forces(y, "fft")),
-                             ("repulsive fft p=4", lambda: ops.repulsive_forces(y, "fft", p=4))):
+            fe, ze = F.repulsive_forces(yd, "exact")
+            for name, fn in (("repulsive exact", lambda: F.repulsive_forces(y, "exact")),
+                             ("repulsive fft p=3", lambda: F.repulsive_forces(y, "fft")),
+                             ("repulsive fft p=4", lambda: F.repulsive_forces(y, "fft", p=4))):
                 f, z = fn()
                 err = float((f.double() - fe).norm() / fe.norm())
                 rows.append({"kind": "kernel", "device": device, "n": n, "op": name,

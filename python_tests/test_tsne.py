@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from em_accel.embed import fft_forces as F
 from em_accel.ops import tsne as T
 
 DTYPES = [torch.float32, torch.float64]
@@ -130,22 +131,22 @@ def test_fft_repulsion_error_vs_exact(p, force_tol, z_tol, device):
     """FIt-SNE interpolation (p nodes per unit box): relative force error (L2 over all points)
     and Z error against the exact sums, on a clustered map about 100 units across."""
     y = T.sample_embedding(4000, device, torch.float32, seed=6, scale=20.0)
-    fe, ze = T.repulsive_forces(y.double(), "exact")
-    ff, zf = T.repulsive_forces(y, "fft", p=p)
+    fe, ze = F.repulsive_forces(y.double(), "exact")
+    ff, zf = F.repulsive_forces(y, "fft", p=p)
     assert _rel(ff, fe) < force_tol
     assert abs(zf / ze - 1) < z_tol
     # and the error falls with finer grids: 2 boxes per unit is several times better
-    f2, _ = T.repulsive_forces(y, "fft", p=p, intervals_per_unit=2.0)
+    f2, _ = F.repulsive_forces(y, "fft", p=p, intervals_per_unit=2.0)
     assert _rel(f2, fe) < _rel(ff, fe) / 3
 
 
 def test_fft_float64_path_matches_torch_pipeline():
     """spread -> torch FFT convolution -> gather equals a dense convolution of the grid."""
     y = T.sample_embedding(500, "cpu", torch.float64, seed=7, scale=2.0)
-    grid = T.choose_grid(y, 3, 1.0, 6)
+    grid = F.choose_grid(y, 3, 1.0, 6)
     args = (grid.n_boxes, grid.p, grid.lower_x, grid.lower_y, grid.box_width)
     charges = T.tsne_interp_spread(y, *args)
-    pot = T.convolve_grid(charges, grid)
+    pot = F.convolve_grid(charges, grid)
     m = grid.m
     step = grid.box_width / grid.p
     idx = torch.arange(m, dtype=torch.float64) * step
@@ -155,7 +156,7 @@ def test_fft_float64_path_matches_torch_pipeline():
     dense = (K @ charges.reshape(3, -1).T).T.reshape(3, m, m)
     torch.testing.assert_close(pot, dense, rtol=1e-9, atol=1e-9)
     # the threaded, pruned 1-D pass version gives the same potentials
-    torch.testing.assert_close(T.convolve_grid(charges, grid, threads=2), dense, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(F.convolve_grid(charges, grid, threads=2), dense, rtol=1e-9, atol=1e-9)
 
 
 def test_perplexity_entropy():
@@ -207,7 +208,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="p \\(interpolation nodes"):
         T.tsne_interp_spread(y, 4, 9, 0.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="method must be"):
-        T.repulsive_forces(y, "bh")
+        F.repulsive_forces(y, "bh")
     with pytest.raises(RuntimeError, match="is on meta"):
         T.tsne_attractive(y, indptr, indices, values.to("meta"), False)
     x, idx = T._sample_neighbor_d2()
@@ -223,11 +224,11 @@ def test_bad_inputs():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cpu_and_cuda_agree():
     y = T.sample_embedding(2000, "cpu", torch.float32, seed=8, scale=15.0)
-    fc, zc = T.repulsive_forces(y, "exact")
-    fg, zg = T.repulsive_forces(y.cuda(), "exact")
+    fc, zc = F.repulsive_forces(y, "exact")
+    fg, zg = F.repulsive_forces(y.cuda(), "exact")
     assert _rel(fg, fc) < 1e-5 and abs(zg / zc - 1) < 1e-6
-    fc, zc = T.repulsive_forces(y, "fft")
-    fg, zg = T.repulsive_forces(y.cuda(), "fft")
+    fc, zc = F.repulsive_forces(y, "fft")
+    fg, zg = F.repulsive_forces(y.cuda(), "fft")
     # float32 FFTs of different libraries (pocketfft/MKL vs cuFFT) on the interpolation grid:
     # Z, a sum of 4e6 kernel values through them, differed by 1.9e-5 on an H200
     assert _rel(fg, fc) < 1e-4 and abs(zg / zc - 1) < 1e-4, (_rel(fg, fc), zg / zc - 1)

@@ -15,10 +15,11 @@ from typing import Callable, NamedTuple
 import torch
 
 from .. import _native
-from ..ops import tsne as ops
 from .._api import progress_enabled
+from ..ops import tsne as ops
 from ..ops._common import torch_threads
 from .affinities import Affinities, affinities as compute_affinities, knn, resolve_knn_method
+from .fft_forces import bounding_box, choose_grid, convolve_grid, repulsive_forces
 from .pca import pca
 
 # Per-iteration cost model for method="auto": seconds per exact pair, per FFT grid node (padded,
@@ -48,7 +49,7 @@ def kl_divergence(P: Affinities, y: torch.Tensor, method: str = "exact") -> floa
     (method="exact", O(N^2)) or interpolated ("fft")."""
     y = y.to(device=P.values.device, dtype=P.values.dtype).contiguous()
     _, plogw = ops.tsne_attractive(y, P.indptr, P.indices, P.values, True)
-    _, z = ops.repulsive_forces(y, method)
+    _, z = repulsive_forces(y, method)
     return P.plogp() - float(plogw.sum()) + math.log(z)
 
 
@@ -264,7 +265,7 @@ def tsne_with_info(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750,
     if n < 2**31:
         cols = cols.to(torch.int32)
     y -= y.mean(0)
-    bbox = ops.bounding_box(y)
+    bbox = bounding_box(y)
     bar = _Bar(n_iter, progress_enabled(progress))
     fft_threads = _native_threads() if device.type == "cpu" else 1
     with torch_threads(1 if device.type == "cpu" else None):  # see torch_threads
@@ -274,14 +275,14 @@ def tsne_with_info(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750,
             want_kl = (it + 1) % kl_every == 0 or it == n_iter - 1
             # the CSR is checked on the first pass only (it does not change)
             attr, plogw = ops.tsne_attractive(y, indptr, cols, values, want_kl, check=it == 0)
-            grid = ops.choose_grid(bbox, fft_nodes, fft_intervals_per_unit, fft_min_intervals)
+            grid = choose_grid(bbox, fft_nodes, fft_intervals_per_unit, fft_min_intervals)
             chosen = _pick_method(method, n, grid.m, device)
             info.methods[chosen] = info.methods.get(chosen, 0) + 1
             if chosen == "exact":
                 rep, zrow = ops.tsne_repulsive_exact(y)
             else:
                 args = (grid.n_boxes, grid.p, grid.lower_x, grid.lower_y, grid.box_width)
-                pot = ops.convolve_grid(ops.tsne_interp_spread(y, *args), grid,
+                pot = convolve_grid(ops.tsne_interp_spread(y, *args), grid,
                                         threads=fft_threads)
                 rep, zrow = ops.tsne_interp_gather(y, pot, *args)
             z = float(zrow.sum())
