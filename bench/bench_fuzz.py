@@ -260,7 +260,7 @@ def worker(calls: int, seed: int, groups: tuple[str, ...], proto_fd: int, skip: 
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
 
-    from bench.fuzz_targets import all_targets, describe
+    from bench.fuzz_targets import FileArg, all_targets, describe
 
     proto = os.fdopen(proto_fd, "w", buffering=1)
     targets = all_targets(groups)
@@ -314,6 +314,16 @@ def worker(calls: int, seed: int, groups: tuple[str, ...], proto_fd: int, skip: 
              module=None if exc is None else type(exc).__module__,
              message=None if exc is None else str(exc)[:200])
 
+    if skip == 0:  # the unmutated calls must work, or the mutations test nothing
+        for target in targets:
+            args, kwargs = target.base()
+            if any(isinstance(a, FileArg) for a in args):
+                continue
+            try:
+                target.fn(*args, **kwargs)
+                emit(event="base", target=target.name, exc=None)
+            except Exception as e:  # noqa: BLE001
+                emit(event="base", target=target.name, exc=f"{type(e).__name__}: {str(e)[:200]}")
     while state["n"] < calls:
         before = state["n"]
         one()
@@ -333,6 +343,7 @@ def run_campaign(calls: int, seed: int = 0, groups: tuple[str, ...] = ("op", "wr
     exc_types = collections.Counter()
     per_target = collections.defaultdict(collections.Counter)
     notable: list[dict] = []
+    base_failures: dict[str, str] = {}
     done, restarts, t0 = 0, 0, time.time()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONFAULTHANDLER="1",
                PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
@@ -380,7 +391,11 @@ def run_campaign(calls: int, seed: int = 0, groups: tuple[str, ...] = ("op", "wr
                                        f"{proc.returncode}):\n{err}")
                 break
             ev = json.loads(line)
-            if ev["event"] == "start":
+            if ev["event"] == "base":
+                if ev["exc"]:
+                    base_failures[ev["target"]] = ev["exc"]
+                deadline = time.time() + max(timeout, 120.0)
+            elif ev["event"] == "start":
                 current = ev
                 deadline = time.time() + timeout
             elif ev["event"] == "end":
@@ -407,7 +422,7 @@ def run_campaign(calls: int, seed: int = 0, groups: tuple[str, ...] = ("op", "wr
         worker_seed += 1_000_003
     return {"calls": done, "counts": dict(counts), "exception_types": dict(exc_types.most_common()),
             "per_target": {k: dict(v) for k, v in sorted(per_target.items())},
-            "notable": notable, "workers": restarts, "wall_s": round(time.time() - t0, 1),
+            "notable": notable, "base_failures": base_failures, "workers": restarts, "wall_s": round(time.time() - t0, 1),
             "seed": seed, "timeout_s": timeout, "groups": list(groups)}
 
 
@@ -420,6 +435,8 @@ def run(quick: bool = False, calls: int | None = None, seed: int = 0) -> Path:
     print(f"\nfuzz: {result['calls']} calls in {result['wall_s']} s: ok {c.get('ok', 0)}, named "
           f"{c.get('named', 0)}, other {c.get('other', 0)}, crash {c.get('crash', 0)}, "
           f"hang {c.get('hang', 0)}")
+    for name, exc in result["base_failures"].items():
+        print(f"  BASE CALL FAILS (its mutations test little): {name}: {exc}")
     for case in result["notable"][:20]:
         print(f"  {case['outcome']}: {case['target']} with {case['mutation']}: "
               f"{case.get('exc') or ''} {case.get('message') or ''}")

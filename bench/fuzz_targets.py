@@ -177,7 +177,7 @@ def _api_targets() -> list[Target]:
                "api"),
         Target("scan.partial_scan", SC.partial_scan, lambda: (
             [torch.rand(2, 24, 24, generator=g), SC.make_path("random", (24, 24), 0.2)],
-            {"dose": 50.0}), "api"),
+            {"read_noise": 0.01}), "api"),
         Target("scan.gaussian_blur", SC.gaussian_blur,
                lambda: ([torch.rand(2, 16, 16, generator=g), 5, 1.0], {}), "api"),
         Target("embed.tsne", E.tsne, lambda: ([points()], {"perplexity": 5.0, "n_iter": 30,

@@ -6,6 +6,9 @@ purpose. Messages name the argument, what was expected and what was received.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 
 class EmAccelError(Exception):
     """Base of the exceptions em-accel raises on purpose."""
@@ -33,5 +36,28 @@ class InvalidFileError(InvalidInputError):
     """A file cannot be read: unknown format, corrupt, truncated, or holds no image."""
 
 
+def expect_type(name: str, value: object, *types: type) -> None:
+    """Raise InvalidTypeError unless ``value`` is an instance of one of ``types``."""
+    if not isinstance(value, types):
+        want = " or ".join(t.__name__ for t in types)
+        raise InvalidTypeError(f"{name} must be a {want}, got {type(value).__name__}")
+
+
+def expect_number(name: str, value: object, low: float = -math.inf, high: float = math.inf, *,
+                  unit: str = "", low_open: bool = False, integer: bool = False) -> float:
+    """``value`` as a float (an int with ``integer``); OutOfRangeError unless it is finite and
+    in [low, high] ((low, high] with ``low_open``), InvalidTypeError unless it is a real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidTypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    below = v <= low if low_open else v < low
+    if not math.isfinite(v) or below or v > high or (integer and v != int(v)):
+        kind = "an integer" if integer else "finite"
+        lb = "(" if low_open else "["
+        raise OutOfRangeError(f"{name} must be {kind} in {lb}{low:g}, {high:g}]"
+                              f"{' ' + unit if unit else ''}, got {value!r}")
+    return float(int(v)) if integer else v
+
+
 __all__ = ["EmAccelError", "InvalidFileError", "InvalidIndexError", "InvalidInputError",
-           "InvalidTypeError", "OutOfRangeError"]
+           "InvalidTypeError", "OutOfRangeError", "expect_number", "expect_type"]

@@ -23,6 +23,7 @@ def test_fuzz_subset_has_no_crash_hang_or_unnamed_exception():
     bad = [f"{c['outcome']}: {c['target']} with {c['mutation']}: {c.get('exc')} "
            f"{c.get('message') or c.get('stderr_tail', '')[-500:]}" for c in result["notable"]]
     assert result["calls"] == 240
+    assert not result["base_failures"]  # every unmutated call works, so mutations test the checks
     assert counts.get("crash", 0) == 0 and counts.get("hang", 0) == 0, bad
     assert counts.get("other", 0) == 0, bad
     assert counts.get("named", 0) > 120  # the mutations do reach the checks

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InvalidInputError, expect_number, expect_type
 from ..ops import tsne as ops
 
 
@@ -128,7 +129,11 @@ def knn(x: torch.Tensor, k: int, block_bytes: int = 64 << 20,
     Returns (d2 [N, k] squared Euclidean distances in x's units^2, ascending, computed exactly
     for the neighbours found; idx [N, k] int64), on x's device.
     """
+    expect_type("x", x, torch.Tensor)
+    if x.dim() != 2:
+        raise InvalidInputError(f"x must have shape [N, D], got {list(x.shape)}")
     n = x.shape[0]
+    k = int(expect_number("k", k, integer=True))
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, N - 1 = {n - 1}], got {k}")
     xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
@@ -158,6 +163,7 @@ def affinities(x: torch.Tensor, perplexity: float = 30.0, k: int | None = None, 
     n = x.shape[0]
     if n < 4:
         raise ValueError(f"t-SNE needs at least 4 points, got {n}")
+    expect_number("perplexity", perplexity, 1.0, n, low_open=True)
     if k is None:
         k = int(3 * perplexity)
         if k > n - 1:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._api import progress_counter
+from ..errors import expect_type
 from ..data.augment import dihedral, dihedral_inverse
 from .denoiser import STRIDE
 
@@ -148,6 +149,7 @@ def denoise_image(model: nn.Module, image: np.ndarray | torch.Tensor, tile: int 
     ``callback`` is called with the number of tiles finished after each batch. Returns float32
     [H, W].
     """
+    expect_type("model", model, nn.Module)
     arr = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32))
     if arr.dim() != 2:
         raise ValueError(f"image must be 2-D [H, W], got shape {list(arr.shape)}")

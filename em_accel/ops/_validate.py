@@ -8,11 +8,10 @@ t-SNE loop calls the attractive pass a thousand times on one CSR it validated on
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
-from ..errors import InvalidIndexError, InvalidTypeError, OutOfRangeError
+from ..errors import InvalidIndexError, OutOfRangeError, expect_number, expect_type
 
 #: Largest aperture frequency index the propagator's band search handles exactly (kc / step).
 _MAX_BAND_INDEX = 2.0 ** 52
@@ -87,22 +86,6 @@ def index_range(name: str, index: torch.Tensor, low: int, high: int) -> None:
         raise InvalidIndexError(f"{name} entries must be in [{low}, {high}), got [{lo}, {hi}]")
 
 
-def finite(name: str, value: float, low: float = -math.inf, high: float = math.inf, *,
-           unit: str = "", low_open: bool = False) -> float:
-    """``value`` as a float; OutOfRangeError unless it is finite and in [low, high] ((low, high]
-    with ``low_open``)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise OutOfRangeError(f"{name} must be a real number, got {value!r}") from None
-    below = v <= low if low_open else v < low
-    if not math.isfinite(v) or below or v > high:
-        lb = "(" if low_open else "["
-        raise OutOfRangeError(f"{name} must be finite and in {lb}{low:g}, {high:g}]"
-                              f"{' ' + unit if unit else ''}, got {value!r}")
-    return v
-
-
 def propagate_scalars(nx: int, ny: int, dx: float, dy: float, wavelength: float, dz: float,
                       kc: float, taper: float) -> None:
     """Bounds of em_accel::ms_propagate's scalars.
@@ -113,12 +96,12 @@ def propagate_scalars(nx: int, ny: int, dx: float, dy: float, wavelength: float,
     overflowed them and the search never ended). An aperture wider than the grid's largest
     frequency is no aperture: pass kc <= 0 for none.
     """
-    finite("dx", dx, 0.0, 1e6, unit="Å", low_open=True)
-    finite("dy", dy, 0.0, 1e6, unit="Å", low_open=True)
-    finite("wavelength", wavelength, 0.0, 1e3, unit="Å", low_open=True)
-    finite("dz", dz, -1e10, 1e10, unit="Å")
-    finite("kc", kc, unit="1/Å")
-    finite("taper", taper, unit="1/Å")
+    expect_number("dx", dx, 0.0, 1e6, unit="Å", low_open=True)
+    expect_number("dy", dy, 0.0, 1e6, unit="Å", low_open=True)
+    expect_number("wavelength", wavelength, 0.0, 1e3, unit="Å", low_open=True)
+    expect_number("dz", dz, -1e10, 1e10, unit="Å")
+    expect_number("kc", kc, unit="1/Å")
+    expect_number("taper", taper, unit="1/Å")
     if kc > 0:
         limit = _MAX_BAND_INDEX / (max(nx * dx, ny * dy, 1e-300))
         if kc > limit:
@@ -160,5 +143,4 @@ def tensors(**named: object) -> None:
     """Raise InvalidTypeError unless every argument is a torch.Tensor (wrappers call this
     before touching ``.contiguous()`` or ``.shape``)."""
     for name, value in named.items():
-        if not isinstance(value, torch.Tensor):
-            raise InvalidTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        expect_type(name, value, torch.Tensor)

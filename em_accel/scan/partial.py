@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .._api import Seed, as_generator
+from ..errors import InvalidInputError, expect_number, expect_type
 from ..ops.scan import Raster, scan_rasterize, scan_sample
 from .paths import ScanPath
 
@@ -35,6 +36,11 @@ def gaussian_kernel(size: int, sigma: float, dtype=torch.float32, device=None) -
 def gaussian_blur(images: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     """Blur [B, H, W] (or [H, W]) with a size x size Gaussian, reflect padding (no edge repeat,
     like OpenCV's default border)."""
+    expect_type("images", images, torch.Tensor)
+    size = int(expect_number("size", size, 1, 1 << 16, integer=True))
+    if images.dim() not in (2, 3) or images.numel() == 0:
+        raise InvalidInputError(f"images must be a non-empty [B, H, W] or [H, W] tensor, got "
+                                f"shape {list(images.shape)}")
     squeeze = images.dim() == 2
     x = images[None] if squeeze else images
     k = gaussian_kernel(size, sigma, x.dtype, x.device)[None, None]

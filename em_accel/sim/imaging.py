@@ -16,6 +16,7 @@ from typing import Mapping
 import torch
 
 from .._api import Seed, as_generator
+from ..errors import expect_number, expect_type
 from .physics import wavelength
 from .potential import Grid
 
@@ -54,6 +55,7 @@ def _terms(c: dict):
 def angular_grid(grid: Grid, energy: float, *, device: str | torch.device | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha [rad], phi [rad]) float64 [nx, ny] on the FFT grid."""
+    expect_type("grid", grid, Grid)
     kx, ky = grid.frequencies(device)
     lam = wavelength(energy)
     alpha = lam * torch.sqrt(kx ** 2 + ky ** 2)
@@ -149,9 +151,8 @@ def image(wave: torch.Tensor, grid: Grid, energy: float, **ctf_kwargs) -> torch.
 
 def bin_detector(image: torch.Tensor, factor: int) -> torch.Tensor:
     """Detector sampling: mean over ``factor`` x ``factor`` pixel blocks (edges cropped)."""
-    if int(factor) < 1:
-        raise ValueError(f"factor must be >= 1, got {factor}")
-    f = int(factor)
+    expect_type("image", image, torch.Tensor)
+    f = int(expect_number("factor", factor, 1, integer=True))
     nx, ny = image.shape[-2] // f * f, image.shape[-1] // f * f
     x = image[..., :nx, :ny]
     return x.reshape(*x.shape[:-2], nx // f, f, ny // f, f).mean((-3, -1))

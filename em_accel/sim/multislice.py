@@ -14,6 +14,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..errors import expect_number, expect_type
 from ..ops import multislice as ops
 from ..ops._common import COMPLEX_OF
 from . import fft
@@ -185,6 +186,9 @@ def _mul_tiled(psi: torch.Tensor, t: torch.Tensor, tile: tuple[int, int]) -> Non
 def plane_wave(grid: Grid, batch: int | None = None, *, device: str | torch.device | None = None,
                dtype: torch.dtype = torch.complex64) -> torch.Tensor:
     """Unit-amplitude plane wave [nx, ny] (or [batch, nx, ny])."""
+    expect_type("grid", grid, Grid)
+    if batch is not None:
+        batch = int(expect_number("batch", batch, 1, 2**31, integer=True))
     shape = grid.gpts if batch is None else (batch, *grid.gpts)
     return torch.ones(shape, dtype=dtype, device=device)
 

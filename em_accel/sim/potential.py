@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..errors import OutOfRangeError, expect_number
 from ..ops import multislice as ops
 from ..ops._common import COMPLEX_OF
 from . import fft
@@ -29,6 +30,12 @@ from . import structure_factor as sf
 from .fft import fft_size
 from .kirkland import SYMBOLS, atomic_number, projected_potential_fourier
 from .structure import Structure
+
+#: Specimen depth [Å] and slice count beyond which a request is refused as a mistake (1 mm;
+#: ten million slices), not attempted for hours or until memory runs out.
+MAX_DEPTH = 1e7
+MAX_SLICES = 10_000_000
+MAX_GPTS = 1 << 16  # grid points per axis (a 65536² complex64 wave is 32 GB)
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,8 @@ class Grid:
     def from_sampling(cls, extent: Sequence[float], sampling: float | Sequence[float] | None = None,
                       gpts: int | Sequence[int] | None = None) -> "Grid":
         """Grid over ``extent`` [Å] with ``gpts`` points or at most ``sampling`` [Å/px]."""
-        extent = tuple(float(e) for e in extent)
+        extent = tuple(expect_number("extent", e, 0.0, MAX_DEPTH, unit="Å", low_open=True)
+                       for e in extent)
         if gpts is not None:
             g = (int(gpts), int(gpts)) if np.isscalar(gpts) else tuple(int(x) for x in gpts)
         else:
@@ -51,9 +59,14 @@ class Grid:
             s = (float(sampling),) * 2 if np.isscalar(sampling) else tuple(float(x) for x in sampling)
             if not all(math.isfinite(x) and x > 0 for x in s):
                 raise ValueError(f"sampling must be > 0 Å/px, got {sampling}")
+            if any(e / x > MAX_GPTS for e, x in zip(extent, s)):
+                raise OutOfRangeError(f"extent {extent} Å at sampling {sampling} Å/px needs more "
+                                      f"than {MAX_GPTS} points per axis")
             g = tuple(int(math.ceil(e / x)) for e, x in zip(extent, s))
         if len(g) != 2 or min(g) < 2:
             raise ValueError(f"the grid needs at least 2 x 2 points, got {g}")
+        if max(g) > MAX_GPTS:
+            raise OutOfRangeError(f"the grid may have at most {MAX_GPTS} points per axis, got {g}")
         return cls(extent, g)
 
     @property
@@ -84,10 +97,14 @@ def periodic_gpts(structure: Structure, sampling: float) -> tuple[int, int]:
 
 def slice_thicknesses(depth: float, slice_thickness: float | Sequence[float]) -> np.ndarray:
     """Thickness of each slice [Å]: ``ceil(depth / dz)`` equal slices, or the given list."""
+    depth = expect_number("depth", depth, 0.0, MAX_DEPTH, unit="Å", low_open=True)
     if np.isscalar(slice_thickness):
         dz = float(slice_thickness)
         if not (math.isfinite(dz) and dz > 0):
             raise ValueError(f"slice_thickness must be > 0 Å, got {slice_thickness}")
+        if depth / dz > MAX_SLICES:
+            raise OutOfRangeError(f"depth / slice_thickness = {depth / dz:.3g} slices; at most "
+                                  f"{MAX_SLICES} (thicker slices or a thinner specimen)")
         n = int(math.ceil(depth / dz))
         return np.full(n, depth / n)
     dzs = np.asarray(slice_thickness, dtype=np.float64)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .._api import progress_bar
+from ..errors import expect_type
 from ..ops import multislice as ops
 from ..ops._common import COMPLEX_OF
 from .imaging import aberration_function, aperture
@@ -52,6 +53,7 @@ def scan_grid(extent: Sequence[float], gpts: Sequence[int], start=(0.0, 0.0)) ->
 def annular_mask(grid: Grid, energy: float, inner: float, outer: float, *,
                  device: str | torch.device | None = None) -> torch.Tensor:
     """Detector mask float64 [nx, ny]: inner <= alpha < outer [mrad]."""
+    expect_type("grid", grid, Grid)
     if not 0 <= inner < outer:
         raise ValueError(f"detector angles must satisfy 0 <= inner < outer, got {inner}, {outer}")
     # Nothing is scattered past the antialias band limit; an outer angle past the grid's
@@ -99,6 +101,7 @@ def incoherent_image(structure: Structure, energy: float, sampling: float | None
     the probe intensity (normalised to sum 1 over the grid) is done in Fourier space:
     ``I(r) = sum_j Z_j^exponent |psi(r - r_j)|^2``, so the image sums to ``sum_j Z_j^exponent``.
     """
+    expect_type("structure", structure, Structure)
     grid = Grid.from_sampling(structure.cell[:2], sampling, gpts)
     (nx, ny), (lx, ly) = grid.gpts, grid.extent
     species = [int(z) for z in np.unique(structure.numbers)]
