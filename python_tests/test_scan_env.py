@@ -111,3 +111,30 @@ def test_reset_and_bad_actions(device):
     env.reset(other)
     torch.testing.assert_close(env.values[:, :4],
                                scan_sample(other, env.positions[:, :4].contiguous()))
+
+
+def test_segment_op_matches_its_reference_with_noise_and_step_actions():
+    """em_accel::scan_segment (the op the environment steps with): every output against the
+    reference, for angle and step actions, with shot and read noise keyed by episode index."""
+    from em_accel.ops.scan_segment import sample_inputs, scan_segment, scan_segment_reference
+
+    for dtype in (torch.float32, torch.float64):
+        args = list(sample_inputs("cpu", dtype))
+        args[11], args[12] = 40.0, 0.01  # counts_per_intensity, read_noise
+        for actions in (args[2], torch.stack([args[2].cos(), args[2].sin()], -1) * 1.1):
+            args[2] = actions.contiguous()
+            got, want = scan_segment(*args), scan_segment_reference(*args)
+            tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w.to(g.dtype), **tol)
+            assert got[3][-1] == pytest.approx(0.05)  # the last element left the image
+            assert not got[1][:, :4].any() and not got[1][:, 8:].any()  # other segments kept
+
+
+def test_segment_op_rejects_bad_buffers():
+    from em_accel.ops.scan_segment import sample_inputs, scan_segment
+
+    args = list(sample_inputs())
+    args[5] = 10  # offset + probes past the buffers' 12 columns
+    with pytest.raises(ValueError, match="offset"):
+        scan_segment(*args)

@@ -14,7 +14,7 @@ from ._registry import OpSpec
 from .alrc import ALRCResult, alrc_mae, alrc_mse, alrc_quartic
 
 # Each family module defines OP_SPECS: list[OpSpec]; its ops register on import.
-FAMILIES = ("alrc", "scan", "tsne", "multislice")
+FAMILIES = ("alrc", "scan", "scan_segment", "tsne", "multislice")
 
 
 def _collect() -> list[OpSpec]:

@@ -5,7 +5,8 @@ spaced ``step`` px apart. The first segment is fixed (angle pi/4 from the start,
 centre); after that each step takes one action per batch element. Angles are in radians,
 measured from the +row axis towards +col: a probe step is step * (cos a, sin a) in (row, col),
 as in the thesis's code. A whole step - positions, sampling, noise, the next start and the edge
-penalty - is one native call over the batch (csrc/scan/scan.h::segment_probe), CPU or CUDA.
+penalty - is one native call over the batch (:func:`em_accel.ops.scan_segment.scan_segment_`,
+the in-place path of the op ``em_accel::scan_segment``), CPU or CUDA.
 
 Thesis settings (the defaults): 96x96 crops, 20 segments x 20 probes, step sqrt(2) px (coverage
 400/9216 = 1/23.04), first angle pi/4, start at the centre, edge penalty 0.05 when the next start
@@ -18,10 +19,9 @@ from typing import NamedTuple
 
 import torch
 
-from .. import _native
-from ..ops._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_tensor,
-                           require_cuda_build)
+from ..ops._common import FLOAT_DTYPES, accumulate_dtype, check_tensor, require_cuda_build
 from ..ops.scan import Raster, _mode, scan_rasterize
+from ..ops.scan_segment import scan_segment_, segment_params
 
 
 class InvalidActionError(ValueError):
@@ -110,21 +110,12 @@ class AdaptiveScanEnv:
         self._start = torch.tensor(start, dtype=acc, device=dev).expand(B, 2).contiguous()
         self._end = torch.empty_like(self._start)
         self.t = 0
-        p = _native.scan.SegmentParams()
-        p.batch, p.height, p.width = B, H, W
-        p.probes, p.episode_probes = self.probes, total
-        p.mode, p.dtype = int(self.mode), DTYPE_CODES[self.images.dtype]
-        p.seed, p.dose, p.read_noise = self.seed, self.counts_per_intensity, self.read_noise
-        p.step, p.edge_penalty = self.step_px, self.edge_penalty
-        self._params = p
-        self._cuda = dev.type == "cuda"
-        if self._cuda:
+        self._params = segment_params(self.images, self.probes, total, int(self.mode), self.seed,
+                                      self.counts_per_intensity, self.read_noise, self.step_px,
+                                      self.edge_penalty)
+        if dev.type == "cuda":
             require_cuda_build("AdaptiveScanEnv")
-        self._launch = _native.scan.segment_cuda if self._cuda else _native.scan.segment_cpu
         self._batch, self._device = B, dev
-        self._images_ptr, self._positions_ptr = self.images.data_ptr(), self.positions.data_ptr()
-        self._values_ptr = self.values.data_ptr()
-        self._start_ptr, self._end_ptr = self._start.data_ptr(), self._end.data_ptr()
         if self.first_angle is None:
             return None
         return self._step(torch.full((B,), float(self.first_angle), dtype=acc, device=dev))
@@ -153,11 +144,7 @@ class AdaptiveScanEnv:
             raise TypeError(f"actions must be a torch.Tensor, got {type(actions).__name__}")
         B = self._batch
         shape = actions.shape
-        if shape == (B,):
-            vector = 0
-        elif shape == (B, 2):
-            vector = 1
-        else:
+        if shape not in ((B,), (B, 2)):
             raise InvalidActionError(f"actions must have shape [B] (angles) or [B, 2] (steps) "
                                      f"with B = {B}, got {list(shape)}")
         if actions.device != self._device:
@@ -169,23 +156,10 @@ class AdaptiveScanEnv:
         if not bool(torch.isfinite(actions).all()):  # NaN/inf would put probes nowhere
             shown = actions.tolist() if B <= 8 else "non-finite values"
             raise InvalidActionError(f"actions must be finite, got {shown}")
-        p = self._params
-        p.offset, p.vector_actions = t * self.probes, vector
         penalty = self._penalties[t]  # [B], contiguous
-        ptrs = (self._images_ptr, self._start_ptr, actions.data_ptr(), self._positions_ptr,
-                self._values_ptr, self._end_ptr, penalty.data_ptr())
-        if self._cuda:
-            dev = self._device
-            stream = torch.cuda.current_stream(dev).cuda_stream
-            if torch.cuda.current_device() == dev.index:
-                self._launch(p, *ptrs, stream)
-            else:
-                with torch.cuda.device(dev):
-                    self._launch(p, *ptrs, stream)
-        else:
-            self._launch(p, *ptrs)
+        scan_segment_(self._params, self.images, self._start, actions, self.positions, self.values,
+                      self._end, penalty, t * self.probes)
         self._start, self._end = self._end, self._start
-        self._start_ptr, self._end_ptr = self._end_ptr, self._start_ptr
         s = slice(t * self.probes, (t + 1) * self.probes)
         self.t = t + 1
         return Segment(self.values[:, s], self.positions[:, s], penalty, t + 1 >= self.segments)
