@@ -194,6 +194,7 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
         if balance is not None:
             balance.load_state_dict(extra["balance"])
     total = int(steps or extra.get("total_steps") or 0)  # --steps may extend a run
+    start_step, t_warm = step, 0.0
     t_start, spent = time.perf_counter(), float(extra.get("train_seconds", 0.0))
     last_save = t_start
     history = list(extra.get("history", []))
@@ -207,8 +208,12 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
         now = time.perf_counter()
         if (total and step >= total) or (seconds is not None and now - t_start >= seconds):
             break
-        if not total and step == 5 and seconds:  # plan the run from the measured step time
-            total = max(10, int(5 + seconds / max((now - t_start) / 5, 1e-3)))
+        # plan the run from the step time measured after warm-up (steps 5..15 of this call)
+        if not total and seconds and step == start_step + 5:
+            t_warm = now
+        if not total and seconds and step == start_step + 15:
+            per_step = max((now - t_warm) / 10, 1e-3)
+            total = max(20, int(step + (seconds - (now - t_start)) / per_step))
         amp, target = sampler.batch(step, batch)
         amp, target = amp.to(device), target.to(device)
         cur = _lr(lr, step, total or 10 ** 9)
@@ -233,7 +238,7 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
         opt.step()
         step += 1
         if step % 20 == 0:
-            history.append([step, float(per.mean())])
+            history.append([step, float(per.detach().mean())])
         if bar is not None:
             bar.update(1)
         if time.perf_counter() - last_save > 120:
