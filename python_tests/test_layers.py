@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import importlib
 from pathlib import Path
 
@@ -55,3 +56,26 @@ def test_bench_command_finds_the_checkout_from_its_root(monkeypatch):
         pytest.skip("not a source checkout")
     monkeypatch.chdir(root)
     assert cli._bench_harness().main.__module__ == "bench.__main__"
+
+
+# Background documents the project was written from; the repository must not cite them (a
+# reader cannot open them). Files of networks landing now, until their owners reword them:
+CITATION_ALLOWED = {"em_accel/models/exit_wave_recipe.py", "em_accel/models/completion.py",
+                    "docs/exit_wave.md"}
+
+
+def test_repository_cites_no_document_it_lacks():
+    root = PACKAGE.parent
+    pattern = re.compile(r"SEED_SPEC|\.\./shared|shared/[A-Z_]+\.md|TRAINING_NOTES|"
+                         r"MULTISLICE_NOTES|TSNE_NOTES")
+    hits = []
+    for sub in ("em_accel", "python_tests", "bench", "docs", "csrc"):
+        for path in (root / sub).rglob("*"):
+            rel = path.relative_to(root).as_posix()
+            if path.suffix in (".py", ".md", ".h", ".cpp", ".cu", ".txt", ".sh") and \
+                    rel not in CITATION_ALLOWED and path.name != "test_layers.py":
+                hits += [f"{rel}: {m.group(0)}" for m in pattern.finditer(path.read_text(
+                    encoding="utf-8", errors="replace"))]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    hits += [f"README.md: {m.group(0)}" for m in pattern.finditer(readme)]
+    assert not hits, hits

@@ -10,7 +10,7 @@ from em_accel.models import (ASPP, AtrousDenoiser, SeparableConv2d, XceptionBloc
 
 
 def _expected_full_parameters() -> int:
-    """Parameter count of the thesis's denoiser, written out from SEED_SPEC §4.1's table.
+    """Parameter count of the thesis's denoiser, written out from the released code's layer table.
 
     sep(i→o): depthwise 9i + pointwise i·o + affine 2o; 1×1(i→o): i·o + 2o;
     transposed 3×3(i→o): 9·i·o + 2o. Every Xception block whose shape changes has a 1×1 res.

@@ -19,7 +19,7 @@ def _quantile_edges(v: np.ndarray, bins: int) -> np.ndarray:
 def uniform_separate(y, grid: int = 25, boundary: int = 64) -> torch.Tensor | np.ndarray:
     """Map a 2-D embedding ``y`` [N, 2] to the unit square so its points are spread evenly.
 
-    The thesis's algorithm (SEED_SPEC §6.4): min-max normalise; cut x into ``grid`` columns and
+    The thesis's algorithm (ch. 2): min-max normalise; cut x into ``grid`` columns and
     each column's y into ``grid`` rows; the marginal CDF of x over the columns and the
     conditional CDF of y within each column pull the cell centres (u, v) of a uniform grid back
     to control points in the map (t-SNE location -> uniform location); a Clough-Tocher

@@ -20,8 +20,9 @@ class ChannelAffine(nn.Module):
     """Learned per-channel ``x * weight + bias``.
 
     This is what the thesis's batch-norm layers compute: they were built with
-    ``is_training=False``, so their moving statistics stay at mean 0, variance 1 (SEED_SPEC §4.1,
-    QUIRK). Unlike real batch norm it behaves the same for batch size 1 and for tiles.
+    ``is_training=False``, so their moving statistics stay at mean 0, variance 1 (a quirk of
+    the released code). Unlike real batch norm it behaves the same for batch size 1 and for
+    tiles.
     """
 
     def __init__(self, channels: int) -> None:
@@ -130,7 +131,7 @@ class ASPP(nn.Module):
 
     Branches: 1×1 conv; a sep 3×3 unit at each atrous rate; and the "image-level" branch, which
     in ``pool="identity"`` mode is the input itself + norm + ReLU6 (the released code resizes
-    the input to its own size, SEED_SPEC §4.1 QUIRK), or in ``pool="global"`` mode DeepLab's
+    the input to its own size, a quirk we keep), or in ``pool="global"`` mode DeepLab's
     global average pool + 1×1 conv broadcast back. Branches are concatenated and projected by a
     1×1 conv → norm → ReLU6.
     """

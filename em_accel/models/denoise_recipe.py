@@ -1,6 +1,6 @@
 """How the shipped small denoiser is made: ``python -m em_accel.models.denoise_recipe OUT``.
 
-Two phases, as the thesis (SEED_SPEC §4.2): train at low dose (25 + Exp(75) counts/px), then
+Two phases, as the thesis (ch. 6): train at low dose (25 + Exp(75) counts/px), then
 fine-tune at ordinary doses (U(200, 2500) counts/px) from the low-dose weights. Training images
 ship offline: synthetic micrographs (:mod:`em_accel.data.synthetic`, seeds below) and the
 scikit-image images in :data:`em_accel.data.SKIMAGE_TRAIN`. Held-out evaluation uses other

@@ -1,6 +1,6 @@
 """The atrous convolutional encoder-decoder denoiser (thesis ch. 6; arXiv:1807.11234).
 
-Layer sizes follow the released TF code (SEED_SPEC §4.1): a modified Xception entry flow
+Layer sizes follow the thesis (ch. 6) and its released TF code: a modified Xception entry flow
 (B0–B4), a middle flow of ``depth`` Xception blocks (11 in the thesis), ASPP with atrous rates
 6, 12, 18 at 1/16 resolution, and a three-stage decoder with skips from B1 and B0.
 

@@ -1,6 +1,6 @@
 """The thesis's Table 1 rebuilt: the denoiser against classical filters on held-out images.
 
-Methods and parameters follow the thesis's benchmark script (SEED_SPEC §4.3), plus BM3D
+Methods and parameters follow the thesis's benchmark script (ch. 6), plus BM3D
 (``bm3d`` package; the thesis never compared it) with its noise level estimated by
 scikit-image's ``estimate_sigma``. Every method sees the same min–max scaled noisy image and is
 scored against the same target (the clean image scaled to the noisy mean), by MSE and by

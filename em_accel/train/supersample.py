@@ -1,4 +1,4 @@
-"""The ALRC paper's 2x supersampling experiment (arXiv:1906.09060 §4; SEED_SPEC §1.3).
+"""The ALRC paper's 2x supersampling experiment (arXiv:1906.09060 §4; thesis ch. 3).
 
 A small CNN learns to restore 32x32 crops after bilinear 2x down- and up-sampling. Trained at
 batch size 1 with squared or quartic errors, its loss spikes; ALRC should remove them. The
