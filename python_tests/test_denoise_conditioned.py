@@ -76,7 +76,7 @@ def _tiny_run(out, seconds=None, steps=6):
 def test_stopped_and_continued_run_equals_a_straight_run(tmp_path, monkeypatch):
     monkeypatch.setattr(conditioned_recipe, "training_images",
                         lambda n, size=256, caches=(): (synthetic_images(2, 64, 1),
-                                                        [None, "stem"], {"test": 2}))
+                                                        [None, "stem"], {"test": 2}, [0.5, None]))
     straight = _tiny_run(tmp_path / "a")
     first = _tiny_run(tmp_path / "b", seconds=0.0)   # stops after its first step
     assert not first["sessions"][-1]["finished"] and first["sessions"][-1]["to_step"] < 6

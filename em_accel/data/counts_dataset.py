@@ -50,8 +50,8 @@ def shift_rows(image: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 
 
 def acquire_counts(clean: torch.Tensor, modality: str, counts_per_px: float,
-                   g: torch.Generator, gain_error: float = 0.1, outliers: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   g: torch.Generator, gain_error: float = 0.1, outliers: bool = False,
+                   pedestal: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(noisy, clean) equivalent-Poisson count images of a clean [H, W] image in [0, 1].
 
     ``noisy`` has variance ≈ its mean (read noise folded in as in
@@ -59,13 +59,17 @@ def acquire_counts(clean: torch.Tensor, modality: str, counts_per_px: float,
     without scan distortions. Both float64. ``gain_error`` is the log-normal spread of the
     assumed gain (both images are multiplied by it; 0 gives exact equivalent counts);
     ``outliers=True`` adds TEM X-ray hits and dead pixels (off by default: the shipped model
-    is not trained on them, see docs/denoise.md).
+    is not trained on them, see docs/denoise.md). ``pedestal``: the intensity under the
+    image's 0 in units of its range (e.g. an HRTEM micrograph's ``intensity_range`` lo/(hi−lo));
+    None draws it (TEM 0.2–3, STEM 0–0.15).
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     img = clean.to(torch.float64)
     img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-12)
     ped = _u(g, 0.2, 3.0) if modality == "tem" else _u(g, 0.0, 0.15)
+    if pedestal is not None:
+        ped = float(pedestal)
     lam = (img + ped) * (counts_per_px / float((img + ped).mean()))
     seen = lam
     if modality == "stem":
@@ -112,13 +116,15 @@ class CountsCropDataset(Dataset):
         dose_range: (low, high) mean counts/px, sampled log-uniformly.
         length: number of items.
         seed: item ``i`` is a pure function of ``(seed, i)``.
+        pedestals: per image the intensity under its 0 in units of its range, or None (drawn).
 
     Items are ``(input, target)``, float32 ``[2, crop, crop]`` each.
     """
 
     def __init__(self, images: Sequence[np.ndarray], modalities: Sequence[str | None] | None,
                  crop: int, dose_range: tuple[float, float] = DOSE_RANGE,
-                 length: int = 1_000_000, seed: int = 0) -> None:
+                 length: int = 1_000_000, seed: int = 0,
+                 pedestals: Sequence[float | None] | None = None) -> None:
         if not images:
             raise ValueError("images must not be empty")
         mods = list(modalities) if modalities is not None else [None] * len(images)
@@ -137,6 +143,9 @@ class CountsCropDataset(Dataset):
                                  f"got shape {list(im.shape)}")
         self.modalities, self.crop, self.dose_range = mods, crop, (float(lo), float(hi))
         self.length, self.seed = length, seed
+        self.pedestals = list(pedestals) if pedestals is not None else [None] * len(images)
+        if len(self.pedestals) != len(images):
+            raise ValueError(f"pedestals has {len(self.pedestals)} entries for {len(images)} images")
 
     def __len__(self) -> int:
         return self.length
@@ -150,6 +159,6 @@ class CountsCropDataset(Dataset):
         mod = self.modalities[k] or MODALITIES[int(torch.randint(0, 2, (1,), generator=g))]
         lo, hi = self.dose_range
         dose = math.exp(_u(g, math.log(lo), math.log(hi)))
-        noisy, clean = acquire_counts(x, mod, dose, g)
+        noisy, clean = acquire_counts(x, mod, dose, g, pedestal=self.pedestals[k])
         inp, target, _ = to_network(noisy, clean)
         return inp, target

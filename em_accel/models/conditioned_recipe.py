@@ -96,14 +96,16 @@ def material_ids(params: dict) -> list[str]:
 
 
 def training_images(n_synthetic: int, size: int = 256, caches: list[Path] = ()
-                    ) -> tuple[list[np.ndarray], list[str | None], dict]:
-    """Clean training images, their modality (None: either), and a description."""
+                    ) -> tuple[list[np.ndarray], list[str | None], dict, list[float | None]]:
+    """Clean training images, their modality (None: either), a description, and their
+    pedestals (HRTEM micrographs: from ``intensity_range``, vacuum = 1; else None: drawn)."""
     ims = synthetic_images(n_synthetic, size, TRAIN_SEED)
     mods: list[str | None] = [None] * len(ims)
     nat = skimage_images()
     ims += nat
     mods += [None] * len(nat)
     desc = {"synthetic": n_synthetic, "synthetic_seed": TRAIN_SEED, "skimage": len(nat)}
+    peds: list[float | None] = [None] * len(ims)
     for path in caches:
         cache = load_cache(path)
         mod = {"haadf": "stem", "hrtem": "tem"}.get(cache.meta.get("kind"))
@@ -113,10 +115,13 @@ def training_images(n_synthetic: int, size: int = 256, caches: list[Path] = ()
                 continue                  # held-out materials stay unseen (evaluation)
             ims.append((im - im.min()) / max(float(im.max() - im.min()), 1e-12))
             mods.append(mod)
+            lo_hi = params.get("intensity_range")
+            peds.append(float(lo_hi[0]) / max(float(lo_hi[1] - lo_hi[0]), 1e-12)
+                        if mod == "tem" and lo_hi else None)
             kept += 1
         desc[str(path)] = {"n": len(cache.images), "kept_train_split": kept, "modality": mod,
                            "meta": {k: cache.meta.get(k) for k in ("kind", "size", "seed")}}
-    return ims, mods, desc
+    return ims, mods, desc, peds
 
 
 def validation_pairs(n: int = 16, size: int = 128, seed: int = HELDOUT_SEED
@@ -165,8 +170,8 @@ def run(out: Path, steps: int, batch: int = 8, crop: int = 96, lr: float = 1e-3,
         model, init_notes = load_conditioned(init).train(), conditioned_notes(init)
     else:
         model, init_notes = build(arch, channels, blocks), None
-    images, mods, desc = training_images(n_synthetic, caches=list(caches))
-    ds = CountsCropDataset(images, mods, crop, seed=TRAIN_SEED + seed)
+    images, mods, desc, peds = training_images(n_synthetic, caches=list(caches))
+    ds = CountsCropDataset(images, mods, crop, seed=TRAIN_SEED + seed, pedestals=peds)
     cfg = TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=min(100, steps // 20),
                       l2=0.0, huber=False, alrc="module", alrc_mu1_start=1.0,
                       alrc_mu2_start=2.0, checkpoint_every=max(25, steps // 40), log_every=10,

@@ -60,15 +60,16 @@ class Case(NamedTuple):
 Method = Callable[[Case], np.ndarray]
 
 
-def make_cases(images: list[tuple[str, str, np.ndarray]], regime: str, seed: int = 4000
-               ) -> list[Case]:
-    """Acquire each ``(kind, modality, clean)`` image once at a dose from ``regime``."""
+def make_cases(images: list[tuple], regime: str, seed: int = 4000) -> list[Case]:
+    """Acquire each ``(kind, modality, clean[, pedestal])`` image once at a dose from
+    ``regime`` (pedestal: see :func:`~em_accel.data.counts_dataset.acquire_counts`)."""
     lo, hi = REGIMES[regime]
     cases = []
-    for k, (kind, mod, im) in enumerate(images):
+    for k, (kind, mod, im, *rest) in enumerate(images):
         g = item_generator(seed + (regime == "high"), k)
         dose = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(torch.rand(1, generator=g)))
-        noisy, clean = acquire_counts(torch.as_tensor(im), mod, dose, g, gain_error=0.0)
+        noisy, clean = acquire_counts(torch.as_tensor(im), mod, dose, g, gain_error=0.0,
+                                      pedestal=rest[0] if rest else None)
         gain = 5.0 + 55.0 * float(torch.rand(1, generator=g))
         offset = 10 ** (3 + 3.5 * float(torch.rand(1, generator=g)))
         det = gain * noisy.numpy() + offset
@@ -233,11 +234,12 @@ def paired(res: dict, a: str, b: str, select: np.ndarray | None = None) -> dict:
 
 
 def heldout_images(n: int, size: int = 128, seed: int = 2000
-                   ) -> list[tuple[str, str, np.ndarray]]:
-    """``n`` held-out clean images as ``(kind, modality, image)``, never seen in training: half
-    realistic micrographs of held-out materials (:func:`em_accel.data.micrographs.micrograph`,
-    ``split="heldout"``; HAADF acquired as STEM, HRTEM as TEM, alternately), half synthetic
-    micrographs from a held-out seed, alternately TEM and STEM."""
+                   ) -> list[tuple[str, str, np.ndarray, float | None]]:
+    """``n`` held-out clean images as ``(kind, modality, image, pedestal)``, never seen in
+    training: half realistic micrographs of held-out materials
+    (:func:`em_accel.data.micrographs.micrograph`, ``split="heldout"``; HAADF acquired as STEM,
+    HRTEM as TEM on its physical background, vacuum = 1), alternately, and half synthetic
+    micrographs from a held-out seed, alternately TEM and STEM (pedestal drawn)."""
     from ..data import synthetic_images
     from ..data.micrographs import micrograph
 
@@ -246,9 +248,11 @@ def heldout_images(n: int, size: int = 128, seed: int = 2000
     for k in range(n_real):
         kind = ("haadf", "hrtem")[k % 2]
         m = micrograph(size, kind, seed=(seed, k), split="heldout")
-        out.append((f"{kind}-heldout", "stem" if kind == "haadf" else "tem", m.image))
+        lo_hi = m.params.get("intensity_range") if kind == "hrtem" else None
+        ped = float(lo_hi[0]) / max(float(lo_hi[1] - lo_hi[0]), 1e-12) if lo_hi else None
+        out.append((f"{kind}-heldout", "stem" if kind == "haadf" else "tem", m.image, ped))
     for k, im in enumerate(synthetic_images(n - n_real, size, seed)):
-        out.append(("synthetic", ("tem", "stem")[k % 2], im))
+        out.append(("synthetic", ("tem", "stem")[k % 2], im, None))
     return out
 
 
