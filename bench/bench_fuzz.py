@@ -8,7 +8,8 @@ the parent restarts it when it dies (a crash: signal or abort) or when a call ou
 timeout (a hang). Every outcome is classed:
 
 - ``ok``: returned; ``named``: raised ValueError, TypeError, RuntimeError (or a subclass, e.g.
-  em_accel.errors.*), or FileNotFoundError for a missing file;
+  em_accel.errors.*), or FileNotFoundError (a path or shipped structure name that does not
+  exist, named in the message);
 - ``other``: any other exception (IndexError, KeyError, ZeroDivisionError, MemoryError, ...);
 - ``crash`` and ``hang``.
 
@@ -242,7 +243,7 @@ def classify(exc: BaseException | None, value_kinds: list[str]) -> str:
         return "ok"
     if isinstance(exc, NAMED):
         return "named"
-    if isinstance(exc, FileNotFoundError) and any(k == "file-missing" for k in value_kinds):
+    if isinstance(exc, FileNotFoundError):  # a path or shipped name that does not exist
         return "named"
     return "other"
 

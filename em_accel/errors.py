@@ -45,18 +45,25 @@ def expect_type(name: str, value: object, *types: type) -> None:
 
 def expect_number(name: str, value: object, low: float = -math.inf, high: float = math.inf, *,
                   unit: str = "", low_open: bool = False, integer: bool = False) -> float:
-    """``value`` as a float (an int with ``integer``); OutOfRangeError unless it is finite and
-    in [low, high] ((low, high] with ``low_open``), InvalidTypeError unless it is a real number."""
+    """``value`` as a float (an exact int with ``integer``); OutOfRangeError unless it is finite
+    and in [low, high] ((low, high] with ``low_open``), InvalidTypeError unless it is a real
+    number."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidTypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
+    if integer and isinstance(value, numbers.Integral):
+        v = int(value)  # exact: seeds and sizes above 2**53 keep every digit
+    else:
+        v = float(value)
+        if integer and math.isfinite(v) and v == int(v):
+            v = int(v)
     below = v <= low if low_open else v < low
-    if not math.isfinite(v) or below or v > high or (integer and v != int(v)):
+    if (isinstance(v, float) and not math.isfinite(v)) or below or v > high or \
+            (integer and not isinstance(v, int)):
         kind = "an integer" if integer else "finite"
         lb = "(" if low_open else "["
         raise OutOfRangeError(f"{name} must be {kind} in {lb}{low:g}, {high:g}]"
                               f"{' ' + unit if unit else ''}, got {value!r}")
-    return float(int(v)) if integer else v
+    return v
 
 
 __all__ = ["EmAccelError", "InvalidFileError", "InvalidIndexError", "InvalidInputError",

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 
 from .. import _native
+from ..errors import expect_number
 from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device,
                       check_tensor, launch, verify_enum)
 from . import _validate
@@ -426,7 +427,8 @@ def scan_sample(images: torch.Tensor, positions: torch.Tensor, mode: str = "near
     acc = accumulate_dtype(images.dtype)
     if not positions.is_floating_point():
         raise TypeError(f"positions must be a floating-point tensor, got {positions.dtype}")
-    args = (images.contiguous(), positions.to(acc).contiguous(), int(_mode(mode)), int(seed),
+    seed = expect_number("seed", seed, 0, 2**63 - 1, integer=True)
+    args = (images.contiguous(), positions.to(acc).contiguous(), int(_mode(mode)), seed,
             float(counts_per_intensity or 0.0), float(read_noise))
     if (torch.is_grad_enabled() and (images.requires_grad or positions.requires_grad)) or \
             torch.compiler.is_compiling():

@@ -38,6 +38,7 @@ def gaussian_blur(images: torch.Tensor, size: int, sigma: float) -> torch.Tensor
     like OpenCV's default border)."""
     expect_type("images", images, torch.Tensor)
     size = int(expect_number("size", size, 1, 1 << 16, integer=True))
+    expect_number("sigma", sigma, 0.0, 1e6, unit="px", low_open=True)
     if images.dim() not in (2, 3) or images.numel() == 0:
         raise InvalidInputError(f"images must be a non-empty [B, H, W] or [H, W] tensor, got "
                                 f"shape {list(images.shape)}")
@@ -59,6 +60,8 @@ def partial_scan(images: torch.Tensor, path: ScanPath, *, mode: str = "nearest",
         path: probe positions (the same path for every image).
         mode, counts_per_intensity, read_noise, seed: as :func:`em_accel.ops.scan_sample`.
     """
+    expect_type("images", images, torch.Tensor)
+    expect_type("path", path, ScanPath)
     squeeze = images.dim() == 2
     x = images[None] if squeeze else images
     if tuple(x.shape[-2:]) != tuple(path.shape):

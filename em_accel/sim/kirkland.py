@@ -16,6 +16,7 @@ from importlib import resources
 
 import torch
 
+from ..errors import expect_type
 from .physics import BOHR_ANGSTROM, E_OVER_4PI_EPS0, FORM_FACTOR_TO_POTENTIAL
 
 _A0E = BOHR_ANGSTROM * E_OVER_4PI_EPS0  # a0 e [V·Å^2]
@@ -97,6 +98,7 @@ def projected_potential(element: int | str, r: torch.Tensor, terms: int = 3) -> 
 
     ``v_z = 4 pi^2 a0 e sum a_i K0(2 pi r sqrt(b_i)) + 2 pi^2 a0 e sum (c_i/d_i) exp(-pi^2 r^2/d_i)``.
     """
+    expect_type("r", r, torch.Tensor)
     a, b, c, d = _coefficients(element, terms).to(r.device)
     r = r.to(torch.float64)[..., None]
     lor = 4 * math.pi ** 2 * _A0E * (a * torch.special.modified_bessel_k0(2 * math.pi * r * torch.sqrt(b))).sum(-1)

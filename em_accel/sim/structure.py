@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import expect_number
 from .kirkland import atomic_number
 
 SHIPPED = ("Si", "SrTiO3", "GaAs", "Au", "MgO", "Cu", "PbTiO3")
@@ -199,6 +200,10 @@ def zone_axis(source, uvw: Sequence[int] = (0, 0, 1), extent: float | Sequence[f
     The lateral box vectors are the shortest mutually orthogonal lattice vectors perpendicular
     to [uvw] (indices up to 6, length up to 40 Å); ValueError if none exist.
     """
+    for name, value in (("thickness", thickness), *(("extent", e) for e in np.atleast_1d(
+            extent if extent is not None else []))):
+        if value is not None:  # a box beyond 1 mm is a mistake, not a crystal to build
+            expect_number(name, value, 0.0, 1e7, unit="Å", low_open=True)
     atoms = load(source)
     if isinstance(atoms, Structure):
         atoms = atoms.to_ase()
