@@ -11,13 +11,13 @@ with the package (see :func:`load_pretrained`).
 """
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from ._weights import file_bytes, shipped_bytes
 from .blocks import ASPP, Norm, UpBlock, XceptionBlock, make_norm, \
     upsample_bilinear
 
@@ -134,26 +134,16 @@ def load_weights(path: str | Path, *, device: str | torch.device | None = None) 
     """``LoadedModel(model, notes)``: an :class:`AtrousDenoiser` rebuilt from a weights file
     written by :func:`em_accel.train.checkpoint.save_weights`, in eval mode on ``device``
     (default CPU), and the file's notes."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file {path}")
-    return _from_bytes(path.read_bytes(), device)
-
-
-def _shipped(name: str) -> bytes:
-    ref = resources.files("em_accel.models") / "weights" / name
-    if not ref.is_file():
-        raise FileNotFoundError(f"no shipped weights named {name!r} in em_accel/models/weights")
-    return ref.read_bytes()
+    return _from_bytes(file_bytes(path), device)
 
 
 def load_pretrained(name: str = PRETRAINED_LOW, *, device: str | torch.device | None = None
                     ) -> AtrousDenoiser:
     """A shipped small denoiser (``PRETRAINED_LOW`` or ``PRETRAINED_HIGH``) in eval mode on
     ``device`` (default CPU); :func:`pretrained_notes` says how it was trained."""
-    return _from_bytes(_shipped(name), device).model
+    return _from_bytes(shipped_bytes(name), device).model
 
 
 def pretrained_notes(name: str = PRETRAINED_LOW) -> dict:
     """How a shipped denoiser was trained (steps, doses, tile), from its file's metadata."""
-    return _from_bytes(_shipped(name), None).notes
+    return _from_bytes(shipped_bytes(name), None).notes
