@@ -62,7 +62,12 @@ def _file_crops(paths: list[str], n: int, seed: int):
 
     images = []
     for p in paths:
-        data = np.asarray(read_image(p).data, dtype=np.float32)
+        if str(p).endswith(".npz"):  # an image cache: its "images" array, else its first
+            with np.load(p) as z:
+                data = np.asarray(z["images"] if "images" in z.files else z[z.files[0]],
+                                  dtype=np.float32)
+        else:
+            data = np.asarray(read_image(p).data, dtype=np.float32)
         images.extend(data if data.ndim == 3 else [data])
     return prepare_crops(random_crops(images, n, 96, seed))
 
@@ -128,8 +133,8 @@ def register(subparsers) -> None:
     t.set_defaults(func=_train)
     e = sub.add_parser("evaluate", help="held-out comparison of every strategy, one generator")
     e.add_argument("--out", required=True, help="run directory with a 'final' stage")
-    e.add_argument("--images", nargs="*", help="micrograph files to crop (default: the run's "
-                                               "held-out synthetic crops)")
+    e.add_argument("--images", nargs="*", help="micrograph files (or .npz image caches) to crop "
+                                               "(default: the run's held-out synthetic crops)")
     e.add_argument("--crops", type=int, default=256, help="random 96 px crops from --images")
     e.add_argument("--name", default="files", help="name of the --images set in eval_<name>.json")
     e.add_argument("--seed", type=int, default=0)

@@ -68,6 +68,14 @@ def run_stage(out: str | Path, stage: str, steps: int, *, max_seconds: float | N
     tr = ScanTrainer(cfg, data["train"], out / stage, init_generator=init,
                      positions_fn=positions_fn)
     t0 = time.time()
+    if stage == "fixed" and tr.step == 0:
+        # Start from the best of 32 random walks (a straight line from the centre would leave
+        # the image after 2 segments and spend most steps finding its way back).
+        from .policy_eval import best_random_walk
+
+        with torch.no_grad():
+            tr.angles.copy_(best_random_walk(tr.generator, data["train"][:64], tries=32)[0][1:])
+        tr.generator.train()
     tr.train(steps, max_seconds=max_seconds)
     rec_path = out / stage / "recipe.json"
     rec = json.loads(rec_path.read_text()) if rec_path.exists() else {"wall_s": 0.0}
@@ -95,12 +103,13 @@ def fixed_angles(out: Path) -> torch.Tensor:
 
 
 def static_choices(out: Path, generator, train: torch.Tensor) -> dict:
-    """Spiral pitch and random walk chosen on 256 training crops with ``generator``."""
+    """Spiral pitch (3-24 px) and the best of 32 random walks, chosen on 64 training crops
+    with ``generator``."""
     from .policy_eval import best_random_walk, best_spiral
 
-    sub = train[:256]
+    sub = train[:64]
     pitch, spiral = best_spiral(generator, sub)
-    walk_angles, walk = best_random_walk(generator, sub)
+    walk_angles, walk = best_random_walk(generator, sub, tries=32)
     return {"spiral_pitch": pitch, "spiral": spiral, "walk_angles": walk_angles, "walk": walk}
 
 
@@ -173,3 +182,22 @@ def evaluate(out: str | Path, *, images: torch.Tensor | None = None, name: str =
     (out / f"eval_{name}.json").write_text(json.dumps(report, indent=1))
     torch.save({k: r["positions"] for k, r in res.items()}, out / f"paths_{name}.pt")
     return report
+
+
+def export_weights(out: str | Path, stage: str, path: str | Path) -> Path:
+    """Ship the final generator with the actor of ``stage`` (float16 safetensors), with the
+    spiral pitch of the evaluation and the provenance (recipes, held-out numbers) as notes."""
+    from .policy_io import load_policy, save_policy
+
+    out = Path(out)
+    gen, _, configs = load_policy(out / "final" / "checkpoint.safetensors")
+    actor = load_actor(out, stage)
+    report = json.loads((out / "eval_test.json").read_text())
+    recipes = {s: json.loads((out / s / "recipe.json").read_text())
+               for s in ("generator", stage, "final") if (out / s / "recipe.json").exists()}
+    notes = {"actor_stage": stage, "eval_test": report["strategies"].get(stage),
+             "best_static": report["best_static_contiguous"],
+             "steps": {s: r["steps"] for s, r in recipes.items()},
+             "wall_s": {s: round(r["wall_s"], 1) for s, r in recipes.items()}}
+    return save_policy(path, gen, actor=actor, budget=configs["budget"], notes=notes,
+                       baselines={"spiral_pitch": report["spiral_pitch_px"]})

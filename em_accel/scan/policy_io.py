@@ -55,11 +55,14 @@ def _configs(path: Path) -> dict:
 
 def save_policy(path: str | Path, generator: ScanGenerator, *, actor: ScanActor | None = None,
                 path_angles: torch.Tensor | None = None, budget: dict | None = None,
-                dtype: torch.dtype = torch.float16, notes: dict | None = None) -> Path:
-    """Write a generator with an actor (learned policy) or fixed angles [T] (fixed path)."""
+                dtype: torch.dtype = torch.float16, notes: dict | None = None,
+                baselines: dict | None = None) -> Path:
+    """Write a generator with an actor (learned policy) or fixed angles [T] (fixed path);
+    ``baselines``: settings of the baselines evaluated with it (e.g. the spiral pitch)."""
     from safetensors.torch import save_file
 
-    tensors, configs = {}, {"generator": generator.config, "budget": budget or {}}
+    tensors, configs = {}, {"generator": generator.config, "budget": budget or {},
+                            "baselines": baselines or {}}
     nets: dict[str, nn.Module] = {"generator": generator}
     if actor is not None:
         nets["actor"] = actor
