@@ -291,7 +291,7 @@ def report(result: dict, network: str, classical: list[str]) -> str:
         others = [b for b in (["BM3D (oracle σ)"] if "BM3D (oracle σ)" in res else []) +
                   ([min(present, key=lambda k: np.mean(res[k]["mse"]))] if present else [])]
         lines.append("")
-        kinds = np.array([k.split("/")[0] for k in r["kinds"]])
+        kinds = np.array(r["kinds"])            # "source/modality"
         groups = [("all", None)] + [(k, kinds == k) for k in dict.fromkeys(kinds)]
         for b in others:
             if network not in res:
