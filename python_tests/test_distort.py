@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from em_accel.data import distort as d
 
@@ -95,3 +96,31 @@ def test_intensity_range_gives_hrtem_contrast_on_a_bright_background():
     assert (a.noisy - clean).std() > 2 * (b.noisy - clean).std()
     std = d.acquired_noise_level(clean, a.params)
     assert std.shape == clean.shape and 0.15 < std.mean() < 0.5
+
+
+def test_stem_params_recover_the_scan_offsets_an_acquisition_used():
+    rng = np.random.default_rng(2)
+    clean = np.clip(rng.random((48, 48)), 0.05, 1)
+    for seed in range(6):
+        a = d.acquire(clean, "stem", 1e8, seed=seed)
+        dy, dx = d.scan_offsets(clean.shape, **a.params, seed=a.params["scan_seed"])
+        np.testing.assert_allclose(a.noisy, d.resample(clean, dy, dx), atol=2e-3)
+
+
+def test_acquired_dataset_items_are_deterministic_and_consistent():
+    from em_accel.data.acquired_dataset import AcquiredDataset
+
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 40, 40)).astype(np.float32)
+    params = [{"intensity_range": [0.7, 1.3]}] * 3
+    for modality, par in (("stem", None), ("tem", params)):
+        ds = AcquiredDataset(images, par, modality, (50.0, 500.0), crop=24, length=10, seed=1)
+        a, b = ds[3], ds[3]
+        assert a.noisy.shape == a.clean.shape == a.noise_level.shape == (1, 24, 24)
+        assert torch.equal(a.noisy, b.noisy) and a.counts_per_px == b.counts_per_px
+        assert 50.0 <= a.counts_per_px <= 500.0
+        assert (a.noise_level > 0).all()
+    with pytest.raises(ValueError, match="crop"):
+        AcquiredDataset(images, crop=64)
+    with pytest.raises(ValueError, match="modality"):
+        AcquiredDataset(images, modality="sem", crop=None)

@@ -187,17 +187,25 @@ def flyback_offsets(width: int, amplitude_px: float, decay_px: float,
     return amplitude * np.exp(-c / decay) + float(nonlinearity) * width * (u * u - u)
 
 
-def scan_distort(img, *, jitter_px: float = 0.0, jitter_correlation: float = 0.0,
-                 drift_px_per_line: tuple[float, float] = (0.0, 0.0),
-                 flyback_amplitude_px: float = 0.0, flyback_decay_px: float = 8.0,
-                 nonlinearity: float = 0.0, seed: Seed = None) -> np.ndarray:
-    """All serial-scan distortions at once (one interpolation): jitter + drift + flyback."""
-    a = _image(img, "img")
-    h, w = a.shape
-    dy, dx = drift_offsets((h, w), drift_px_per_line)
+def scan_offsets(shape: tuple[int, int], *, jitter_px: float = 0.0, jitter_correlation: float = 0.0,
+                 drift_px_per_line: Sequence[float] = (0.0, 0.0), flyback_amplitude_px: float = 0.0,
+                 flyback_decay_px: float = 8.0, nonlinearity: float = 0.0, seed: Seed = None,
+                 **_: object) -> tuple[np.ndarray, np.ndarray]:
+    """(dy, dx) [px], each [H, W], of all serial-scan distortions: drift + jitter + flyback.
+    Accepts an :func:`acquire` STEM ``params`` dict as keywords (``seed=params["scan_seed"]``)
+    to recover the offsets an acquisition used."""
+    h, w = int(shape[0]), int(shape[1])
+    dy, dx = drift_offsets((h, w), tuple(drift_px_per_line))
     dx = dx + line_jitter_offsets(h, jitter_px, seed, jitter_correlation)[:, None]
     dx = dx + flyback_offsets(w, flyback_amplitude_px, flyback_decay_px, nonlinearity)[None, :]
-    return resample(a, dy, dx)
+    return dy, dx
+
+
+def scan_distort(img, seed: Seed = None, **settings) -> np.ndarray:
+    """All serial-scan distortions at once (one interpolation); ``settings`` as for
+    :func:`scan_offsets`."""
+    a = _image(img, "img")
+    return resample(a, *scan_offsets(a.shape, seed=seed, **settings))
 
 
 # ----------------------------------------------------------------------------- TEM camera
@@ -315,12 +323,9 @@ def acquire(clean, modality: str, counts_per_px: float, seed: Seed = None, *,
     rng = _rng(seed)
     if mod == "stem":
         p = _stem_settings(rng)
-        img = np.clip(scan_distort(img, jitter_px=p["jitter_px"],
-                                   jitter_correlation=p["jitter_correlation"],
-                                   drift_px_per_line=tuple(p["drift_px_per_line"]),
-                                   flyback_amplitude_px=p["flyback_amplitude_px"],
-                                   flyback_decay_px=p["flyback_decay_px"],
-                                   nonlinearity=p["nonlinearity"], seed=rng), 0, None)
+        p["scan_seed"] = int(rng.integers(2 ** 63))  # scan_offsets(shape, **params) recovers them
+        img = np.clip(scan_distort(img, **{k: v for k, v in p.items() if k != "scan_seed"},
+                                   seed=p["scan_seed"]), 0, None)
         adu = detect(img, cpp, gain=p["gain"], offset=p["offset"], read_noise=p["read_noise"],
                      gain_cv=p["gain_cv"], seed=rng)
         noisy = (adu - p["offset"]) / (p["gain"] * cpp)
