@@ -228,3 +228,24 @@ def test_cli_complete_keeps_pixel_size(tmp_path):
     with pytest.raises(C.ImageShapeError):
         main(["complete", str(tmp_path / "s.npy"), "-o", str(tmp_path / "o3"),
               "--coverage", "0.05", "--model", str(w)])
+
+
+def test_adversarial_fine_tuning_runs_and_resumes(tmp_path):
+    from em_accel.models import completion_recipe as R
+    from em_accel.models.completion_gan import ScaleDiscriminator, multiscale_crops
+
+    f, r = torch.zeros(2, 1, 40, 40), torch.ones(2, 1, 40, 40)
+    crops = multiscale_crops(f, r, 8)
+    assert [tuple(c.shape) for c, _ in crops] == [(2, 1, 8, 8)] * 3
+    assert all(float(c.max()) == 0 and float(t.min()) == 1 for c, t in crops)
+    assert ScaleDiscriminator(4)(torch.rand(3, 1, 16, 16)).shape == (3,)
+    images = np.stack([_smooth(32, s) for s in range(3)]).astype(np.float32)
+    np.savez(tmp_path / "c.npz", images=images)
+    args = dict(batch=2, size=32, cache=str(tmp_path / "c.npz"), seconds=None, init=None,
+                device="cpu", widths=(8, 8, 8, 8), lr=1e-3, n_val=1, threads=None,
+                progress=False, adversarial=True)
+    R.run(tmp_path / "gan", 2, **args)
+    rec = R.run(tmp_path / "gan", 3, **args)
+    assert rec["steps_done"] == 3 and rec["adversarial"]
+    log = (tmp_path / "gan" / "log.jsonl").read_text()
+    assert log == "" or "adv" in log or "val" in log

@@ -4,6 +4,8 @@ from __future__ import annotations
 from .blocks import (ASPP, ChannelAffine, ConvBlock, SepBlock, SeparableConv2d, UpBlock,
                      XceptionBlock, make_norm, spectral_normalize, weight_normalize)
 from .adapt import Adapted, adapt
+from .completion import (CompletionResult, PartialScanCompleter, complete_scan,
+                         completion_notes)
 from .conditioned import (PRETRAINED_CONDITIONED, ConditionedUNet, Denoised, conditioned_notes,
                           denoise_micrograph, load_conditioned)
 from .denoiser import (PRETRAINED_HIGH, PRETRAINED_LOW, AtrousDenoiser, LoadedModel,
@@ -13,7 +15,8 @@ from .exit_wave import (AmplitudeError, AmplitudeTypeError, ExitWaveDiscriminato
                         load_pretrained_exit_wave, reconstruct_exit_wave)
 from .tiling import apply_tiled, denoise_image, denoise_tiled, overlap_cost, tile_layout
 
-__all__ = ["adapt", "Adapted", "ConditionedUNet", "conditioned_notes", "Denoised",
+__all__ = ["adapt", "Adapted", "CompletionResult", "PartialScanCompleter", "complete_scan",
+           "completion_notes", "ConditionedUNet", "conditioned_notes", "Denoised",
            "denoise_micrograph", "load_conditioned", "PRETRAINED_CONDITIONED", "AmplitudeError", "AmplitudeTypeError", "apply_tiled", "ASPP", "AtrousDenoiser",
            "ChannelAffine", "ConvBlock", "count_parameters", "denoise_image", "denoise_tiled",
            "ExitWaveDiscriminator", "ExitWaveNet", "load_exit_wave_weights", "load_pretrained",

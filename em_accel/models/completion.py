@@ -273,43 +273,47 @@ class ThesisGenerator(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Weights
 
-def _from_bytes(data: bytes, map_location) -> tuple[PartialScanCompleter, dict]:
-    from safetensors.torch import load
+def _from_bytes(data: bytes, device: str | torch.device | None):
+    from ..train.checkpoint import read_weights
+    from .denoiser import LoadedModel
 
-    n = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8:8 + n]).get("__metadata__", {})
-    if "config" not in meta:
-        raise ValueError("weights file has no 'config' metadata (write it with "
-                         "em_accel.train.checkpoint.save_weights)")
-    cfg = json.loads(meta["config"])
+    state, cfg, notes = read_weights(data)
     model = PartialScanCompleter(tuple(cfg["widths"]), cfg["in_channels"], cfg["cond_dim"])
-    model.load_state_dict({k: v.float() for k, v in load(data).items()})
-    notes = json.loads(meta.get("notes", "{}"))
-    model.calibration = float(cfg.get("calibration", notes.get("calibration", 1.0)))
-    return model.to(map_location).eval(), notes
+    model.load_state_dict(state)
+    model.calibration = float(cfg.get("calibration", 1.0))
+    return LoadedModel(model.to(device if device is not None else "cpu").eval(), notes)
 
 
-def load_weights(path: str | Path, map_location: str | torch.device = "cpu"
-                 ) -> tuple[PartialScanCompleter, dict]:
-    """A :class:`PartialScanCompleter` from a weights file of
-    :func:`em_accel.train.checkpoint.save_weights` (eval mode) and the file's notes. The
-    uncertainty calibration factor (config ``calibration``) is set as ``model.calibration``."""
+def load_weights(path: str | Path, *, device: str | torch.device | None = None):
+    """``LoadedModel(model, notes)``: a :class:`PartialScanCompleter` from a weights file of
+    :func:`em_accel.train.checkpoint.save_weights`, in eval mode on ``device`` (default CPU).
+    The uncertainty calibration factor (config ``calibration``, 1 if absent) is set as
+    ``model.calibration``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file {path}")
-    return _from_bytes(path.read_bytes(), map_location)
+    return _from_bytes(path.read_bytes(), device)
 
 
-def load_pretrained(name: str = "completion", map_location: str | torch.device = "cpu",
-                    with_notes: bool = False):
-    """The shipped completion network (``"completion"`` or a file name in
-    em_accel/models/weights), in eval mode; with ``with_notes`` also how it was trained."""
+def _shipped(name: str) -> bytes:
     fname = PRETRAINED if name == "completion" else name
     ref = resources.files("em_accel.models") / "weights" / fname
     if not ref.is_file():
         raise FileNotFoundError(f"no shipped weights named {name!r} in em_accel/models/weights")
-    model, notes = _from_bytes(ref.read_bytes(), map_location)
-    return (model, notes) if with_notes else model
+    return ref.read_bytes()
+
+
+def load_pretrained(name: str = "completion", *, device: str | torch.device | None = None
+                    ) -> PartialScanCompleter:
+    """The shipped completion network (``"completion"``, or a file name in
+    em_accel/models/weights) in eval mode on ``device`` (default CPU), with its calibration
+    factor; :func:`completion_notes` says how it was trained."""
+    return _from_bytes(_shipped(name), device).model
+
+
+def completion_notes(name: str = "completion") -> dict:
+    """How the shipped completion network was trained (data, steps, seconds, validation)."""
+    return _from_bytes(_shipped(name), None).notes
 
 
 def count_flops(model: nn.Module, x: torch.Tensor, *args) -> int:

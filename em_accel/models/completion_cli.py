@@ -67,13 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model(spec: str, device: str = "cpu"):
-    import torch
-
     from .completion import load_pretrained, load_weights
 
     if spec == "completion":
-        return load_pretrained("completion", map_location=torch.device(device))
-    return load_weights(Path(spec), map_location=torch.device(device))[0]
+        return load_pretrained("completion", device=device)
+    return load_weights(Path(spec), device=device).model
 
 
 def _panel(path: Path, sparse: np.ndarray, mask: np.ndarray, completion: np.ndarray,

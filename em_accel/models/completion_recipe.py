@@ -114,8 +114,9 @@ class CompletionData:
         return {k: torch.stack([it[k] for it in items]) for k in ("x", "cond", "target")}
 
 
-def losses(model: PartialScanCompleter, batch: dict, alrc) -> tuple[torch.Tensor, dict]:
-    """(total loss, logged scalars) of a batch."""
+def losses(model: PartialScanCompleter, batch: dict, alrc, gan=None) -> tuple[torch.Tensor, dict]:
+    """(total loss, logged scalars) of a batch; ``gan`` (a GanTrainer) adds its generator
+    loss."""
     out = model(batch["x"], batch["cond"])
     y = batch["target"]
     mse = ((out.mean - y) ** 2).flatten(1).mean(1)
@@ -126,8 +127,11 @@ def losses(model: PartialScanCompleter, batch: dict, alrc) -> tuple[torch.Tensor
     err = (out.mean.detach() - y).abs()
     nll = (err * torch.exp(-out.log_scale) + out.log_scale).flatten(1).mean(1)
     loss = clipped.mean() + NLL_WEIGHT * nll.mean()
+    logs = {}
+    if gan is not None:
+        loss = loss + gan.generator_loss(out.mean, y, logs)
     return loss, {"mse": float(mse.detach().mean()), "mse_blur": float(mse_blur.detach().mean()),
-                  "nll": float(nll.detach().mean()), "loss": float(loss.detach())}
+                  "nll": float(nll.detach().mean()), "loss": float(loss.detach()), **logs}
 
 
 @torch.no_grad()
@@ -165,9 +169,7 @@ def _train(model, data, val, opt, sched, alrc, gan, objects, ckpt, log, step, st
         if seconds is not None and time.perf_counter() - t_start > seconds:
             break
         b = {k: v.to(device) for k, v in data.batch(step, batch).items()}
-        loss, logs = losses(model, b, alrc)
-        if gan is not None:
-            loss = loss + gan.generator_loss(model, b, logs)
+        loss, logs = losses(model, b, alrc, gan)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -1,0 +1,126 @@
+"""Partial-scan completion time at 512^2 (``python -m bench complete [--quick]``).
+
+Rows, all in one process on the same image and masks:
+
+- ``complete``: seconds per 512^2 completion through :func:`complete_scan` with the shipped
+  network, a spiral path at 1/17.9 and 1/87 coverage: ``cold`` includes triangulating the
+  mask (first image of a path), ``cached`` reuses it (every later image of the same path);
+  ``network`` is the forward pass alone.
+- ``baseline``: the same for nearest-neighbour infill, Delaunay-linear (cold and cached),
+  Delaunay + blur, wavelet compressive sensing and scikit-image biharmonic inpainting (the
+  last at 1/17.9 only; skipped with --quick).
+- ``thesis``: one forward pass of the thesis's inner/outer generator (106 M parameters) at
+  512^2, for the cost comparison (CPU: one repeat).
+- CUDA only: batched network throughput (completions/s, bf16 autocast).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.harness import available_devices, median_time, print_table, write_record
+from em_accel.models import completion as C
+from em_accel.models import completion_baselines as B
+from em_accel.scan import interpolate, make_path, partial_scan
+
+
+def _model(device: str) -> C.PartialScanCompleter:
+    try:
+        return C.load_pretrained("completion", device=device)
+    except FileNotFoundError:  # before weights ship: same architecture, same time
+        return C.PartialScanCompleter((24, 32, 48, 64)).to(device).eval()
+
+
+def _image(size: int = 512) -> np.ndarray:
+    from em_accel.data import synthetic_micrograph
+
+    return synthetic_micrograph(size, 0)
+
+
+def _cpu_rows(quick: bool) -> list[dict]:
+    rows = []
+    img = _image()
+    model = _model("cpu")
+    reps = 2 if quick else 5
+    for cov in (1 / 17.9, 1 / 87.0):
+        path = make_path("spiral", img.shape, cov)
+        r = partial_scan(torch.from_numpy(img.astype(np.float64)), path).raster
+        v, m = r.image.numpy(), r.mask.numpy() > 0
+        label = f"spiral 1/{1 / cov:.1f}"
+
+        def cold(fn):
+            def run():
+                interpolate._CACHE.clear()
+                fn()
+            return run
+
+        full = lambda: C.complete_scan(v, mask=m, kind="spiral", model=model)  # noqa: E731
+        inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float())
+        cond = C.conditioning(torch.tensor([float(m.mean())]), torch.tensor([0]))
+
+        def net():
+            with torch.inference_mode():
+                model(inp.x, cond)
+        for name, fn, kind in (("network: complete_scan, cold (triangulates)", cold(full), "complete"),
+                               ("network: complete_scan, cached path", full, "complete"),
+                               ("network: forward only", net, "complete"),
+                               ("nearest", lambda: B.nearest(v, m), "baseline"),
+                               ("delaunay, cold", cold(lambda: B.delaunay(v, m)), "baseline"),
+                               ("delaunay, cached path", lambda: B.delaunay(v, m), "baseline"),
+                               ("delaunay+blur, cached path", lambda: B.delaunay_blur(v, m), "baseline"),
+                               ("wavelet-cs (40 iterations)", lambda: B.wavelet_cs(v, m), "baseline")):
+            sec = median_time(fn, "cpu", warmup=1, repeats=reps)
+            rows.append({"kind": kind, "device": "cpu", "method": name, "path": label,
+                         "size": 512, "seconds": sec})
+        if not quick and cov > 0.05:
+            sec = median_time(lambda: B.biharmonic(v, m), "cpu", warmup=0, repeats=1)
+            rows.append({"kind": "baseline", "device": "cpu", "method": "biharmonic (scikit-image)",
+                         "path": label, "size": 512, "seconds": sec})
+    if not quick:
+        g = C.ThesisGenerator(2).eval()
+        x = torch.rand(1, 2, 512, 512)
+        flops = C.count_flops(g, x)
+
+        def thesis():
+            with torch.inference_mode():
+                g(x)
+        sec = median_time(thesis, "cpu", warmup=0, repeats=1)
+        rows.append({"kind": "thesis", "device": "cpu", "method": "thesis inner/outer generator",
+                     "path": "-", "size": 512, "seconds": sec, "gmac": flops / 1e9,
+                     "params": sum(p.numel() for p in g.parameters())})
+    x = torch.rand(1, 4, 512, 512)
+    c = C.conditioning(torch.tensor([0.05]), torch.tensor([0]))
+    rows.append({"kind": "thesis", "device": "cpu", "method": "network (ours), MACs",
+                 "path": "-", "size": 512, "gmac": C.count_flops(model, x, c) / 1e9,
+                 "params": sum(p.numel() for p in model.parameters())})
+    return rows
+
+
+def _cuda_rows(quick: bool) -> list[dict]:
+    rows = []
+    model = _model("cuda").to(memory_format=torch.channels_last)
+    for batch in (1, 32):
+        x = torch.rand(batch, 4, 512, 512, device="cuda").to(memory_format=torch.channels_last)
+        c = C.conditioning(torch.full((batch,), 0.05), torch.zeros(batch, dtype=torch.long)).cuda()
+
+        def step():
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                model(x, c)
+        sec = median_time(step, "cuda", warmup=3, repeats=10)
+        rows.append({"kind": "complete", "device": "cuda", "method": f"network bf16, batch {batch}",
+                     "path": "-", "size": 512, "seconds": sec / batch,
+                     "completions_per_s": batch / sec})
+    return rows
+
+
+def run(quick: bool = False) -> Path:
+    devices = available_devices()
+    rows = _cpu_rows(quick)
+    if "cuda" in devices:
+        rows += _cuda_rows(quick)
+    print_table("partial-scan completion at 512^2", rows,
+                ["device", "kind", "method", "path", "seconds", "gmac", "completions_per_s"])
+    return write_record("complete", rows, devices,
+                        {"quick": quick, "torch_threads": torch.get_num_threads()})
