@@ -169,7 +169,7 @@ class ScanTrainer:
         self.log_path = self.out_dir / "log.jsonl"
         self.ckpt_path = self.out_dir / "checkpoint.safetensors"
         if self.ckpt_path.exists():
-            self.step, _ = load_checkpoint(self.ckpt_path, self.objects, self.device)
+            self.step, _ = load_checkpoint(self.ckpt_path, self.objects, map_location=self.device)
 
     # -- data ----------------------------------------------------------------------------------
     def sample_images(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
