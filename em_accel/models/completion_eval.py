@@ -94,6 +94,23 @@ def fit_calibration(model: PartialScanCompleter, images: np.ndarray, counts: flo
     return float(np.quantile(np.concatenate(ratios), 0.9))
 
 
+def calibrate_weights(path: str | Path, n: int = 2, size: int = 256,
+                      counts: float | None = None) -> float:
+    """Fit the calibration factor on ``n`` held-out images (seed :data:`CALIBRATION_SEED`,
+    never used for evaluation) and store it in the weights file's config; returns it."""
+    from ..train.checkpoint import save_weights
+    from .completion import load_weights
+
+    model, notes = load_weights(path)
+    images, desc = heldout_images(n, size, CALIBRATION_SEED)
+    s = fit_calibration(model, images, counts)
+    notes = {**notes, "calibration": {"factor": s, "images": desc, "size": size,
+                                      "counts_per_intensity": counts}}
+    save_weights(path, model, {**model.config, "calibration": s}, dtype=torch.float16,
+                 notes=notes)
+    return s
+
+
 def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: float | None,
              coverages=COVERAGES, kinds=KINDS, methods: dict | None = None,
              slow_methods: tuple[str, ...] = ("biharmonic", "wavelet-cs"), slow_n: int = 2,

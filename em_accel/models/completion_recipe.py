@@ -286,12 +286,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--adversarial", action="store_true",
                    help="add the three-scale LSGAN discriminators (fine-tuning)")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="then fit the uncertainty calibration on N held-out images (stored in "
+                        "the weights)")
+    p.add_argument("--calibration-size", type=int, default=256)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     rec = run(a.out, a.steps, a.batch, a.size, a.cache, a.seconds, a.init, a.device,
               tuple(a.widths), a.lr, a.n_val, a.threads, a.adversarial, not a.no_progress,
               a.crop)
     print(json.dumps(rec["runs"][-1], indent=2))
+    if a.calibrate:
+        from .completion_eval import calibrate_weights
+
+        s = calibrate_weights(a.out / "completion_small.safetensors", a.calibrate,
+                              a.calibration_size)
+        rec["calibration"] = {"factor": s, "n_images": a.calibrate, "size": a.calibration_size}
+        (a.out / "recipe.json").write_text(json.dumps(rec, indent=2))
+        print(f"calibration factor {s:.4f}")
     return 0
 
 
