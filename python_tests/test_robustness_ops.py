@@ -3,7 +3,10 @@
 Each case runs in a child process with a timeout, so a segfault or an endless loop fails the
 test instead of killing pytest. The cases are the four found by a first mutation-fuzz pass
 (offsets shifted outside the atom arrays, a CSR out of range, dy or kc = 1e300) plus their
-siblings (species out of range, indptr that disagrees with indices).
+siblings (species out of range, indptr that disagrees with indices), and those found by
+``python -m bench fuzz``: meta tensors handed to the in-place wrappers (null data pointer),
+scan_rasterize_bwd with out-of-range sources (segfault), and backward ops reading past
+inputs smaller than the forward's (silent out-of-bounds reads).
 """
 from __future__ import annotations
 
@@ -44,7 +47,35 @@ CHILD = textwrap.dedent("""
         spec, tilt, dx, dy, lam, dz, kc, taper = M.sample_propagate()
         return M.propagate_(spec, dx, 1e300, lam, dz, kc, taper, tilt)
 
+    def propagate_meta():
+        spec, tilt, dx, dy, lam, dz, kc, taper = M.sample_propagate()
+        return M.propagate_(spec.to("meta"), dx, dy, lam, dz, kc, taper, tilt.to("meta"))
+
+    def raster_bwd():
+        from em_accel.ops import scan as S
+        values, pos, h, w = S.raster_inputs()
+        image, counts, infilled, source = S.scan_rasterize_op(values, pos, h, w)
+        return torch.ops.em_accel.scan_rasterize_bwd(torch.ones_like(image), torch.ones_like(image),
+                                                     pos, counts, source * 100000)
+
+    def alrc_bwd():
+        from em_accel.ops import alrc as A
+        pred, target, mu1, mu2, n_up, n_down, decay, kind, pp = A.sample_inputs()
+        loss, scale, _, _ = A.alrc_fused(pred, target, mu1, mu2, n_up, n_down, decay, kind, pp)
+        return torch.ops.em_accel.alrc_fused_bwd(torch.ones_like(loss), pred,
+                                                 target[:1].contiguous(), scale, kind, pp)
+
+    def sample_bwd():
+        from em_accel.ops import scan as S
+        images, pos, mode, *_ = S.sample_inputs()
+        pos = pos[:1].contiguous()  # one batch of positions for three images
+        return torch.ops.em_accel.scan_sample_bwd(torch.ones(pos.shape[:2]), images, pos, mode)
+
     CASES = {
+        "propagate_meta_tensor": propagate_meta,
+        "rasterize_bwd_source_out_of_range": raster_bwd,
+        "alrc_bwd_target_shorter_than_pred": alrc_bwd,
+        "sample_bwd_fewer_positions_than_images": sample_bwd,
         "sf_offsets_negative": lambda: sf(shift=-1000),
         "sf_offsets_past_end": lambda: sf(shift=1000),
         "sf_species_out_of_range": lambda: sf(species=7),
@@ -65,6 +96,10 @@ CHILD = textwrap.dedent("""
 """)
 
 EXPECTED = {
+    "propagate_meta_tensor": "InvalidInputError",
+    "rasterize_bwd_source_out_of_range": "InvalidIndexError",
+    "alrc_bwd_target_shorter_than_pred": "ValueError",
+    "sample_bwd_fewer_positions_than_images": "ValueError",
     "sf_offsets_negative": "InvalidIndexError",
     "sf_offsets_past_end": "InvalidIndexError",
     "sf_species_out_of_range": "InvalidIndexError",
