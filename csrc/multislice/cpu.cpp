@@ -276,8 +276,13 @@ namespace {
 
 // Largest |f| (integer frequency) with (f * step)^2 <= limit2, or -1 if none.
 int64_t max_index_within(double limit2, double step, int64_t n) {
-  if (limit2 < 0.0) return -1;
-  int64_t m = int64_t(std::floor(std::sqrt(limit2) / step));
+  if (!(limit2 >= 0.0)) return -1;  // negative or NaN: no column
+  const double q = std::sqrt(limit2) / step;
+  // Clearly beyond the grid's last frequency (or inf/NaN): every column, as the search below
+  // would find. Converting a q past 2^63 to int64 was undefined and, as INT64_MIN, made that
+  // search count for ever (ms_propagate with dy or kc = 1e300).
+  if (!(q < double(n / 2) + 2.0)) return n / 2;
+  int64_t m = int64_t(std::floor(q));
   while (m > 0 && double(m) * step * double(m) * step > limit2) --m;
   while ((m + 1) <= n / 2 && double(m + 1) * step * double(m + 1) * step <= limit2) ++m;
   return m > n / 2 ? n / 2 : m;
