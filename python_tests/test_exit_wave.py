@@ -91,6 +91,12 @@ def test_network_outputs_unit_phasors_at_any_multiple_size():
         assert torch.allclose((y ** 2).sum(1), torch.ones(2, h, w), atol=1e-4)
     with pytest.raises(ValueError, match="multiples of 16"):
         net(torch.rand(1, 1, 40, 40))
+    skip = ExitWaveNet(width=0.125, blocks=1, skips=True)
+    assert sum(p.numel() for p in skip.parameters()) == sum(p.numel() for p in net.parameters())
+    y = skip(torch.rand(2, 1, 32, 48) + 0.5)
+    assert y.shape == (2, 2, 32, 48)
+    y.sum().backward()
+    assert skip.stem[0].weight.grad.abs().sum() > 0
     d = ExitWaveDiscriminator(width=0.1, stages=2)
     assert d(torch.randn(3, 2, 32, 32)).shape == (3,)
 

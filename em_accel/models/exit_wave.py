@@ -74,9 +74,12 @@ class ExitWaveNet(nn.Module):
         width: channel multiplier (1: the thesis's 32…512 channels).
         blocks: residual blocks at the bottleneck (thesis: 6).
         stages: stride-2 stages (thesis: 4 for the MSE runs, 3 for the GAN runs).
+        skips: add each encoder scale's features to the decoder at the same scale (U-Net-like;
+            not in the thesis, whose decoder sees only the 1/16-scale bottleneck).
     """
 
-    def __init__(self, width: float = 1.0, blocks: int = 6, stages: int = 4) -> None:
+    def __init__(self, width: float = 1.0, blocks: int = 6, stages: int = 4,
+                 skips: bool = False) -> None:
         super().__init__()
         if not width > 0:
             raise ValueError(f"width must be > 0, got {width}")
@@ -84,7 +87,8 @@ class ExitWaveNet(nn.Module):
             raise ValueError(f"stages must be in 1..4, got {stages}")
         if blocks < 0:
             raise ValueError(f"blocks must be >= 0, got {blocks}")
-        self.config = {"width": float(width), "blocks": int(blocks), "stages": int(stages)}
+        self.config = {"width": float(width), "blocks": int(blocks), "stages": int(stages),
+                       "skips": bool(skips)}
         chans = [_c(32, width)] + [_c(n, width) for n in DOWN[:stages]]
         self.input_norm = nn.BatchNorm2d(1)
         self.stem = _ConvAct(1, chans[0])
@@ -111,7 +115,15 @@ class ExitWaveNet(nn.Module):
         if h % self.multiple or w % self.multiple:
             raise ValueError(f"height and width must be multiples of {self.multiple}, got {h}×{w}")
         x = self.stem(self.input_norm(amplitude))
-        x = self.up(self.middle(self.down(x)))
+        if not self.config["skips"]:
+            x = self.up(self.middle(self.down(x)))
+        else:  # add each encoder scale's features to the decoder's at that scale
+            feats = [x]
+            for layer in self.down:
+                feats.append(layer(feats[-1]))
+            x = self.middle(feats.pop())
+            for layer in self.up:
+                x = layer(x) + feats.pop()
         return unit_phasor(self.head_norm(self.head(self.tail(x))))
 
 
@@ -206,7 +218,7 @@ def _from_bytes(data: bytes, device) -> LoadedModel:
     from ..train.checkpoint import read_weights
 
     state, cfg, notes = read_weights(data)
-    model = ExitWaveNet(cfg["width"], cfg["blocks"], cfg["stages"])
+    model = ExitWaveNet(cfg["width"], cfg["blocks"], cfg["stages"], cfg.get("skips", False))
     model.load_state_dict(state)
     return LoadedModel(model.to(device if device is not None else "cpu").eval(), notes)
 

@@ -159,7 +159,7 @@ def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
 
 def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
           steps: int | None = None, batch: int = 16, crop: int = 64, width: float = 0.25,
-          blocks: int = 2, stages: int = 4, lr: float = 2e-3, seed: int = 0,
+          blocks: int = 2, stages: int = 4, skips: bool = False, lr: float = 2e-3, seed: int = 0,
           init: str | Path | None = None, device: str = "cpu", align: bool = False,
           dose: tuple[float, float] | None = None, residual_defocus: float = 0.0,
           gan: bool = False, progress: bool = True) -> dict:
@@ -175,7 +175,7 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
         model, _ = load_exit_wave_weights(init)
         model.train()
     else:
-        model = ExitWaveNet(width, blocks, 3 if gan else stages)
+        model = ExitWaveNet(width, blocks, 3 if gan else stages, skips)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999) if gan else (0.9, 0.999))
     alrc = ALRC(mu1_start=10.0, mu2_start=200.0).to(device)
@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--blocks", type=int, default=2)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--skips", action="store_true",
+                   help="encoder-decoder skip connections (not in the thesis)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None, help="start from these weights")
     p.add_argument("--device", default="cpu")
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     t0 = time.perf_counter()
     rec = train(a.data, a.out, seconds=a.seconds, steps=a.steps, batch=a.batch, crop=a.crop,
-                width=a.width, blocks=a.blocks, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
+                width=a.width, blocks=a.blocks, skips=a.skips, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
                 align=a.align, dose=tuple(a.dose) if a.dose else None,
                 residual_defocus=a.residual_defocus, gan=a.gan, progress=not a.no_progress)
     model, _ = load_exit_wave_weights(a.out / "weights.safetensors", device=a.device)
