@@ -53,10 +53,41 @@ def run(ctx: DemoContext) -> StageResult:
         "5-NN source agreement in the map (fraction)": neighbour_agreement(y, c.labels),
         "5-NN source agreement by chance, baseline (fraction)": chance,
     }
+    page, same_source = _interactive(ctx, y)
+    numbers["top-5 search results from the query's own image (fraction)"] = same_source
     text = (f"{len(y)} crops of {c.images.shape[1]}×{c.images.shape[2]} px from the four simulated "
             f"images, embedded by t-SNE on raw pixels (perplexity 15, {n_iter} iterations, native "
             "kernels). Crops of the same image should gather: the share of each crop's five "
-            "nearest map neighbours from its own image is compared with chance.")
+            "nearest map neighbours from its own image is compared with chance. The interactive "
+            "map (em-accel map's page: uniformly separated t-SNE; hover for a crop, click for its "
+            "5 nearest crops by 24x24-pixel features matched over rotations and flips) is "
+            "embedded below; its search results' source agreement is listed too.")
     return StageResult("t-SNE map of image crops", [("map, coloured by source image", scatter),
-                                                     ("crops drawn at their map points", grid)],
+                                                     ("crops drawn at their map points", grid),
+                                                     ("interactive map (hover, click, drag, wheel)", page)],
                        numbers, text)
+
+
+def _interactive(ctx: DemoContext, y: np.ndarray):
+    """The interactive map page of the crops (em_accel.embed.maps) and the share of each
+    crop's top-5 search results (dihedral-view raw features) from its own source image."""
+    from ..embed.crops import resize_area
+    from ..embed.features import dihedral_views, encode
+    from ..embed.index import Index
+    from ..embed.maps import MapResult, uniform_grid, write_html
+    from ..embed.uniform import uniform_separate
+
+    c = ctx.crops
+    crops = resize_area(torch.from_numpy(np.ascontiguousarray(c.images, dtype=np.float32)))
+    n = len(crops)
+    feats = encode(crops, "raw").features
+    views = encode(dihedral_views(crops), "raw").features.reshape(n, 8, -1)
+    nb = Index(feats).search(views, min(5, n - 1), exclude=torch.arange(n)).indices
+    yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    res = MapResult(yt, uniform_separate(yt, grid=uniform_grid(n)).float(), nb)
+    names = [f"{c.sources[int(l)]} #{i}" for i, l in enumerate(c.labels)]
+    meta = [{"source": c.sources[int(l)]} for l in c.labels]
+    page = write_html(ctx.out_dir / "map_interactive.html", crops, res, names, meta,
+                      title=f"{n} demo crops")
+    labels = torch.as_tensor(c.labels)
+    return page, float((labels[nb] == labels[:, None]).float().mean())

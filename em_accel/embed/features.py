@@ -15,15 +15,15 @@ from torch import nn
 
 from .._api import progress_bar
 from .contrastive import ContrastiveEncoder
-from .pca import pca_fit
 from .vae import VAE
 
 ENCODERS = ("contrastive", "vae", "pca", "raw")
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 #: Shipped weights by encoder name.
 PRETRAINED = {"contrastive": "map_contrastive.safetensors", "vae": "map_vae.safetensors"}
-#: The default encoder of ``em-accel map`` (the best augmentation-retrieval score, docs/maps.md).
-DEFAULT_ENCODER = "contrastive"
+#: The default encoder of ``em-accel map`` and search: the best augmentation-retrieval score in
+#: docs/maps.md (with dihedral-view queries) at our training budget.
+DEFAULT_ENCODER = "raw"
 
 
 class Features(NamedTuple):
@@ -54,6 +54,33 @@ def load_pretrained(name: str = DEFAULT_ENCODER, device=None, path: str | Path |
     return model.to(device or "cpu").eval()
 
 
+#: PCA is fitted on at most this many items (evenly spaced): the N x N Gram eigenproblem stays
+#: small (a 2000 x 2000 eigh takes ~1 s) however large the collection and however many pixels.
+PCA_FIT_MAX = 2000
+
+
+def fit_pca(x: torch.Tensor, n_components: int = 50, max_fit: int = PCA_FIT_MAX
+            ) -> dict[str, torch.Tensor]:
+    """Principal axes of rows of ``x`` [N, D] from at most ``max_fit`` evenly spaced rows, by
+    the eigenvectors of their Gram matrix (cheap when D is large, e.g. 9216 pixels), in float64;
+    each axis's sign makes its largest loading positive. Returns {"pca_mean" [D], "pca_axes"
+    [k, D]} (float32, CPU), k = min(n_components, rows - 1, D)."""
+    n = x.shape[0]
+    rows = torch.linspace(0, n - 1, min(n, max_fit)).round().long() if n > max_fit else torch.arange(n)
+    xs = x[rows.to(x.device)].double()
+    mean = xs.mean(0)
+    xc = xs - mean
+    k = max(1, min(n_components, xc.shape[0] - 1, xc.shape[1]))
+    evals, evecs = torch.linalg.eigh(xc @ xc.T)
+    order = torch.argsort(evals, descending=True)[:k]
+    axes = (xc.T @ evecs[:, order]) / evals[order].clamp_min(1e-30).sqrt()   # [D, k]
+    axes = axes.T
+    big = axes.abs().argmax(1)
+    signs = torch.sign(axes.gather(1, big[:, None]))
+    axes = axes * torch.where(signs == 0, torch.ones_like(signs), signs)
+    return {"pca_mean": mean.float().cpu(), "pca_axes": axes.float().cpu()}
+
+
 def dihedral_views(crops: torch.Tensor) -> torch.Tensor:
     """The 8 dihedral transforms (rotations and flips) of each crop: [N, 96, 96] ->
     [N * 8, 96, 96], the 8 views of crop i at rows 8i .. 8i + 7 (identity first)."""
@@ -81,8 +108,8 @@ def encode(crops: torch.Tensor, encoder: str | nn.Module = DEFAULT_ENCODER, *, d
 
     encoder: "contrastive" / "vae" (shipped weights) or a loaded model (a
     :class:`ContrastiveEncoder` or a :class:`VAE`, used as is in eval mode); "pca" =
-    ``n_components`` principal components of the pixels (fitted on these crops unless
-    ``state`` holds a fitted ``pca_mean``/``pca_axes``); "raw" = the pixels area-averaged
+    ``n_components`` principal components of the pixels (:func:`fit_pca` on these crops
+    unless ``state`` holds a fitted ``pca_mean``/``pca_axes``); "raw" = the pixels area-averaged
     to 24x24 (576-d: 4x4 averaging suppresses shot noise; as good as 48x48 for retrieval). device: where to encode (None: the crops' device); bfloat16 autocast on
     CUDA.
     """
@@ -96,11 +123,9 @@ def encode(crops: torch.Tensor, encoder: str | nn.Module = DEFAULT_ENCODER, *, d
         f = torch.nn.functional.avg_pool2d(x, 4).reshape(n, -1)
         return Features(f.contiguous(), None, state)
     if encoder == "pca":
-        flat = x.reshape(n, -1).to(device, torch.float64)
+        flat = x.reshape(n, -1).to(device)
         if "pca_mean" not in state:
-            k = min(n_components, n, flat.shape[1])
-            axes = pca_fit(flat, k).components
-            state = {"pca_mean": flat.mean(0).float().cpu(), "pca_axes": axes.float().cpu()}
+            state = fit_pca(flat, n_components)
         f = (flat - state["pca_mean"].to(flat)) @ state["pca_axes"].to(flat).T
         return Features(f.float().cpu(), None, state)
     model = load_pretrained(encoder, device) if isinstance(encoder, str) else encoder.to(device).eval()

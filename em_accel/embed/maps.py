@@ -19,6 +19,7 @@ import torch
 
 from .index import Index
 from .sigma_distance import sigma_affinities
+from .features import fit_pca
 from .tsne import tsne_with_info
 from .uniform import uniform_separate
 
@@ -51,11 +52,12 @@ def uniform_grid(n: int) -> int:
 def build_map(features: torch.Tensor, *, sigma: torch.Tensor | None = None,
               perplexity: float | None = None, n_iter: int = 750, device=None, seed: int = 0,
               neighbours: int = 5, views: torch.Tensor | None = None,
-              progress: bool = False) -> MapResult:
+              max_dims: int = 64, progress: bool = False) -> MapResult:
     """t-SNE map (σ-aware affinities when ``sigma`` is given), its uniformly separated version,
     and each item's ``neighbours`` nearest items in feature space (scored by the nearest of
     each item's ``views`` [N, V, D], e.g. features of its 8 dihedral transforms, if given).
-    N >= 5 items."""
+    Features of more than ``max_dims`` dimensions go through PCA to 50 first (as the thesis's
+    raw-image maps), for t-SNE and for the neighbours. N >= 5 items."""
     n = features.shape[0]
     if n < 5:
         raise ValueError(f"a map needs at least 5 images, got {n}")
@@ -68,7 +70,13 @@ def build_map(features: torch.Tensor, *, sigma: torch.Tensor | None = None,
         P = sigma_affinities(features.to(dev), sigma.to(dev), perplexity,
                              candidates=min(n - 1, max(4 * int(3 * perplexity), 100)))
         t["sigma_affinities"] = time.perf_counter() - t0
-    y, info = tsne_with_info(features, perplexity, n_iter, device=device, seed=seed,
+    x = features
+    if features.shape[1] > max_dims:
+        st = fit_pca(features, 50)
+        project = lambda f: (f - st["pca_mean"].to(f)) @ st["pca_axes"].to(f).T  # noqa: E731
+        x = project(features)
+        views = None if views is None else project(views)
+    y, info = tsne_with_info(x, perplexity, n_iter, device=device, seed=seed,
                              affinities=P, progress=progress)
     y = y.cpu()
     t.update({f"tsne_{k}": v for k, v in info.timings.items()})
@@ -76,8 +84,8 @@ def build_map(features: torch.Tensor, *, sigma: torch.Tensor | None = None,
     u = uniform_separate(y, grid=uniform_grid(n))
     t["uniform"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    index = Index(features, device=device)
-    nb = index.search(features if views is None else views, min(neighbours, n - 1),
+    index = Index(x, device=device)
+    nb = index.search(x if views is None else views, min(neighbours, n - 1),
                       exclude=torch.arange(n)).indices.cpu()
     t["neighbours"] = time.perf_counter() - t0
     return MapResult(y, u.float(), nb, t, info.kl_divergence)
@@ -200,6 +208,7 @@ html,body{margin:0;height:100%;font:13px system-ui,sans-serif;background:#1b1d21
 #hover canvas,#sel canvas{image-rendering:pixelated;display:block}
 .nb{display:flex;gap:6px;align-items:center;margin:4px 0;cursor:pointer}
 .nb span{word-break:break-all}
+@media (max-width:700px){#map{width:100%;height:60%}#side{top:60%;width:100%;height:40%}#hover{max-width:180px}}
 table{border-collapse:collapse}td{padding:1px 4px;vertical-align:top}td:first-child{white-space:nowrap;color:#aaa}
 </style></head><body>
 <canvas id="map"></canvas>
@@ -225,7 +234,7 @@ function size() {
   cv.width = cv.clientWidth * devicePixelRatio; cv.height = cv.clientHeight * devicePixelRatio;
 }
 function fit() {
-  const w = cv.width, h = cv.height, m = Math.min(w, h) * 0.92;
+  const w = cv.width, h = cv.height, m = Math.min(w, h) * 0.96 / (1 + 1 / Math.sqrt(D.n));
   view.s = m; view.x = (w - m) / 2; view.y = (h - m) / 2; draw();
 }
 function cellPx() { return view.s / Math.sqrt(D.n) * 0.95; }
