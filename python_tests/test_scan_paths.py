@@ -115,7 +115,7 @@ def test_partial_scan_values_and_infill():
 
 
 def test_blur_path_and_low_dwell_noise():
-    k = gaussian_kernel(3, 0.8, torch.float64)
+    k = gaussian_kernel(3, 0.8, dtype=torch.float64)
     assert abs(k.sum().item() - 1) < 1e-12 and k[1, 1] > k[0, 1] > k[0, 0]
     mask = torch.zeros(9, 9)
     mask[4] = 1

@@ -85,7 +85,7 @@ def _kernel_fft_cached(m: int, step: float, dtype: torch.dtype, device: torch.de
     return torch.fft.rfft2((1.0 + r2).reciprocal_().square_())
 
 
-def kernel_fft(grid: InterpGrid, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def kernel_fft(grid: InterpGrid, *, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """rfft2 of the circulant embedding [2m, 2m] of w^2 = (1 + r^2)^-2 between grid nodes."""
     return _kernel_fft_cached(grid.m, grid.box_width / grid.p, dtype, torch.device(device))
 
@@ -149,7 +149,7 @@ def convolve_grid(charges: torch.Tensor, grid: InterpGrid, kernel_hat: torch.Ten
     """
     m = grid.m
     if kernel_hat is None:
-        kernel_hat = kernel_fft(grid, charges.dtype, charges.device)
+        kernel_hat = kernel_fft(grid, dtype=charges.dtype, device=charges.device)
     if charges.device.type != "cpu":
         spec = torch.fft.rfft2(charges, s=(2 * m, 2 * m))
         spec.mul_(kernel_hat)

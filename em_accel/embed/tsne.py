@@ -109,8 +109,9 @@ class _Bar:
         sys.stderr.flush()
 
 
-def initial_embedding(x: torch.Tensor, init: str | torch.Tensor, seed: int,
-                      dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def initial_embedding(x: torch.Tensor, init: str | torch.Tensor, seed: int, *,
+                      dtype: torch.dtype, device: torch.device | str | None = None
+                      ) -> torch.Tensor:
     """PCA (first two components, rescaled to std(PC1) = 1e-4, Kobak & Berens 2019), random
     (N(0, 1e-4^2)), or a given [N, 2] array (used as is)."""
     n = x.shape[0]
@@ -243,7 +244,7 @@ def tsne_with_info(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750,
     info.timings["affinities"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    y = initial_embedding(x, init, seed, dtype, device)
+    y = initial_embedding(x, init, seed, dtype=dtype, device=device)
     update = torch.zeros_like(y)
     gains = torch.ones_like(y)
     if learning_rate == "auto":

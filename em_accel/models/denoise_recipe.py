@@ -52,7 +52,7 @@ def _seconds_per_step(scale: dict, images: list, batch: int, crop: int, device: 
 
 
 def run(out: Path, low_steps: int, high_steps: int, batch: int, crop: int = CROP,
-        threads: int | None = None, progress: bool = True, scale: dict | None = None,
+        threads: int | None = None, progress: bool = True, scale: dict | None = None, *,
         device: str = "cpu", workers: int = 0, seconds: float | None = None,
         init: Path | None = None, n_synthetic: int = 48, low_lr: float = 1e-3,
         n_simulated: int = 0) -> dict:
@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     summary = run(a.out, a.low_steps, a.high_steps, a.batch, a.crop, a.threads,
-                  not a.no_progress, {"width": a.width, "depth": a.depth}, a.device, a.workers,
-                  a.seconds, a.init, a.n_synthetic, a.low_lr, a.n_simulated)
+                  not a.no_progress, {"width": a.width, "depth": a.depth}, device=a.device,
+                  workers=a.workers, seconds=a.seconds, init=a.init, n_synthetic=a.n_synthetic,
+                  low_lr=a.low_lr, n_simulated=a.n_simulated)
     print(json.dumps(summary, indent=2))
     return 0
 

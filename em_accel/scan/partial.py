@@ -25,7 +25,8 @@ class PartialScan(NamedTuple):
     raster: Raster        # image / mask / infilled / counts / source, each [B, H, W]
 
 
-def gaussian_kernel(size: int, sigma: float, dtype=torch.float32, device=None) -> torch.Tensor:
+def gaussian_kernel(size: int, sigma: float, *, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> torch.Tensor:
     """Normalised 2-D Gaussian [size, size]; sigma [px]."""
     x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
     g = torch.exp(-x * x / (2 * sigma * sigma))
@@ -44,7 +45,7 @@ def gaussian_blur(images: torch.Tensor, size: int, sigma: float) -> torch.Tensor
                                 f"shape {list(images.shape)}")
     squeeze = images.dim() == 2
     x = images[None] if squeeze else images
-    k = gaussian_kernel(size, sigma, x.dtype, x.device)[None, None]
+    k = gaussian_kernel(size, sigma, dtype=x.dtype, device=x.device)[None, None]
     pad = size // 2
     out = F.conv2d(F.pad(x[:, None], (pad,) * 4, mode="reflect"), k)[:, 0]
     return out[0] if squeeze else out

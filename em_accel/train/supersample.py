@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._api import progress_bar
 from .alrc import ALRC
 
 # scikit-image's bundled grayscale images (no download): natural and textured scenes.
@@ -129,7 +130,7 @@ class RunResult:
 
 def train_run(error: str = "squared", use_alrc: bool = True, steps: int = 1000, batch: int = 1,
               lr: float = 2e-3, seed: int = 0, width: int = 128, decay: float = 0.99,
-              eval_every: int = 50, progress: bool = False) -> RunResult:
+              eval_every: int = 50, progress: bool = True) -> RunResult:
     """Train SupersamplingNet with Adam at ``batch`` for ``steps``; return the loss curves.
 
     ``lr`` 2e-3 is the paper's "unstable learning rate" Adam setting. ``decay`` 0.99 (the paper
@@ -145,11 +146,8 @@ def train_run(error: str = "squared", use_alrc: bool = True, steps: int = 1000, 
     losses: list[float] = []
     eval_steps: list[int] = []
     eval_losses: list[float] = []
-    it = range(steps)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc=f"{error}{' + ALRC' if use_alrc else ''}", leave=False)
+    it = progress_bar(range(steps), progress, desc=f"{error}{' + ALRC' if use_alrc else ''}",
+                      leave=False)
     t0 = time.perf_counter()
     for step in it:
         if step % eval_every == 0 or step == steps - 1:
