@@ -63,22 +63,38 @@ def _assert_same_run(resumed: Trainer, clean: Trainer, killed_dir: Path, clean_d
     assert drop_time(read_log(killed_dir)) == drop_time(read_log(clean_dir))
 
 
-def _resume_and_compare(tmp_path: Path, killed: Path, steps: int) -> None:
-    torch.set_num_threads(1)
-    try:
-        resumed = _trainer(killed, steps)
-        resumed.fit()
-        clean = _trainer(tmp_path / "clean", steps)
+STEPS = 16
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> tuple[Trainer, Path]:
+    """One uninterrupted run, shared by the kill tests."""
+    out = tmp_path_factory.mktemp("clean_run")
+    with _one_thread():
+        clean = _trainer(out, STEPS)
         clean.fit()
-    finally:
+    return clean, out
+
+
+class _one_thread:
+    def __enter__(self):
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
         torch.set_num_threads(int(os.environ.get("EM_TEST_THREADS", os.cpu_count() or 1)))
-    _assert_same_run(resumed, clean, killed, tmp_path / "clean")
 
 
-def test_trainer_killed_while_writing_a_checkpoint_resumes_exactly(tmp_path):
+def _resume_and_compare(clean_run, killed: Path) -> None:
+    with _one_thread():
+        resumed = _trainer(killed, STEPS)
+        resumed.fit()
+    _assert_same_run(resumed, clean_run[0], killed, clean_run[1])
+
+
+def test_trainer_killed_while_writing_a_checkpoint_resumes_exactly(tmp_path, clean_run):
     """The third checkpoint write dies half-way through its temporary file; a log line is torn."""
     killed = tmp_path / "killed"
-    proc = _train_child(killed, 10, """
+    proc = _train_child(killed, STEPS, """
         import safetensors.torch as st
         real, calls = st.save_file, []
         def dying_save(tensors, filename, metadata=None):
@@ -99,12 +115,12 @@ def test_trainer_killed_while_writing_a_checkpoint_resumes_exactly(tmp_path):
 
     step, _ = load_checkpoint(killed / "checkpoint.safetensors", {})  # the previous one, whole
     assert step == 4
-    _resume_and_compare(tmp_path, killed, 10)
+    _resume_and_compare(clean_run, killed)
 
 
-def test_trainer_sigkill_from_outside_resumes_exactly(tmp_path):
+def test_trainer_sigkill_from_outside_resumes_exactly(tmp_path, clean_run):
     killed = tmp_path / "killed"
-    proc = _train_child(killed, 24, """
+    proc = _train_child(killed, STEPS, """
         def slow(trainer, rec):  # give the parent time to kill mid-run
             time.sleep(0.05)
         Trainer(model, ds, cfg, OUT, progress=False).fit(callback=slow)
@@ -119,7 +135,7 @@ def test_trainer_sigkill_from_outside_resumes_exactly(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, err
     assert (killed / "checkpoint.safetensors").is_file()
-    _resume_and_compare(tmp_path, killed, 24)
+    _resume_and_compare(clean_run, killed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,15 +190,26 @@ def _assert_same_dataset(a: Path, b: Path) -> None:
             assert f["waves"].shape[0] == 2 and len(json.loads(f.attrs["meta"])) == 2
 
 
-def _finish_and_compare(tmp_path: Path, killed: Path) -> None:
+@pytest.fixture(scope="module")
+def clean_dataset(tmp_path_factory) -> Path:
+    """One uninterrupted em-accel simulate-dataset run, shared by the kill tests."""
+    pytest.importorskip("h5py")
+    pytest.importorskip("ase")
+    from em_accel.cli import main
+
+    out = tmp_path_factory.mktemp("clean_dataset") / "ds"
+    assert main(["simulate-dataset", str(out), *DATASET_ARGS]) == 0
+    return out
+
+
+def _finish_and_compare(clean: Path, killed: Path) -> None:
     from em_accel.cli import main
 
     assert main(["simulate-dataset", str(killed), *DATASET_ARGS]) == 0  # resume
-    assert main(["simulate-dataset", str(tmp_path / "clean"), *DATASET_ARGS]) == 0
-    _assert_same_dataset(killed, tmp_path / "clean")
+    _assert_same_dataset(killed, clean)
 
 
-def test_simulate_dataset_killed_while_writing_a_shard_resumes(tmp_path):
+def test_simulate_dataset_killed_while_writing_a_shard_resumes(tmp_path, clean_dataset):
     killed = tmp_path / "killed"
     proc = _cli("dying", killed)
     _, err = proc.communicate(timeout=300)
@@ -190,10 +217,10 @@ def test_simulate_dataset_killed_while_writing_a_shard_resumes(tmp_path):
     names = sorted(p.name for p in (killed / "shards").iterdir())
     assert names[0] == "shard-00000.h5" and any(".tmp" in n for n in names)
     assert "shard-00001.h5" not in names  # the torn shard never got its final name
-    _finish_and_compare(tmp_path, killed)
+    _finish_and_compare(clean_dataset, killed)
 
 
-def test_simulate_dataset_sigkill_from_outside_resumes(tmp_path):
+def test_simulate_dataset_sigkill_from_outside_resumes(tmp_path, clean_dataset):
     killed = tmp_path / "killed"
     proc = _cli("slow", killed)
     first = killed / "shards" / "shard-00000.h5"
@@ -204,4 +231,4 @@ def test_simulate_dataset_sigkill_from_outside_resumes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, err
     assert len(list((killed / "shards").glob("shard-*.h5"))) < 4  # killed mid-run
-    _finish_and_compare(tmp_path, killed)
+    _finish_and_compare(clean_dataset, killed)
