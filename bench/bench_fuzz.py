@@ -58,7 +58,8 @@ def mutate_tensor(t, data):
     kind = data.draw(st.sampled_from([
         "dtype", "ndim+", "ndim-", "empty", "size1", "transpose", "stride", "nan", "inf", "huge",
         "negative", "zeros", "meta", "sparse", "expand", "grow", "shrink", "int-shift",
-        "int-scale", "int-random", "permute", "numpy", "list", "scalar", "requires_grad"]))
+        "int-scale", "int-random", "permute", "numpy", "list", "scalar", "requires_grad",
+        "cuda"]))
     if kind == "dtype":
         dt = data.draw(st.sampled_from([torch.float16, torch.bfloat16, torch.float32,
                                         torch.float64, torch.int32, torch.int64, torch.int8,
@@ -105,6 +106,8 @@ def mutate_tensor(t, data):
         return kind, out
     if kind == "meta":
         return kind, t.to("meta")
+    if kind == "cuda" and torch.cuda.is_available():  # the other arguments stay on the CPU
+        return kind, t.to("cuda")
     if kind == "sparse" and t.dim() >= 1:
         return kind, t.to_sparse()
     if kind == "expand" and t.dim() >= 1:
