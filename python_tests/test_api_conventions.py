@@ -11,9 +11,11 @@ AREAS = ("em_accel.sim", "em_accel.scan", "em_accel.embed", "em_accel.models", "
          "em_accel.data")
 
 # Modules of networks that are landing now; their owners bring them to the convention, then
-# take them off this list. Names defined there are skipped.
+# take them off this list. Names defined there are skipped. At 07:55 on the day of writing only
+# em_accel.models.exit_wave.reconstruct_exit_wave (progress=False) of these is exported and
+# off the convention; the others are listed so their first export is not blocked.
 NOT_YET_CONFORMING = (
-    "em_accel.models.exit_wave",       # load_pretrained_exit_wave(map_location=, with_notes=)
+    "em_accel.models.exit_wave",       # reconstruct_exit_wave(progress=False)
     "em_accel.models.completion",
     "em_accel.models.adaptive",
     "em_accel.models.conditioned",
