@@ -192,3 +192,17 @@ def test_recipe_gan_variant_runs_and_balances(tiny_set, tmp_path):
     model, _ = load_exit_wave_weights(tmp_path / "gan" / "weights.safetensors")
     y = model(torch.rand(1, 1, 16, 16) + 0.5)
     assert y.shape == (1, 2, 16, 16)
+
+
+def test_shipped_weights_load_and_run():
+    from em_accel.models import exit_wave_notes, load_pretrained_exit_wave
+
+    model = load_pretrained_exit_wave()
+    notes = exit_wave_notes()
+    assert notes["steps"] > 0 and "broad" in notes["data"]
+    assert not model.training and model.config["width"] == 0.25
+    amp = np.random.default_rng(1).uniform(0.6, 1.4, (40, 40)).astype(np.float32)
+    wave = reconstruct_exit_wave(amp)  # default model: the shipped one
+    assert wave.shape == (40, 40) and np.isfinite(wave).all()
+    with pytest.raises(FileNotFoundError):
+        load_pretrained_exit_wave("nope.safetensors")
