@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
@@ -15,7 +14,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from .. import _native
-from .._api import progress_enabled
+from .._api import progress_counter
 from ..ops import tsne as ops
 from ..ops._common import torch_threads
 from .affinities import Affinities, affinities as compute_affinities, knn, resolve_knn_method
@@ -89,24 +88,6 @@ def locality_order(P: Affinities) -> torch.Tensor | None:
     a = sp.csr_matrix((np.ones(P.nnz, dtype=np.int8), P.indices.cpu().numpy(),
                        P.indptr.cpu().numpy()), shape=(P.n, P.n))
     return torch.from_numpy(reverse_cuthill_mckee(a, symmetric_mode=True).astype(np.int64))
-
-
-class _Bar:
-    """A minimal progress line on stderr (no dependency)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.t0 = total, enabled, time.perf_counter()
-
-    def show(self, it: int, kl: float | None) -> None:
-        if not self.enabled:
-            return
-        frac = it / self.total
-        bar = "#" * int(30 * frac)
-        msg = f"\rt-SNE [{bar:<30}] {it}/{self.total} {time.perf_counter() - self.t0:6.1f}s"
-        if kl is not None:
-            msg += f" KL {kl:.4f}"
-        sys.stderr.write(msg + ("\n" if it >= self.total else ""))
-        sys.stderr.flush()
 
 
 def initial_embedding(x: torch.Tensor, init: str | torch.Tensor, seed: int, *,
@@ -267,7 +248,8 @@ def tsne_with_info(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750,
         cols = cols.to(torch.int32)
     y -= y.mean(0)
     bbox = bounding_box(y)
-    bar = _Bar(n_iter, progress_enabled(progress))
+    bar = progress_counter(n_iter, progress, desc="t-SNE", unit="it")
+    done = 0
     fft_threads = _native_threads() if device.type == "cpu" else 1
     with torch_threads(1 if device.type == "cpu" else None):  # see torch_threads
         for it in range(n_iter):
@@ -283,14 +265,16 @@ def tsne_with_info(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750,
                 rep, zrow = ops.tsne_repulsive_exact(y)
             else:
                 args = (grid.n_boxes, grid.p, grid.lower_x, grid.lower_y, grid.box_width)
-                pot = convolve_grid(ops.tsne_interp_spread(y, *args), grid,
-                                        threads=fft_threads)
+                pot = convolve_grid(ops.tsne_interp_spread(y, *args), grid, threads=fft_threads)
                 rep, zrow = ops.tsne_interp_gather(y, pot, *args)
             z = float(zrow.sum())
             if want_kl:  # KL of the current y under the unexaggerated P
                 kl = plogp - float(plogw.sum()) + math.log(z)
                 info.kl.append((it + 1, kl))
-                bar.show(it + 1, kl)
+                bar.update(it + 1 - done)
+                done = it + 1
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(KL=f"{kl:.4f}", refresh=False)
                 if callback is not None:
                     callback(it + 1, unpermute(y))
             y, update, gains, box = ops.tsne_step(
@@ -298,6 +282,7 @@ def tsne_with_info(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750,
                 initial_momentum if ee else final_momentum, lr_ee if ee else lr_final, min_gain,
                 max_step_norm)
             bbox = box.tolist()
+    bar.close()
     y = unpermute(y)
     sync()
     info.timings["optimize"] = time.perf_counter() - t0
