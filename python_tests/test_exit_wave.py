@@ -206,3 +206,18 @@ def test_shipped_weights_load_and_run():
     assert wave.shape == (40, 40) and np.isfinite(wave).all()
     with pytest.raises(FileNotFoundError):
         load_pretrained_exit_wave("nope.safetensors")
+
+
+def test_presets_hold_out_materials_of_every_set():
+    from em_accel.sim.materials import split_of
+
+    sets = {n: ews.preset(n) for n in ("single", "restricted", "broad", "broad_n1")}
+    assert len(set(sets["restricted"].materials)) >= 50
+    assert sets["broad_n1"].terms == 1 and sets["broad"].terms == 3
+    trained = set().union(*(s.materials for s in sets.values()))
+    held = set().union(*(s.heldout_materials for s in sets.values()))
+    assert held and not trained & held
+    assert all(split_of(m) == "heldout" for m in held)
+    assert all(split_of(m) == "train" for m in trained)
+    with pytest.raises(ValueError, match="unknown set"):
+        ews.preset("everything")
