@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import torch
 
+from ..errors import expect_type
 from ..ops._common import COMPLEX_OF
 from ..ops.tsne import (tsne_attractive, tsne_interp_gather, tsne_interp_spread,
                         tsne_repulsive_exact)
@@ -209,6 +210,7 @@ def repulsive_forces(y: torch.Tensor, method: str = "exact", p: int = 3,
     ``method='exact'``: tiled O(N^2); ``'fft'``: FIt-SNE interpolation with ``p`` nodes per
     box and ``intervals_per_unit`` boxes per embedding unit (at least ``min_intervals``).
     """
+    expect_type("y", y, torch.Tensor)
     if method == "exact":
         force, zrow = tsne_repulsive_exact(y)
         return force, float(zrow.sum())

@@ -144,3 +144,10 @@ def tensors(**named: object) -> None:
     before touching ``.contiguous()`` or ``.shape``)."""
     for name, value in named.items():
         expect_type(name, value, torch.Tensor)
+
+
+def integers(**named: object) -> None:
+    """Raise InvalidTypeError/OutOfRangeError unless every argument is an integer in
+    [0, 2**62] (grid sizes and counts the wrappers convert with int())."""
+    for name, value in named.items():
+        expect_number(name, value, 0, 2**62, integer=True)

@@ -388,6 +388,7 @@ def structure_factor(positions, species, offsets, form_factors, nx, ny, lx, ly, 
                      check: bool = True) -> torch.Tensor:
     """Exact structure-factor spectrum; see :func:`ms_structure_factor`."""
     _validate.tensors(positions=positions, species=species, offsets=offsets, form_factors=form_factors)
+    _validate.integers(nx=nx, ny=ny)
     return ms_structure_factor(positions.contiguous(), species.contiguous(), offsets.contiguous(),
                                form_factors.contiguous(), int(nx), int(ny), float(lx), float(ly),
                                check=bool(check))
@@ -397,6 +398,7 @@ def deposit(positions, species, offsets, num_species, nx, ny, lx, ly, double=Fal
             check: bool = True) -> torch.Tensor:
     """Bilinear deposit; see :func:`ms_deposit`."""
     _validate.tensors(positions=positions, species=species, offsets=offsets)
+    _validate.integers(num_species=num_species, nx=nx, ny=ny)
     return ms_deposit(positions.contiguous(), species.contiguous(), offsets.contiguous(),
                       int(num_species), int(nx), int(ny), float(lx), float(ly), bool(double),
                       check=bool(check))

@@ -60,10 +60,10 @@ def _check(images, start, actions, positions, values, offset, probes, step, edge
     acc = accumulate_dtype(images.dtype)
     B = images.shape[0]
     check_tensor("start", start, dtypes=(acc,), shape=(B, 2))
+    check_tensor("actions", actions, dtypes=(acc,))
     if tuple(actions.shape) not in ((B,), (B, 2)):
         raise ValueError(f"actions must have shape [{B}] (angles) or [{B}, 2] (steps), "
                          f"got {list(actions.shape)}")
-    check_tensor("actions", actions, dtypes=(acc,))
     check_tensor("positions", positions, dtypes=(acc,), ndim=3)
     n = positions.shape[1]
     if positions.shape[0] != B or positions.shape[2] != 2:

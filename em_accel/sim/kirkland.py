@@ -16,7 +16,7 @@ from importlib import resources
 
 import torch
 
-from ..errors import expect_type
+from ..errors import expect_number, expect_type
 from .physics import BOHR_ANGSTROM, E_OVER_4PI_EPS0, FORM_FACTOR_TO_POTENTIAL
 
 _A0E = BOHR_ANGSTROM * E_OVER_4PI_EPS0  # a0 e [V·Å^2]
@@ -59,10 +59,7 @@ def atomic_number(element: int | str) -> int:
         if element not in SYMBOLS[1:]:
             raise ValueError(f"unknown element symbol {element!r} (Kirkland table covers H..Lr)")
         return SYMBOLS.index(element)
-    z = int(element)
-    if not 1 <= z <= MAX_Z:
-        raise ValueError(f"atomic number must be in 1..{MAX_Z}, got {element}")
-    return z
+    return expect_number("atomic number", element, 1, MAX_Z, integer=True)
 
 
 def _coefficients(element, terms: int) -> torch.Tensor:
