@@ -192,6 +192,7 @@ def test_recipe_gan_variant_runs_and_balances(tiny_set, tmp_path):
     model, _ = load_exit_wave_weights(tmp_path / "gan" / "weights.safetensors")
     y = model(torch.rand(1, 1, 16, 16) + 0.5)
     assert y.shape == (1, 2, 16, 16)
+    assert reconstruct_exit_wave(np.ones((20, 30), np.float32), model, tile=40).shape == (20, 30)
 
 
 def test_shipped_weights_load_and_run():

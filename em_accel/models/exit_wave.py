@@ -338,7 +338,8 @@ def reconstruct_exit_wave(amplitude, model: ExitWaveNet | None = None, *, tile: 
     if model is None:
         model = load_pretrained_exit_wave(device=device)
     model = model.to(device).eval()
-    tile = max(model.multiple, tile // model.multiple * model.multiple)
+    step = max(16, model.multiple)  # apply_tiled cuts tiles in multiples of 16
+    tile = max(step * (2 * margin // step + 1), tile // step * step)  # > 2 margin
     scaled = (amp / amp.mean()).to(device)
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
