@@ -62,6 +62,23 @@ def image_crops(img: np.ndarray | torch.Tensor, mode: str = "center", size: int 
     return to_unit_crops(crops)[:, 0]
 
 
+def random_square(img: torch.Tensor, g: torch.Generator, size: int = CROP,
+                  log_side: bool = True) -> torch.Tensor:
+    """A square of ``img`` [H, W] with side in [size, min(H, W)] (log-uniform, or uniform with
+    ``log_side=False``) at a uniform position, area-resized to ``size`` x ``size``."""
+    h, w = img.shape
+    hi = min(h, w)
+    if log_side:
+        u = float(torch.rand(1, generator=g))
+        side = int(round(math.exp(math.log(size) + u * (math.log(hi) - math.log(size)))))
+    else:
+        side = int(torch.randint(size, hi + 1, (1,), generator=g))
+    side = min(max(side, size), hi)
+    i = int(torch.randint(h - side + 1, (1,), generator=g))
+    j = int(torch.randint(w - side + 1, (1,), generator=g))
+    return resize_area(img[i:i + side, j:j + side], size)
+
+
 class CropSampler:
     """Random training crops of ``images``: batch ``step`` is a pure function of
     ``(seed, step)``, so resumed training repeats exactly the batches it would have seen.
@@ -86,15 +103,7 @@ class CropSampler:
     def crop(self, index: int) -> torch.Tensor:
         g = item_generator(self.seed, index)
         src = int(torch.searchsorted(self._cum, torch.rand(1, generator=g)).clamp(max=len(self.images) - 1))
-        im = self.images[src]
-        h, w = im.shape
-        hi = min(h, w)
-        side = int(round(math.exp(math.log(self.size) + float(torch.rand(1, generator=g))
-                                  * (math.log(hi) - math.log(self.size)))))
-        side = min(max(side, self.size), hi)
-        i = int(torch.randint(h - side + 1, (1,), generator=g))
-        j = int(torch.randint(w - side + 1, (1,), generator=g))
-        c = resize_area(im[i:i + side, j:j + side], self.size)
+        c = random_square(self.images[src], g, self.size)
         c = dihedral(c, int(torch.randint(8, (1,), generator=g)))
         return to_unit_crops(c[None])[0]
 

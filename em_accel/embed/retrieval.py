@@ -16,10 +16,10 @@ import torch
 from ..data.augment import dihedral
 from ..data.datasets import item_generator
 from ..data.noise import poisson_noise
-from .crops import resize_area
+from .crops import random_square
 from .features import dihedral_views
 from .index import Index
-from .vae import CROP, to_unit_crops
+from .vae import to_unit_crops
 
 
 class RetrievalScore(NamedTuple):
@@ -34,13 +34,8 @@ def heldout_crops(images: list[np.ndarray], per_image: int, seed: int = 0) -> to
     out = []
     for i, im in enumerate(images):
         t = torch.as_tensor(np.asarray(im, dtype=np.float32))
-        h, w = t.shape
-        for j in range(per_image):
-            g = item_generator(seed, i * 10_000 + j)
-            side = int(torch.randint(CROP, min(h, w) + 1, (1,), generator=g))
-            y = int(torch.randint(h - side + 1, (1,), generator=g))
-            x = int(torch.randint(w - side + 1, (1,), generator=g))
-            out.append(resize_area(t[y:y + side, x:x + side]))
+        out += [random_square(t, item_generator(seed, i * 10_000 + j), log_side=False)
+                for j in range(per_image)]
     return to_unit_crops(torch.stack(out))[:, 0]
 
 

@@ -31,6 +31,14 @@ def _check(mu: torch.Tensor, sigma: torch.Tensor) -> None:
                          f"and {list(sigma.shape)}")
 
 
+def _pair_d2(mu_a: torch.Tensor, sigma_a: torch.Tensor, mu_b: torch.Tensor,
+             sigma_b: torch.Tensor) -> torch.Tensor:
+    """The σ-aware d² of broadcast pairs over the last dimension ([..., D] -> [...])."""
+    w = 1.0 / (sigma_a * sigma_a + sigma_b * sigma_b + SIGMA_FLOOR)
+    diff = mu_a - mu_b
+    return (w * diff * diff).sum(-1) / w.sum(-1)
+
+
 def sigma_d2(mu_a: torch.Tensor, sigma_a: torch.Tensor, mu_b: torch.Tensor,
              sigma_b: torch.Tensor, block_bytes: int = 64 << 20) -> torch.Tensor:
     """σ-aware squared distances [A, B] between encodings a [A, D] and b [B, D] (see the module
@@ -41,13 +49,10 @@ def sigma_d2(mu_a: torch.Tensor, sigma_a: torch.Tensor, mu_b: torch.Tensor,
         raise ValueError(f"a has {mu_a.shape[1]} dimensions, b has {mu_b.shape[1]}")
     nb, d = mu_b.shape
     rows = max(1, block_bytes // max(1, 4 * nb * d))
-    s2b = sigma_b * sigma_b + SIGMA_FLOOR
     out = torch.empty(mu_a.shape[0], nb, dtype=mu_a.dtype, device=mu_a.device)
     for i0 in range(0, mu_a.shape[0], rows):
         i1 = min(mu_a.shape[0], i0 + rows)
-        w = 1.0 / (sigma_a[i0:i1, None, :] ** 2 + s2b[None])          # [r, B, D]
-        diff = mu_a[i0:i1, None, :] - mu_b[None]
-        out[i0:i1] = (w * diff * diff).sum(-1) / w.sum(-1)
+        out[i0:i1] = _pair_d2(mu_a[i0:i1, None], sigma_a[i0:i1, None], mu_b[None], sigma_b[None])
     return out
 
 
@@ -75,9 +80,7 @@ def sigma_knn(mu: torch.Tensor, sigma: torch.Tensor, k: int, *, candidates: int 
         for i0 in range(0, n, rows):
             i1 = min(n, i0 + rows)
             c = cand[i0:i1]
-            w = 1.0 / (sigma[i0:i1, None, :] ** 2 + sigma[c] ** 2 + SIGMA_FLOOR)
-            diff = mu[i0:i1, None, :] - mu[c]
-            d2[i0:i1] = (w * diff * diff).sum(-1) / w.sum(-1)
+            d2[i0:i1] = _pair_d2(mu[i0:i1, None], sigma[i0:i1, None], mu[c], sigma[c])
         best, order = torch.topk(d2, k, dim=1, largest=False, sorted=True)
         return best, torch.gather(cand, 1, order)
     rows = max(1, block_bytes // max(1, 4 * n * mu.shape[1]))
