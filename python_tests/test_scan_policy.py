@@ -217,3 +217,18 @@ def test_cli_run_on_a_file(tmp_path):
     with pytest.raises(SystemExit):
         main(["scan-policy", "run", str(img), "-o", str(out), "--weights", str(weights),
               "--crop", "100", "0"])
+
+
+def test_shipped_policy_loads_and_scans():
+    from em_accel.scan.policy_io import WEIGHTS_DIR, PRETRAINED_POLICY, load_policy
+
+    path = WEIGHTS_DIR / PRETRAINED_POLICY
+    assert path.stat().st_size <= 5 * 2 ** 20
+    gen, actor, configs = load_policy()
+    assert configs["budget"]["segments"] == 20 and configs["baselines"]["spiral_pitch"] > 0
+    imgs = _images(2, 96)
+    roll, _ = env_rollout(actor, imgs)
+    assert roll.positions.shape == (2, 400, 2) and torch.isfinite(roll.angles).all()
+    from em_accel.scan.policy_eval import completion
+
+    assert completion(gen, imgs, roll.positions).shape == (2, 96, 96)

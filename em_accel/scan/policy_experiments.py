@@ -152,8 +152,14 @@ def evaluate(out: str | Path, *, images: torch.Tensor | None = None, name: str =
     out = Path(out)
     data = load_data(out)
     images = data["test"] if images is None else images
-    gen, _, _ = load_policy(out / "final" / "checkpoint.safetensors")
-    ch = static_choices(out, gen, data["train"])
+    final = out / "final" / "checkpoint.safetensors"
+    gen, _, _ = load_policy(final)
+    cached = out / "final" / "static_choices.pt"  # chosen on training crops: reuse per set
+    if cached.exists() and cached.stat().st_mtime > final.stat().st_mtime:
+        ch = torch.load(cached, weights_only=True)
+    else:
+        ch = static_choices(out, gen, data["train"])
+        torch.save(ch, cached)
     strategies = {"spiral": ch["spiral"], "random_walk": ch["walk"],
                   "fixed_optimised": angle_path(fixed_angles(out)[None])[0],
                   "subgrid": subgrid_positions()}

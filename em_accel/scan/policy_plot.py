@@ -16,7 +16,7 @@ def plot_policy_comparison(target: torch.Tensor,
 
     plt = _pyplot()
     n = len(panels)
-    fig, axes = plt.subplots(1, 1 + 2 * n, figsize=(2.6 * (1 + 2 * n), 2.9))
+    fig, axes = plt.subplots(1, 1 + 2 * n, figsize=(2.6 * (1 + 2 * n), 3.2))
     H, W = target.shape
     t = target.detach().cpu().numpy()
     lo, hi = float(t.min()), float(t.max())
