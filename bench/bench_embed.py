@@ -10,12 +10,14 @@ each = 20,000 crops of 96 px at random scales; --quick: 2,000). Rows:
 * query: ms per query of ``Index.search`` (k = 5, 1000 queries in batches of 1000; one view
   and 8 dihedral views) over the 20k items, for 576-d raw and 64-d features;
 * quality: 10-NN preservation and exact KL (against the same P) of our t-SNE and openTSNE's
-  (FFT, defaults) on the same PCA-50 features, with wall times.
+  (FFT, defaults) on the same PCA-50 features, with wall times;
+* the map page's size and load time in headless Chromium (goto until drawn), if installed.
 """
 from __future__ import annotations
 
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +33,31 @@ def _crops(n: int) -> torch.Tensor:
 
     per = 125
     return heldout_crops(synthetic_images(max(2, n // per), 256, seed=11), per, seed=3)[:n]
+
+
+def _page_load_ms(html: Path) -> float | None:
+    """Time until the map page has decoded its atlases and drawn (Chromium, headless), or None
+    without Chromium/Playwright."""
+    import shutil
+
+    exe = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if exe is None:
+        return None
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = b.new_page(viewport={"width": 1200, "height": 800})
+        t0 = time.perf_counter()
+        page.goto(html.resolve().as_uri())
+        page.wait_for_function("window.emMap && window.emMap.ready", timeout=120_000)
+        ms = 1000 * (time.perf_counter() - t0)
+        b.close()
+    return ms
 
 
 def _timed(fn):
@@ -65,8 +92,10 @@ def run(quick: bool = False):
         col = Collection(crops, [f"crop_{i}" for i in range(n)], [{"file": f"crop_{i}"} for i in range(n)])
         with tempfile.TemporaryDirectory() as tmp:
             s, t = _timed(lambda: make_map([], tmp, collection=col, device=dev, progress=False))
-        rows.append({"row": "map", "device": dev, "encoder": "raw", "n": n, "total_s": t,
-                     **{f"{k}_s": v for k, v in s.timings.items()}, "kl": s.kl})
+            rows.append({"row": "map", "device": dev, "encoder": "raw", "n": n, "total_s": t,
+                         **{f"{k}_s": v for k, v in s.timings.items()}, "kl": s.kl,
+                         "html_mb": (Path(tmp) / "map.html").stat().st_size / 1e6,
+                         "page_load_ms": _page_load_ms(Path(tmp) / "map.html")})
 
         raw = encode(crops, "raw").features
         q = raw[:1000] + 0.01 * torch.randn(1000, raw.shape[1])
@@ -102,7 +131,8 @@ def run(quick: bool = False):
                 ["device", "encoder", "n", "crops_per_s"])
     print_table("map", [r for r in rows if r["row"] == "map"],
                 ["device", "n", "total_s", "read_s", "encode_s", "tsne_affinities_s",
-                 "tsne_optimize_s", "uniform_s", "neighbours_s", "write_s"])
+                 "tsne_optimize_s", "uniform_s", "neighbours_s", "write_s", "html_mb",
+                 "page_load_ms"])
     print_table("query (k = 5)", [r for r in rows if r["row"] == "query"],
                 ["device", "features", "n", "views", "ms_per_query"])
     print_table("quality (same P, exact KL)", [r for r in rows if r["row"] == "quality"],
