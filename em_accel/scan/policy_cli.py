@@ -26,7 +26,8 @@ def _train(args: argparse.Namespace) -> int:
     for stage in args.stages:
         if stage not in STAGES and stage != "final":
             raise SystemExit(f"unknown stage {stage!r}; choose from {[*STAGES, 'final']}")
-        tr = run_stage(args.out, stage, args.steps, max_seconds=args.max_seconds)
+        tr = run_stage(args.out, stage, args.steps, max_seconds=args.max_seconds,
+                       device=args.device)
         print(f"{stage}: step {tr.step}, checkpoint {tr.ckpt_path}")
     return 0
 
@@ -40,7 +41,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     images, name = None, "test"
     if args.images:
         images, name = _file_crops(args.images, args.crops, args.seed), args.name
-    report = evaluate(args.out, images=images, name=name, slads=not args.no_slads)
+    report = evaluate(args.out, images=images, name=name, slads=not args.no_slads,
+                      device=args.device)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -93,25 +95,26 @@ def _run(args: argparse.Namespace) -> int:
     r0, c0 = args.crop if args.crop else ((data.shape[0] - side) // 2, (data.shape[1] - side) // 2)
     if not (0 <= r0 <= data.shape[0] - side and 0 <= c0 <= data.shape[1] - side):
         raise SystemExit(f"--crop {r0} {c0} does not fit a {side} px crop in {list(data.shape)}")
-    crop = prepare_crops(data[None, r0:r0 + side, c0:c0 + side])
-    gen, actor, configs = load_policy(args.weights)
+    crop = prepare_crops(data[None, r0:r0 + side, c0:c0 + side]).to(args.device or "cpu")
+    gen, actor, configs = load_policy(args.weights, device=args.device)
     if actor is None:
         raise SystemExit(f"{args.weights} holds no actor (a learned policy is needed)")
     budget = ScanBudget(**configs.get("budget", {}))
     learned = env_rollout(actor, crop, budget)[0].positions
-    spiral = spiral_positions(args.spiral_pitch, budget)[None]
+    pitch = args.spiral_pitch or float(configs.get("baselines", {}).get("spiral_pitch", 15.0))
+    spiral = spiral_positions(pitch, budget)[None]
     panels = []
-    for name, pos in (("learned policy", learned), (f"spiral (pitch {args.spiral_pitch} px)", spiral)):
+    for name, pos in (("learned policy", learned), (f"spiral (pitch {pitch:g} px)", spiral)):
         comp = completion(gen, crop, pos)
         rms = float(((comp - crop) ** 2).mean().sqrt())
-        panels.append((name, pos[0], comp[0], rms))
+        panels.append((name, pos[0].cpu(), comp[0].cpu(), rms))
         print(f"{name}: RMS {rms:.4f} (crop in [-1, 1])")
     if args.tif:
         write_image(args.tif, panels[0][2].numpy(), pixel_size=mg.pixel_size, metadata=mg.metadata)
         print(f"completion: {args.tif}")
     from .policy_plot import plot_policy_comparison
 
-    fig = plot_policy_comparison(crop[0], panels)
+    fig = plot_policy_comparison(crop[0].cpu(), panels)
     fig.savefig(args.output, dpi=args.dpi)
     print(f"figure: {args.output}")
     return 0
@@ -130,6 +133,7 @@ def register(subparsers) -> None:
     t.add_argument("--steps", type=int, default=500, help="total steps per stage (default 500)")
     t.add_argument("--max-seconds", type=float, default=None, help="wall-clock cap per stage")
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     t.set_defaults(func=_train)
     e = sub.add_parser("evaluate", help="held-out comparison of every strategy, one generator")
     e.add_argument("--out", required=True, help="run directory with a 'final' stage")
@@ -141,6 +145,7 @@ def register(subparsers) -> None:
     e.add_argument("--no-slads", action="store_true", help="skip the (slower) SLADS baseline")
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--json", action="store_true")
+    e.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     e.set_defaults(func=_evaluate)
     r = sub.add_parser("run", help="scan a micrograph crop with a policy and plot the path")
     r.add_argument("image", help="micrograph file (TIFF, MRC, DM3/DM4, SER, EMD, PNG, NPY)")
@@ -148,7 +153,9 @@ def register(subparsers) -> None:
     r.add_argument("--weights", default=None, help="policy weights or checkpoint (default: shipped)")
     r.add_argument("--crop", type=int, nargs=2, metavar=("ROW", "COL"),
                    help="top-left corner of the 96 px crop (default: centre)")
-    r.add_argument("--spiral-pitch", type=float, default=6.0, help="baseline spiral pitch [px]")
+    r.add_argument("--spiral-pitch", type=float, default=None,
+                   help="baseline spiral pitch [px] (default: the one evaluated with the weights)")
     r.add_argument("--tif", help="also write the policy's completion (pixel size kept)")
     r.add_argument("--dpi", type=int, default=120)
+    r.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     r.set_defaults(func=_run)

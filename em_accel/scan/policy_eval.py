@@ -27,21 +27,22 @@ def completion_rms(generator, images: torch.Tensor, positions: torch.Tensor,
                    batch: int = 64) -> torch.Tensor:
     """[N] RMS error of the generator's completion of each image scanned at positions
     ([P, 2] or [N, P, 2]), in the images' units."""
-    generator.eval()
     out = []
     for s in range(0, images.shape[0], batch):
         x = images[s:s + batch]
         pos = positions if positions.dim() == 2 else positions[s:s + batch]
-        pred = generator(partial_input(x, pos))[:, 0]
+        pred = completion(generator, x, pos)
         out.append(((pred - x) ** 2).mean(dim=(1, 2)).sqrt())
     return torch.cat(out)
 
 
 def completion(generator, images: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """[B, H, W] the generator's completion of images scanned at positions."""
-    with torch.no_grad():
+    """[B, H, W] float32 completion of images scanned at positions ([P, 2] or [B, P, 2]), in
+    eval mode, without gradients (bf16 autocast on CUDA)."""
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=images.is_cuda):
         generator.eval()
-        return generator(partial_input(images, positions))[:, 0]
+        partial = partial_input(images, positions.to(images.device))
+        return generator(partial)[:, 0].float()
 
 
 def best_spiral(generator, images: torch.Tensor, budget: ScanBudget = ScanBudget(),
@@ -84,7 +85,7 @@ def slads_positions(generator, images: torch.Tensor, budget: ScanBudget = ScanBu
         var = F.avg_pool2d(pred ** 2, 5, 1, 2, count_include_pad=False) - mean ** 2
         gy, gx = torch.gradient(pred[:, 0], dim=(1, 2))
         score = var[:, 0].clamp(min=0).sqrt() + (gy ** 2 + gx ** 2).sqrt()
-        src = scan_rasterize(torch.zeros(pos.shape[:2], dtype=images.dtype), pos,
+        src = scan_rasterize(torch.zeros(pos.shape[:2], dtype=images.dtype, device=images.device), pos,
                              (side, side)).source.reshape(B, -1)
         d2 = (rows - (src // side).to(images.dtype)) ** 2 + (cols - (src % side).to(images.dtype)) ** 2
         score = score.reshape(B, -1) * (1 - torch.exp(-d2 / 8.0))

@@ -53,9 +53,9 @@ def load_data(out: Path, n_train: int = 2000, n_test: int = 256, seed: int = 0
 
 
 def run_stage(out: str | Path, stage: str, steps: int, *, max_seconds: float | None = None,
-              base: dict | None = None) -> ScanTrainer:
-    """Train ``stage`` to ``steps`` (continuing its checkpoint); stages after ``generator``
-    start from the generator stage's checkpoint."""
+              base: dict | None = None, device: str | torch.device | None = None) -> ScanTrainer:
+    """Train ``stage`` to ``steps`` (continuing its checkpoint) on ``device`` (None: CPU);
+    stages after ``generator`` start from the generator stage's checkpoint."""
     out = Path(out)
     if stage not in STAGES and stage != "final":
         raise ValueError(f"stage must be one of {[*STAGES, 'final']}, got {stage!r}")
@@ -66,7 +66,7 @@ def run_stage(out: str | Path, stage: str, steps: int, *, max_seconds: float | N
         raise FileNotFoundError(f"stage {stage!r} needs the generator stage first ({init})")
     positions_fn = final_mixture(out, data["train"]) if stage == "final" else None
     tr = ScanTrainer(cfg, data["train"], out / stage, init_generator=init,
-                     positions_fn=positions_fn)
+                     positions_fn=positions_fn, device=device)
     t0 = time.time()
     if stage == "fixed" and tr.step == 0:
         # Start from the best of 32 random walks (a straight line from the centre would leave
@@ -107,7 +107,7 @@ def static_choices(out: Path, generator, train: torch.Tensor) -> dict:
     with ``generator``."""
     from .policy_eval import best_random_walk, best_spiral
 
-    sub = train[:64]
+    sub = train[:64].to(next(generator.parameters()).device)
     pitch, spiral = best_spiral(generator, sub)
     walk_angles, walk = best_random_walk(generator, sub, tries=32)
     return {"spiral_pitch": pitch, "spiral": spiral, "walk_angles": walk_angles, "walk": walk}
@@ -134,13 +134,13 @@ def final_mixture(out: Path, train: torch.Tensor):
         if k < len(fixed):
             return fixed[k][None].expand(B, -1, -1)
         if k < len(fixed) + len(actors):
-            return env_rollout(actors[k - len(fixed)], images)[0].positions
+            return env_rollout(actors[k - len(fixed)].to(images.device), images)[0].positions
         return random_points(B, generator=g)
     return fn
 
 
 def evaluate(out: str | Path, *, images: torch.Tensor | None = None, name: str = "test",
-             slads: bool = True) -> dict:
+             slads: bool = True, device: str | torch.device | None = None) -> dict:
     """Evaluate every strategy with the final generator on held-out crops; writes
     ``<out>/eval_<name>.json`` and returns it. Learned vs best static contiguous path: paired
     bootstrap 95% interval of the RMS difference."""
@@ -152,8 +152,10 @@ def evaluate(out: str | Path, *, images: torch.Tensor | None = None, name: str =
     out = Path(out)
     data = load_data(out)
     images = data["test"] if images is None else images
+    if device is not None:
+        images = images.to(device)
     final = out / "final" / "checkpoint.safetensors"
-    gen, _, _ = load_policy(final)
+    gen, _, _ = load_policy(final, device=images.device)
     cached = out / "final" / "static_choices.pt"  # chosen on training crops: reuse per set
     if cached.exists() and cached.stat().st_mtime > final.stat().st_mtime:
         ch = torch.load(cached, weights_only=True)
@@ -165,7 +167,7 @@ def evaluate(out: str | Path, *, images: torch.Tensor | None = None, name: str =
                   "subgrid": subgrid_positions()}
     for s in ACTOR_STAGES:
         if (out / s / "checkpoint.safetensors").exists():
-            strategies[s] = actor_positions(load_actor(out, s))
+            strategies[s] = actor_positions(load_actor(out, s).to(images.device))
     if slads:
         strategies["slads"] = lambda x: torch.cat([slads_positions(gen, x[i:i + 64])
                                                    for i in range(0, x.shape[0], 64)])

@@ -158,7 +158,7 @@ def actor_rollout(actor, images: torch.Tensor, budget: ScanBudget = ScanBudget()
             angle, state = actor(values[-1], start, state)
             if noise_sigma > 0:
                 noise = noise - noise_theta * noise + noise_sigma * torch.randn(
-                    B, device=dev, dtype=dt, generator=generator)
+                    B, dtype=dt, generator=generator).to(dev)  # CPU generator on any device
                 noise = noise.clamp(-math.pi, math.pi)
                 angle = wrap_angle(angle + noise)
         d = step * torch.stack([torch.cos(angle), torch.sin(angle)], -1)
@@ -192,7 +192,7 @@ def env_rollout(actor, images: torch.Tensor, budget: ScanBudget = ScanBudget(), 
         a, state = actor(last, env.start.clone(), state)
         if noise_sigma > 0:
             noise = (noise - noise_theta * noise + noise_sigma * torch.randn(
-                B, device=images.device, dtype=images.dtype, generator=generator)
+                B, dtype=images.dtype, generator=generator).to(images.device)
                 ).clamp(-math.pi, math.pi)
             a = wrap_angle(a + noise)
         angles.append(a)
