@@ -26,23 +26,23 @@ def run(ctx: DemoContext) -> StageResult:
     n = haadf.shape[0]
     # A crop across the particle's edge (the particle fills 0.6 of the field, centred).
     r0 = c0 = max(0, min(n - SIDE, int(0.2 * n) - SIDE // 4))
-    crop = prepare_crops(haadf[None, r0:r0 + SIDE, c0:c0 + SIDE])
-    gen, actor, configs = load_policy()
+    crop = prepare_crops(haadf[None, r0:r0 + SIDE, c0:c0 + SIDE]).to(ctx.device)
+    gen, actor, configs = load_policy(device=ctx.device)
     budget = ScanBudget(**configs.get("budget", {}))
     pitch = float(configs.get("baselines", {}).get("spiral_pitch", 6.0))
     learned = env_rollout(actor, crop, budget)[0].positions
     spiral = spiral_positions(pitch, budget)[None]
-    truth = crop[0].numpy()
+    truth = crop[0].cpu().numpy()
     panels, numbers, rows = [], {}, []
     for name, pos in (("learned policy", learned), (f"spiral (pitch {pitch:g} px)", spiral)):
-        comp = completion(gen, crop, pos)
-        rms = float(((comp - crop) ** 2).mean().sqrt())
-        rows.append((name, pos[0], comp[0], rms))
+        comp = completion(gen, crop, pos).cpu()
+        rms = float(((comp[0] - crop[0].cpu()) ** 2).mean().sqrt())
+        rows.append((name, pos[0].cpu(), comp[0], rms))
         short = name.split(" (")[0]
         numbers[f"RMSE {short} (fraction of range)"] = relative_rmse(comp[0].numpy(), truth)
-        numbers[f"path length {short} (px)"] = float(path_length(pos[0]))
+        numbers[f"path length {short} (px)"] = float(path_length(pos[0].cpu()))
         panels.append((f"|error| {short}", np.abs(comp[0].numpy() - truth)))
-    fig = plot_policy_comparison(crop[0], rows)
+    fig = plot_policy_comparison(crop[0].cpu(), rows)
     png = ctx.out_dir / "adaptive_paths.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
