@@ -27,6 +27,8 @@ def folder(tmp_path_factory):
     tifffile.imwrite(d / "flat.tif", np.zeros((100, 100), np.float32))
     np.save(d / "stack.npy", np.stack([synthetic_micrograph(100, 300 + k) for k in range(3)]))
     (d / "notes.txt").write_text("not an image")  # not a microscope suffix: ignored
+    from em_accel.io import write_image
+    write_image(d / "b.mrc", synthetic_micrograph(120, 400), pixel_size=1.5)
     return d
 
 
@@ -40,7 +42,9 @@ def test_map_reports_bad_files_and_search_finds_rotated_noisy_copy(folder, tmp_p
     for f in ("map.png", "map.html", "index.safetensors", "index.json"):
         assert (out / f).stat().st_size > 0
     meta = json.loads((out / "index.json").read_text())
-    assert meta["n"] == 24 + 3 and any(n.startswith("stack.npy[") for n in meta["names"])
+    assert meta["n"] == 24 + 3 + 1 and any(n.startswith("stack.npy[") for n in meta["names"])
+    mrc = meta["metadata"][meta["names"].index("b.mrc")]
+    assert mrc["pixel_size_A"] == pytest.approx(1.5) and mrc["shape"] == [120, 120]
     from PIL import Image
     png = np.asarray(Image.open(out / "map.png"))
     assert png.ndim == 2 and png.std() > 10

@@ -287,7 +287,7 @@ function metaTable(i) {
 function showHover(i, ex, ey) {
   hovered = i; window.emMap.hovered = i;
   if (i < 0) { hov.style.display = "none"; draw(); return; }
-  hov.replaceChildren(thumbCanvas(i, 192));
+  hov.replaceChildren(thumbCanvas(i, Math.min(192, 4 * D.thumb)));
   const name = document.createElement("div"); name.className = "name"; name.textContent = D.names[i];
   hov.append(name, metaTable(i));
   hov.style.display = "block";
