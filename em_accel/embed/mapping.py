@@ -114,7 +114,13 @@ def search_files(queries: Sequence[str | Path], index_dir: str | Path, k: int = 
         qs = None if v.sigma is None else v.sigma.reshape(len(col), 8, -1)
     res = index.search(q, min(k, len(index)), metric="sigma" if use_sigma else "euclidean",
                        query_sigma=qs if use_sigma else None)
-    xy = index.place(feats.features).uniform if place and index.embedding is not None else None
+    xy = None
+    if place and index.embedding is not None:
+        at = feats.features
+        if q.dim() == 3:  # place by the view (orientation) that matches the collection best
+            best = torch.stack([index.search(q[:, v], 1).distances[:, 0] for v in range(8)], 1)
+            at = q[torch.arange(len(q)), best.argmin(1)]
+        xy = index.place(at).uniform
     hits = []
     for qi, name in enumerate(col.names):
         nbs = [{"rank": r + 1, "name": index.names[j], "distance": float(d),
