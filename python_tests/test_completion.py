@@ -249,3 +249,18 @@ def test_adversarial_fine_tuning_runs_and_resumes(tmp_path):
     assert rec["steps_done"] == 3 and rec["adversarial"]
     log = (tmp_path / "gan" / "log.jsonl").read_text()
     assert log == "" or "adv" in log or "val" in log
+
+
+def test_shipped_weights_load_and_complete():
+    model = C.load_pretrained("completion")
+    notes = C.completion_notes()
+    assert model.calibration > 0 and model.calibration != 1.0
+    assert notes["steps"] > 0 and "calibration" in notes
+    img = _smooth(64, 9)
+    res = C.complete_scan(img, kind="spiral", coverage=0.05, model=model)
+    err = np.sqrt(((res.completion - img) ** 2).mean())
+    nn_err = np.sqrt(((B.nearest(res.sparse, res.mask) - img) ** 2).mean())
+    assert err < nn_err
+    assert np.isfinite(res.uncertainty).all() and (res.uncertainty > 0).all()
+    with pytest.raises(FileNotFoundError):
+        C.load_pretrained("no_such_weights.safetensors")

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--coverages", type=float, nargs="*", default=None,
                    help="coverages (default 1/10, 1/17.9, 1/30, 1/50, 1/87, 1/100)")
     e.add_argument("--kinds", nargs="*", default=["spiral", "gridlike", "grid"])
+    e.add_argument("--baselines", nargs="*", default=None, metavar="NAME",
+                   help="baselines to score (default: all of nearest, delaunay, delaunay+blur, "
+                        "biharmonic, wavelet-cs; none: the network and its uncertainty only)")
     e.add_argument("--slow-n", type=int, default=2,
                    help="images on which biharmonic and wavelet-CS run (centre crops)")
     e.add_argument("--slow-size", type=int, default=256, help="centre-crop side for those")
@@ -154,9 +157,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         cal_images, _ = E.heldout_images(args.calibration_n, args.size, E.CALIBRATION_SEED)
         calibration = E.fit_calibration(model, cal_images, args.counts_per_intensity, covs,
                                         tuple(args.kinds))
+    from .completion_baselines import METHODS
+
+    methods = None
+    if args.baselines is not None:
+        unknown = sorted(set(args.baselines) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; choose from {sorted(METHODS)}")
+        methods = {k: METHODS[k] for k in args.baselines}
     res = E.evaluate(model, images, counts=args.counts_per_intensity, coverages=covs,
-                     kinds=tuple(args.kinds), slow_n=args.slow_n, slow_size=args.slow_size,
-                     calibration=calibration, progress=not args.no_progress)
+                     kinds=tuple(args.kinds), methods=methods, slow_n=args.slow_n,
+                     slow_size=args.slow_size, calibration=calibration,
+                     progress=not args.no_progress)
     res["images"] = desc
     if args.images:
         real = []

@@ -17,6 +17,7 @@ the thesis's three-scale LSGAN discriminators (see :mod:`em_accel.models.complet
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -39,8 +40,10 @@ COUNTS = (30.0, 3000.0)  # log-uniform shot-noise level [counts per unit intensi
 NLL_WEIGHT = 0.1
 
 
+@functools.lru_cache(maxsize=4)
 def path_bank(size: int, seed: int = 0) -> list[tuple[str, float, object]]:
-    """(kind, nominal coverage, ScanPath) for every path used in training at ``size``."""
+    """(kind, nominal coverage, ScanPath) for every path used in training at ``size``
+    (cached: paths are immutable)."""
     bank = []
     for i, c in enumerate(np.geomspace(COVERAGE_LO, COVERAGE_HI, N_BANK)):
         bank.append(("spiral", float(c), make_path("spiral", (size, size), float(c))))
