@@ -71,7 +71,8 @@ def _run_map(args: argparse.Namespace) -> int:
     from .mapping import make_map
 
     try:
-        s = make_map(args.inputs, args.output, encoder=args.encoder, crop=args.crop,
+        s = make_map(args.inputs, args.output, encoder=args.encoder, weights=args.weights,
+                     crop=args.crop,
                      sigma_aware=not args.no_sigma, dihedral=not args.no_dihedral,
                      perplexity=args.perplexity,
                      n_iter=args.n_iter, device=args.device, seed=args.seed, title=args.title,
@@ -120,7 +121,12 @@ def register_maps(subparsers) -> None:
     p.add_argument("inputs", nargs="+", help="microscope files and/or folders (searched "
                    "recursively; TIFF, MRC, DM3/DM4, SER, EMD, PNG, ...)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--encoder", choices=ENCODERS, default=DEFAULT_ENCODER)
+    p.add_argument("--encoder", choices=ENCODERS, default=DEFAULT_ENCODER,
+                   help="raw: 24x24 pixels (default; best search in docs/maps.md), pca: PCA-50 "
+                   "of the pixels (the thesis), contrastive: shipped encoder, vae: the thesis's "
+                   "VAE (needs --weights)")
+    p.add_argument("--weights", default=None, help="weights file of a contrastive/vae encoder "
+                   "(python -m em_accel.embed.train_encoders, then save_weights)")
     p.add_argument("--crop", choices=CROP_MODES, default="center",
                    help=f"one whole-image crop per image/slice (center, downsample) or 96-px "
                    f"tiles; stacks give up to {MAX_SLICES} slices")

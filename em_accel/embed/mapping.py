@@ -31,13 +31,15 @@ class MapSummary:
 
 
 def make_map(inputs: Sequence[str | Path], out: str | Path, *, encoder: str = DEFAULT_ENCODER,
+             weights: str | Path | None = None,
              crop: str = "center", sigma_aware: bool = True, dihedral: bool = True,
              perplexity: float | None = None,
              n_iter: int = 750, device=None, seed: int = 0, title: str | None = None,
              progress: bool = True, collection: Collection | None = None) -> MapSummary:
     """Map the images in ``inputs`` (files and folders) into folder ``out``.
 
-    encoder: "contrastive" (default), "vae", "pca" or "raw" (see :func:`encode`). crop:
+    encoder: "raw" (default), "pca", "contrastive" or "vae" (see :func:`encode`); weights:
+    a weights file for the learned encoders instead of the shipped one. crop:
     "center", "downsample" or "tiles" (see :mod:`em_accel.embed.crops`). sigma_aware: with the
     VAE, t-SNE affinities from the σ-aware distance. dihedral: nearest images (the page's
     neighbours, :func:`search_files`) match any rotation/flip (each item scored by the nearest
@@ -55,10 +57,11 @@ def make_map(inputs: Sequence[str | Path], out: str | Path, *, encoder: str = DE
         raise ValueError(f"only {len(col)} usable images (need >= 5); {len(col.skipped)} "
                          f"skipped, see {out / SKIPPED}")
     t0 = time.perf_counter()
-    feats = encode(col.crops, encoder, device=device, progress=progress)
+    model = _model(encoder, weights, device)
+    feats = encode(col.crops, model, device=device, progress=progress)
     views = None
     if dihedral:
-        views = encode(dihedral_views(col.crops), encoder, device=device, state=feats.state,
+        views = encode(dihedral_views(col.crops), model, device=device, state=feats.state,
                        progress=progress).features.reshape(len(col), 8, -1)
     t["encode"] = time.perf_counter() - t0
     sigma = feats.sigma if sigma_aware else None
@@ -66,7 +69,8 @@ def make_map(inputs: Sequence[str | Path], out: str | Path, *, encoder: str = DE
                     device=device, seed=seed, views=views, progress=progress)
     t.update(res.timings)
     t0 = time.perf_counter()
-    info = {"encoder": encoder, "crop": crop, "sigma_aware": sigma is not None,
+    info = {"encoder": encoder, "weights": None if weights is None else str(Path(weights).resolve()),
+            "crop": crop, "sigma_aware": sigma is not None,
             "dihedral": dihedral,
             "perplexity": perplexity, "n_iter": n_iter, "seed": seed, "kl": res.kl}
     index = Index(feats.features, sigma=feats.sigma, embedding=res.embedding,
@@ -80,6 +84,13 @@ def make_map(inputs: Sequence[str | Path], out: str | Path, *, encoder: str = DE
                title=title or f"{len(col)} images ({encoder})")
     t["write"] = time.perf_counter() - t0
     return MapSummary(out, len(col), col.skipped, t, res.kl)
+
+
+def _model(encoder: str, weights, device):
+    """What :func:`encode` takes for ``encoder``: a loaded network for the learned encoders."""
+    if encoder in ("contrastive", "vae"):
+        return load_pretrained(encoder, device, path=weights)
+    return encoder
 
 
 @dataclass
@@ -103,8 +114,7 @@ def search_files(queries: Sequence[str | Path], index_dir: str | Path, k: int = 
     if st.exists():
         from safetensors.torch import load_file
         state = load_file(str(st))
-    enc = info.get("encoder", DEFAULT_ENCODER)
-    model = load_pretrained(enc, device) if enc in ("contrastive", "vae") else enc
+    model = _model(info.get("encoder", DEFAULT_ENCODER), info.get("weights"), device)
     feats = encode(col.crops, model, device=device, state=state)
     use_sigma = info.get("sigma_aware") and feats.sigma is not None and index.sigma is not None
     q, qs = feats.features, feats.sigma
