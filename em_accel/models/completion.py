@@ -375,6 +375,27 @@ def _as_2d(name: str, a) -> np.ndarray:
     return arr
 
 
+def run_network(model: PartialScanCompleter, values: np.ndarray, mask: np.ndarray,
+                kind: str | None, *, tile: int = 512, margin: int = 32,
+                device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(completion, uncalibrated Laplace scale b), [H, W] float64 in the values' units, of
+    checked sampled ``values`` and bool ``mask``: the network step of :func:`complete_scan`."""
+    from .tiling import apply_tiled
+
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(dev).eval()
+    inp = completion_inputs(torch.from_numpy(values).float(), torch.from_numpy(mask).float())
+    cond = conditioning(torch.tensor([float(mask.mean())]),
+                        torch.tensor([kind_index(kind)])).to(dev)
+    packed = _Packed(model, cond, dev.type == "cuda")
+    # An image that fits in one tile goes through whole (no padding: 1.0x compute at 512^2).
+    margin = 0 if max(mask.shape) <= tile else margin
+    with torch.inference_mode():
+        out = apply_tiled(packed, inp.x[0].to(dev), tile=tile, margin=margin).double().cpu()
+    lo, span = float(inp.lo[0]), float(inp.span[0])
+    return out[0].numpy() * span + lo, np.exp(out[1].numpy()) * span
+
+
 def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.Tensor | None = None,
                   kind: str | None = "spiral", coverage: float | None = None,
                   counts_per_intensity: float | None = None, seed: int = 0,
@@ -410,7 +431,6 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     """
     from ..scan import make_path, partial_scan
     from ..scan.interpolate import EmptyMaskError
-    from .tiling import apply_tiled
 
     arr = _as_2d("image", image).astype(np.float64)
     if mask is None:
@@ -445,19 +465,9 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     check_coverage(cov)
     if model is None:
         model = load_pretrained("completion")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    model = model.to(dev).eval()
-    inp = completion_inputs(torch.from_numpy(values).float(), torch.from_numpy(m).float())
-    cond = conditioning(torch.tensor([cov]), torch.tensor([k])).to(dev)
-    packed = _Packed(model, cond, dev.type == "cuda")
-    # An image that fits in one tile goes through whole (no padding: 1.0x compute at 512^2).
-    margin = 0 if max(arr.shape) <= tile else margin
-    with torch.inference_mode():
-        out = apply_tiled(packed, inp.x[0].to(dev), tile=tile, margin=margin).float().cpu()
-    lo, span = float(inp.lo[0]), float(inp.span[0])
-    calib = float(getattr(model, "calibration", 1.0))
-    completion = out[0].numpy() * span + lo
-    uncertainty = calib * Z90 * np.exp(out[1].numpy()) * span
+    completion, scale = run_network(model, values, m, kind, tile=tile, margin=margin,
+                                    device=device)
+    uncertainty = float(getattr(model, "calibration", 1.0)) * Z90 * scale
     return CompletionResult(completion.astype(np.float32), uncertainty.astype(np.float32),
                             values.astype(np.float32), m, cov, kind)
 

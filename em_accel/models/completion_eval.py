@@ -26,8 +26,7 @@ import torch
 
 from ..scan import make_path, partial_scan
 from . import completion_baselines as baselines
-from .completion import (COVERAGE_RANGE, KINDS, PartialScanCompleter, Z90, completion_inputs,
-                         conditioning, kind_index)
+from .completion import COVERAGE_RANGE, KINDS, PartialScanCompleter, Z90
 
 #: Evaluation coverages: the thesis's spiral points (1/17.9, 1/87.0) and 1/10 ... 1/100.
 COVERAGES = (1 / 10, 1 / 17.9, 1 / 30, 1 / 50, 1 / 87.0, 1 / 100)
@@ -56,18 +55,12 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, data_range=1.0))
 
 
-@torch.no_grad()
 def network_outputs(model: PartialScanCompleter, values: np.ndarray, mask: np.ndarray,
                     kind: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(completion, uncalibrated Laplace scale b) [H, W] in the values' units."""
-    from .tiling import apply_tiled
-    from .completion import _Packed
+    from .completion import run_network
 
-    inp = completion_inputs(torch.from_numpy(values).float(), torch.from_numpy(mask).float())
-    cond = conditioning(torch.tensor([float(mask.mean())]), torch.tensor([kind_index(kind)]))
-    out = apply_tiled(_Packed(model.eval(), cond, False), inp.x[0], tile=512, margin=32)
-    lo, span = float(inp.lo[0]), float(inp.span[0])
-    return out[0].numpy() * span + lo, np.exp(out[1].numpy()) * span
+    return run_network(model, values, mask, kind)
 
 
 def scan(image: np.ndarray, kind: str, coverage: float, counts: float | None, seed: int
