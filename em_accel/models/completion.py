@@ -21,7 +21,6 @@ comparison; see docs/complete.md for measured FLOPs and time). H and W must be m
 """
 from __future__ import annotations
 
-import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -441,7 +440,7 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     if not finite:
         raise NonFiniteImageError("image contains NaN or infinite values" +
                                   ("" if mask is None else " at sampled pixels"))
-    k = kind_index(kind)
+    kind_index(kind)  # validates the name early
     if mask is None:
         if kind is None:
             raise UnknownPathKindError("kind=None (unknown) needs a mask; to scan a full image "
@@ -470,7 +469,3 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     uncertainty = float(getattr(model, "calibration", 1.0)) * Z90 * scale
     return CompletionResult(completion.astype(np.float32), uncertainty.astype(np.float32),
                             values.astype(np.float32), m, cov, kind)
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().numpy()
