@@ -268,13 +268,13 @@ def _save(path, objects, step, total, spent, history, balance) -> None:
 def markdown_rows(record: dict) -> list[str]:
     """docs/exit_wave.md table rows of one recipe record: set, split, waves, materials, dose,
     MAE ± SE, aligned MAE, RMSE [rad], and the baselines on the same waves."""
-    out = []
+    out, name = [], record["set"] + (", aligned loss" if record.get("align") else "")
     for r in record["rows"]:
         dose = "clean" if r["dose_e_per_A2"] is None else f"{r['dose_e_per_A2']:g} e⁻/Å²"
         if r.get("ensemble"):
             dose += ", 8× dihedral ensemble"
         gain = 1 - r["mae"] / r["best_constant_mae"]
-        out.append(f"| {record['set']} | {r['split']} | {r['n']} | {r['materials']} | {dose} | "
+        out.append(f"| {name} | {r['split']} | {r['n']} | {r['materials']} | {dose} | "
                    f"{r['mae']:.3f} ± {r['mae_se']:.3f} | {r['best_constant_mae']:.3f} | {gain:+.0%} | "
                    f"{r['mae_aligned']:.3f} | {r['flat_phase_mae_aligned']:.3f} | "
                    f"{r['rmse']:.2f} | {r['rmse_conj']:.2f} | {r['flat_phase_rmse']:.2f} |")
