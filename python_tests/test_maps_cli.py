@@ -84,3 +84,18 @@ def test_shipped_contrastive_encoder_loads_and_encodes():
     assert f.shape == (3, 64) and torch.allclose(f.norm(dim=1), torch.ones(3), atol=1e-4)
     with pytest.raises(ValueError, match="name"):
         load_pretrained("nope")
+
+
+def test_view_features_equal_features_of_transformed_crops():
+    from em_accel.embed.contrastive import ContrastiveEncoder
+    from em_accel.embed.features import dihedral_views, encode, encode_views
+
+    x = torch.rand(5, 96, 96)
+    views = dihedral_views(x)
+    assert views.shape == (40, 96, 96) and torch.equal(views[8], x[1])
+    st = encode(x, "pca", n_components=3).state
+    net = ContrastiveEncoder(widths=(4, 8, 8, 8)).eval()
+    for enc, kw in (("raw", {}), ("pca", {"state": st}), (net, {})):
+        a = encode_views(x, enc, chunk=2, **kw).features
+        b = encode(views, enc, **kw).features.reshape(5, 8, -1)
+        assert torch.allclose(a, b, atol=1e-5)

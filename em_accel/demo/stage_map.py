@@ -72,7 +72,7 @@ def _interactive(ctx: DemoContext, y: np.ndarray):
     """The interactive map page of the crops (em_accel.embed.maps) and the share of each
     crop's top-5 search results (dihedral-view raw features) from its own source image."""
     from ..embed.crops import resize_area
-    from ..embed.features import dihedral_views, encode
+    from ..embed.features import encode, encode_views
     from ..embed.index import Index
     from ..embed.maps import MapResult, uniform_grid, write_html
     from ..embed.uniform import uniform_separate
@@ -81,7 +81,7 @@ def _interactive(ctx: DemoContext, y: np.ndarray):
     crops = resize_area(torch.from_numpy(np.ascontiguousarray(c.images, dtype=np.float32)))
     n = len(crops)
     feats = encode(crops, "raw").features
-    views = encode(dihedral_views(crops), "raw").features.reshape(n, 8, -1)
+    views = encode_views(crops, "raw").features
     nb = Index(feats).search(views, min(5, n - 1), exclude=torch.arange(n)).indices
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
     res = MapResult(yt, uniform_separate(yt, grid=uniform_grid(n)).float(), nb)

@@ -90,6 +90,28 @@ def dihedral_views(crops: torch.Tensor) -> torch.Tensor:
     return torch.stack([dihedral(x, k) for k in range(8)], 1).reshape(-1, *x.shape[-2:])
 
 
+def encode_views(crops: torch.Tensor, encoder: str | nn.Module = DEFAULT_ENCODER, *,
+                 state: dict[str, torch.Tensor] | None = None, device=None, chunk: int = 1024,
+                 progress: bool = False) -> Features:
+    """Features of the 8 dihedral views of each crop: ``features`` [N, 8, D] (and ``sigma``
+    [N, 8, D] for the VAE), encoded ``chunk`` crops at a time (8 x chunk images in memory, not
+    8 x N). For "raw" the views are taken of the 24x24 averages (averaging commutes with
+    rotations and flips), so it costs one encoding."""
+    x = _crops4(crops)
+    n = x.shape[0]
+    if isinstance(encoder, str) and encoder == "raw":
+        f = encode(x, "raw").features.reshape(n, 24, 24)
+        return Features(dihedral_views(f).reshape(n, 8, -1), None, dict(state or {}))
+    feats, sigmas = [], []
+    for i0 in progress_bar(range(0, n, chunk), progress, desc="views"):
+        r = encode(dihedral_views(x[i0:i0 + chunk]), encoder, device=device, state=state)
+        m = min(chunk, n - i0)
+        feats.append(r.features.reshape(m, 8, -1))
+        if r.sigma is not None:
+            sigmas.append(r.sigma.reshape(m, 8, -1))
+    return Features(torch.cat(feats), torch.cat(sigmas) if sigmas else None, dict(state or {}))
+
+
 def _crops4(crops: torch.Tensor) -> torch.Tensor:
     if not isinstance(crops, torch.Tensor):
         crops = torch.as_tensor(crops)

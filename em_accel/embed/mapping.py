@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from .collection import Collection, read_collection
-from .features import DEFAULT_ENCODER, dihedral_views, encode, load_pretrained
+from .features import DEFAULT_ENCODER, encode, encode_views, load_pretrained
 from .index import Index
 from .maps import HTML, PNG, SKIPPED, build_map, write_html, write_png
 
@@ -61,8 +61,8 @@ def make_map(inputs: Sequence[str | Path], out: str | Path, *, encoder: str = DE
     feats = encode(col.crops, model, device=device, progress=progress)
     views = None
     if dihedral:
-        views = encode(dihedral_views(col.crops), model, device=device, state=feats.state,
-                       progress=progress).features.reshape(len(col), 8, -1)
+        views = encode_views(col.crops, model, device=device, state=feats.state,
+                             progress=progress).features
     t["encode"] = time.perf_counter() - t0
     sigma = feats.sigma if sigma_aware else None
     res = build_map(feats.features, sigma=sigma, perplexity=perplexity, n_iter=n_iter,
@@ -119,9 +119,8 @@ def search_files(queries: Sequence[str | Path], index_dir: str | Path, k: int = 
     use_sigma = info.get("sigma_aware") and feats.sigma is not None and index.sigma is not None
     q, qs = feats.features, feats.sigma
     if info.get("dihedral"):
-        v = encode(dihedral_views(col.crops), model, device=device, state=state)
-        q = v.features.reshape(len(col), 8, -1)
-        qs = None if v.sigma is None else v.sigma.reshape(len(col), 8, -1)
+        v = encode_views(col.crops, model, device=device, state=state)
+        q, qs = v.features, v.sigma
     res = index.search(q, min(k, len(index)), metric="sigma" if use_sigma else "euclidean",
                        query_sigma=qs if use_sigma else None)
     xy = None
