@@ -24,6 +24,7 @@ section{background:#fff;border:1px solid #dde2e7;border-radius:8px;padding:16px 
 figure{margin:0;width:230px} figure img{width:230px;height:auto;image-rendering:pixelated;
 border:1px solid #ccd3da;display:block}
 figure.large{width:360px} figure.large img{width:360px;image-rendering:auto}
+figure.wide{width:740px} figure.wide img{width:740px;image-rendering:auto}
 figcaption{font-size:13px;color:#333;margin-top:4px;line-height:1.3}
 table{border-collapse:collapse;font-size:14px;margin-top:6px}
 td{padding:2px 14px 2px 0;border-bottom:1px solid #eef0f2} td.v{text-align:right;font-variant-numeric:tabular-nums}
@@ -60,8 +61,8 @@ def _figure(caption: str, png: Path) -> str:
     from PIL import Image
 
     with Image.open(png) as im:  # figures (plots, image maps) get more room than micrographs
-        large = im.width >= 400
-    cls = ' class="large"' if large else ""
+        w, h = im.size
+    cls = ' class="wide"' if w >= 400 and w >= 1.6 * h else ' class="large"' if w >= 400 else ""
     return (f'<figure{cls}><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
