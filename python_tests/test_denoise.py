@@ -12,7 +12,8 @@ from torch.nn import functional as F
 from em_accel.cli import main
 from em_accel.data import poisson_noise, synthetic_micrograph
 from em_accel.io import read_image, write_image
-from em_accel.models import (PRETRAINED_HIGH, PRETRAINED_LOW, AtrousDenoiser, denoise_tiled,
+from em_accel.models import (PRETRAINED_CONDITIONED, PRETRAINED_HIGH, PRETRAINED_LOW,
+                             AtrousDenoiser, denoise_tiled,
                              load_pretrained, load_weights, overlap_cost, pretrained_notes,
                              tile_layout)
 from em_accel.models.cli import looks_low_dose
@@ -87,7 +88,7 @@ def test_overlap_cost_is_small_for_large_images():
 
 def test_shipped_weights_denoise_held_out_micrographs():
     for name in (PRETRAINED_LOW, PRETRAINED_HIGH):
-        model, notes = load_pretrained(name, with_notes=True)
+        model, notes = load_pretrained(name), pretrained_notes(name)
         assert isinstance(model, AtrousDenoiser) and not model.training
         assert notes["phase"] in ("low", "high") and notes["tile"] % 16 == 0
     model = load_pretrained(PRETRAINED_LOW)
@@ -132,12 +133,12 @@ def test_cli_denoises_tiff_and_mrc_keeping_metadata(tmp_path):
     stack = np.stack([counts, counts[::-1]]).astype(np.float32)
     mrc = write_image(tmp_path / "in.mrc", stack, pixel_size=0.8)
     assert main(["denoise", str(tif), str(mrc), "-o", str(tmp_path / "out"), "--no-progress",
-                 "--tile", "128"]) == 0
+                 "--tile", "128", "--model", "low"]) == 0
     out = read_image(tmp_path / "out" / "in_denoised.tif")
     assert out.data.shape == counts.shape and out.pixel_size == 1.5
     meta = out.metadata["description"]
     assert meta["source_metadata"]["description"]["kV"] == 300
-    assert meta["em_accel"]["model"] == PRETRAINED_LOW  # counts with mean < 150 → low dose
+    assert meta["em_accel"]["model"] == PRETRAINED_LOW
     assert _mse_after_fit(out.data, clean) < 0.5 * _mse_after_fit(counts.astype(float), clean)
     back = read_image(tmp_path / "out" / "in_denoised.mrc")
     assert back.data.shape == stack.shape and back.pixel_size == pytest.approx(0.8)
@@ -156,7 +157,8 @@ def test_cli_reads_an_emd_microscope_file(tmp_path):
     assert main(["denoise", str(tmp_path / "scan.emd"), "-o", str(tmp_path), "--no-progress"]) == 0
     out = read_image(tmp_path / "scan_denoised.tif")
     assert out.pixel_size == pytest.approx(0.2)
-    assert out.metadata["description"]["em_accel"]["model"] == PRETRAINED_HIGH
+    assert out.metadata["description"]["em_accel"]["model"] == PRETRAINED_CONDITIONED
+    assert out.metadata["description"]["em_accel"]["noise"]["estimated"]
     assert np.isfinite(out.data).all()
 
 
@@ -167,7 +169,8 @@ def test_looks_low_dose():
 
 
 def test_evaluate_command_writes_the_table(tmp_path, capsys):
-    assert main(["evaluate", "denoise", "-n", "2", "--size", "64", "--doses", "low",
+    assert main(["evaluate", "denoise", "--suite", "thesis", "-n", "2", "--size", "64",
+                 "--doses", "low",
                  "--methods", "Gaussian", "median", "atrous denoiser (shipped small)",
                  "atrous denoiser (shipped small, 8x dihedral ensemble)",
                  "--no-bm3d", "--out", str(tmp_path), "--no-progress"]) == 0

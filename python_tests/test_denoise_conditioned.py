@@ -58,7 +58,7 @@ def test_acquisition_statistics_and_dataset_determinism():
     ims = synthetic_images(2, 64, 5)
     ds = CountsCropDataset(ims, ["tem", None], 32, seed=3)
     a, b = ds[7], ds[7]
-    assert a[0].shape == (2, 32, 32) and a[1].shape == (2, 32, 32)
+    assert a[0].shape == (2, 32, 32) and a[1].shape == (3, 32, 32)
     torch.testing.assert_close(a[0], b[0])
     assert not torch.equal(ds[8][0], a[0])
     with pytest.raises(ValueError, match="modalities"):
@@ -175,3 +175,33 @@ def test_paired_intervals():
     assert p["a_lower"] == 3 and p["mse_ratio_mean"] == pytest.approx(0.5)
     assert p["mse_ratio_geometric"][0] == pytest.approx(0.5)
     assert p["psnr_gain_db"][0] == pytest.approx(3.0)
+
+
+def test_cli_conditioned_on_detector_units_counts_and_a_stack(tmp_path):
+    from em_accel.cli import main
+    from em_accel.io import read_image, write_image
+
+    rng = np.random.default_rng(4)
+    clean = synthetic_images(1, 96, 11)[0]
+    lam = 15 * (0.4 + clean) / (0.4 + clean).mean()
+    det = (25.0 * rng.poisson(lam) + 3e6 + rng.normal(0, 10, lam.shape)).astype(np.float32)
+    write_image(tmp_path / "det.tif", det, pixel_size=0.5, metadata={"kV": 200})
+    assert main(["denoise", str(tmp_path / "det.tif"), "-o", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    out = read_image(tmp_path / "o" / "det_denoised.tif")
+    meta = out.metadata["description"]["em_accel"]
+    assert meta["denoised_by"] == "em_accel.models.ConditionedUNet" and meta["noise"]["estimated"]
+    truth = 25.0 * lam + 3e6
+    assert np.mean((out.data - truth) ** 2) < 0.5 * np.mean((det - truth) ** 2)
+    assert out.pixel_size == 0.5
+    counts = rng.poisson(lam).astype(np.float32)
+    stack = np.stack([counts, rng.poisson(lam).astype(np.float32)])
+    write_image(tmp_path / "stack.mrc", stack, pixel_size=0.5)
+    assert main(["denoise", str(tmp_path / "stack.mrc"), "-o", str(tmp_path / "o"), "--counts",
+                 "--adapt", "--adapt-steps", "3", "--no-progress"]) == 0
+    back = read_image(tmp_path / "o" / "stack_denoised.mrc")
+    assert back.data.shape == stack.shape
+    assert np.mean((back.data[0] - lam) ** 2) < 0.5 * np.mean((counts - lam) ** 2)
+    with pytest.raises(ValueError, match="--adapt needs a conditioned"):
+        main(["denoise", str(tmp_path / "det.tif"), "-o", str(tmp_path / "o"), "--model", "low",
+              "--adapt", "--no-progress"])

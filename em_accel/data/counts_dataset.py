@@ -96,13 +96,18 @@ def acquire_counts(clean: torch.Tensor, modality: str, counts_per_px: float,
 
 def to_network(noisy: torch.Tensor, clean: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """(input [2, H, W], target [2, H, W] or None, s) in the conditioned network's domain."""
+    """(input [2, H, W], target [3, H, W] or None, s) in the conditioned network's domain.
+
+    Input channels: the scaled Anscombe image z and the noise level σ; target channels: the
+    clean image's z, σ, and the noisy z again (so a loss can be relative to the input's error).
+    """
     from ..models.conditioned import anscombe, scale_of
 
     s = float(scale_of(float(noisy.mean())))
     sig = torch.full_like(noisy, 1.0 / s)
-    x = torch.stack([anscombe(noisy) / s, sig]).float()
-    t = None if clean is None else torch.stack([anscombe(clean) / s, sig]).float()
+    z = anscombe(noisy) / s
+    x = torch.stack([z, sig]).float()
+    t = None if clean is None else torch.stack([anscombe(clean) / s, sig, z]).float()
     return x, t, s
 
 
@@ -118,7 +123,7 @@ class CountsCropDataset(Dataset):
         seed: item ``i`` is a pure function of ``(seed, i)``.
         pedestals: per image the intensity under its 0 in units of its range, or None (drawn).
 
-    Items are ``(input, target)``, float32 ``[2, crop, crop]`` each.
+    Items are ``(input, target)``, float32 ``[2, crop, crop]`` and ``[3, crop, crop]``.
     """
 
     def __init__(self, images: Sequence[np.ndarray], modalities: Sequence[str | None] | None,

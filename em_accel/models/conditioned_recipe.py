@@ -3,8 +3,9 @@
 One model for all doses: crops of clean images acquired as TEM or STEM at mean doses drawn
 log-uniformly in [1, 10⁴] counts/px (:class:`em_accel.data.counts_dataset.CountsCropDataset`),
 trained in the Anscombe domain with the noise level as an input. The loss is the squared error
-weighted to approximate the error in counts, divided by the noise variance (so every dose
-counts alike; 1 = no better than the noisy input), per example clipped by ALRC.
+weighted to approximate the error in counts, divided by that of the noisy input (so every dose
+counts alike; 1 = no better than the input), per example clipped by ALRC. Validation reports
+the error over the noise variance instead (:func:`noise_weighted_error`).
 
 Resumable: ``OUT/checkpoint.safetensors`` holds model, optimiser, schedule, ALRC moments and
 step; batch ``k`` is a pure function of ``k``, so ``--seconds`` runs that stop and continue end
@@ -64,11 +65,22 @@ def noise_weighted_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return ((pred.float() - z) ** 2 * z ** 2 / sig ** 2).flatten(1).mean(1)
 
 
+def relative_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per example: the weighted squared error of ``pred`` over that of the noisy input
+    (target channels ``[z, σ, z_noisy]``; 1 = no better than the input). Unlike
+    :func:`noise_weighted_error` it does not let examples whose input error far exceeds the
+    noise (scan jitter at high dose) dominate the batch."""
+    z, noisy = target[:, :1], target[:, 2:3]
+    w = z ** 2
+    num = ((pred.float() - z) ** 2 * w).flatten(1).mean(1)
+    return num / ((noisy - z) ** 2 * w).flatten(1).mean(1).clamp_min(1e-12)
+
+
 class ConditionedTrainer(Trainer):
-    """:class:`Trainer` with the noise-weighted loss (no Huberisation, no L2)."""
+    """:class:`Trainer` with the relative loss (no Huberisation, no L2)."""
 
     def loss(self, pred, target):
-        raw = noise_weighted_error(pred, target)
+        raw = relative_error(pred, target)
         per = self.alrc(raw) if self.config.alrc == "module" else raw
         return per.mean(), raw.detach()
 
@@ -177,6 +189,9 @@ def run(out: Path, steps: int, batch: int = 8, crop: int = 96, lr: float = 1e-3,
                       alrc_mu2_start=2.0, checkpoint_every=max(25, steps // 40), log_every=10,
                       workers=workers, grad_clip=None)
     trainer = ConditionedTrainer(model, ds, cfg, out, device=device, progress=progress)
+    ckpt = out / "checkpoint.safetensors"
+    if ckpt.is_file():
+        trainer.load(ckpt)        # (fit() resumes from it too; read here for the record)
     t0 = time.perf_counter()
     start_step = trainer.step
 
