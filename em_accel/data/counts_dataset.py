@@ -150,7 +150,8 @@ class CountsCropDataset(Dataset):
         self.length, self.seed = length, seed
         self.pedestals = list(pedestals) if pedestals is not None else [None] * len(images)
         if len(self.pedestals) != len(images):
-            raise ValueError(f"pedestals has {len(self.pedestals)} entries for {len(images)} images")
+            raise ValueError(f"pedestals has {len(self.pedestals)} entries for {len(images)} "
+                             "images")
 
     def __len__(self) -> int:
         return self.length

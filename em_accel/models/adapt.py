@@ -87,7 +87,8 @@ def adapt(model: ConditionedUNet, frames: np.ndarray, *, noise: NoiseLevel | Non
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or min(arr.shape[-2:]) < 16:
-        raise ValueError(f"frames must be [H, W] or [N, H, W] with H, W >= 16, got {list(arr.shape)}")
+        raise ValueError("frames must be [H, W] or [N, H, W] with H, W >= 16, got "
+                         f"{list(arr.shape)}")
     if not np.isfinite(arr).all():
         raise ValueError("frames contain NaN or infinite values")
     stride = model.stride

@@ -150,7 +150,8 @@ def _denoise(args: argparse.Namespace) -> int:
         mic = read_image(path)
         frames = mic.data if mic.data.ndim == 3 else mic.data[None]
         if frames.ndim != 3:
-            raise ValueError(f"{path}: expected a 2-D image or a stack, got shape {list(mic.data.shape)}")
+            raise ValueError(f"{path}: expected a 2-D image or a stack, got shape "
+                             f"{list(mic.data.shape)}")
         key = "auto" if args.model in ("auto", "conditioned") else args.model
         if key not in cache:
             cache[key] = _load_model(key, args.device)

@@ -95,10 +95,12 @@ class ConditionedUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 2:
-            raise ValueError(f"x must have shape [B, 2, H, W] (image, noise map), got {list(x.shape)}")
+            raise ValueError("x must have shape [B, 2, H, W] (image, noise map), got "
+                             f"{list(x.shape)}")
         if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
             raise ValueError(f"x's height and width must be multiples of {self.stride}, got "
-                             f"{x.shape[-2]}×{x.shape[-1]} (use denoise_counts, which tiles and pads)")
+                             f"{x.shape[-2]}×{x.shape[-1]} (use denoise_micrograph, which tiles "
+                             "and pads)")
         z = x[:, :1]
         y = self.head(x)
         skips = []

@@ -67,7 +67,8 @@ def make_cases(images: list[tuple], regime: str, seed: int = 4000) -> list[Case]
     cases = []
     for k, (kind, mod, im, *rest) in enumerate(images):
         g = item_generator(seed + (regime == "high"), k)
-        dose = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(torch.rand(1, generator=g)))
+        u = float(torch.rand(1, generator=g))
+        dose = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
         noisy, clean = acquire_counts(torch.as_tensor(im), mod, dose, g, gain_error=0.0,
                                       pedestal=rest[0] if rest else None)
         gain = 5.0 + 55.0 * float(torch.rand(1, generator=g))
@@ -154,7 +155,8 @@ def conditioned_methods(model: torch.nn.Module, label: str = "conditioned networ
     from .conditioned import denoise_micrograph
 
     return {f"{label} (estimated noise)":
-            lambda c: denoise_micrograph(c.detector, model, tile=512, progress=False).image.astype(np.float64),
+            lambda c: denoise_micrograph(c.detector, model, tile=512,
+                                         progress=False).image.astype(np.float64),
             f"{label} (true noise)":
             lambda c: denoise_micrograph(c.detector, model, noise=c.noise, tile=512,
                                          progress=False).image.astype(np.float64)}
