@@ -131,6 +131,7 @@ def test_self_supervised_adaptation_on_two_frames_and_on_one():
 
     before = err(model)
     n2n = adapt(model, frames, noise=nl, steps=40, crop=48, lr=1e-3, progress=False)
+    assert n2n.changed and min(n2n.held_losses[1:]) < n2n.held_losses[0]
     assert n2n.mode == "noise2noise" and n2n.shifts == [(-2, 1)]
     assert err(n2n.model) < 0.6 * before
     assert err(model) == before                     # the given model is left unchanged
