@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--extra", nargs="*", default=[],
                    help="npz files of extra held-out images (key 'images', [N, H, W])")
     p.add_argument("--doses", type=float, nargs="+", default=[100.0, 1000.0])
+    p.add_argument("--only-extra", action="store_true", help="skip the synthetic+skimage set")
+    p.add_argument("--out", default=str(HERE / "retrieval.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -51,7 +53,7 @@ def main() -> None:
     con.eval()
 
     held = synthetic_images(48, 256, seed=20261205) + skimage_images(SKIMAGE_HELDOUT)
-    sources = {"synthetic+skimage": held}
+    sources = {} if args.only_extra else {"synthetic+skimage": held}
     for path in args.extra:
         with np.load(path) as f:
             sources[Path(path).stem] = list(f["images"][:64])
@@ -92,7 +94,7 @@ def main() -> None:
     out = {"contrastive_steps": step_c, "vae_steps": step_v, "rows": rows,
            "wall_s": round(time.perf_counter() - t0, 1), "machine": platform.machine(),
            "command": "python docs/maps_train/evaluate.py " + " ".join(__import__("sys").argv[1:])}
-    (HERE / "retrieval.json").write_text(json.dumps(out, indent=1))
+    Path(args.out).write_text(json.dumps(out, indent=1))
     if args.export:
         WEIGHTS.mkdir(exist_ok=True)
         save_weights(WEIGHTS / "map_contrastive.safetensors", con, con.config, dtype=torch.float16,
