@@ -96,8 +96,35 @@ def native_stream(device: torch.device, op: str) -> Iterator[int]:
         yield 0
         return
     require_cuda_build(op)
-    with torch.cuda.device(device):
-        yield torch.cuda.current_stream(device).cuda_stream
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index == torch.cuda.current_device():  # the usual case: no device switch per call
+        yield torch.cuda.current_stream(index).cuda_stream
+        return
+    with torch.cuda.device(index):
+        yield torch.cuda.current_stream(index).cuda_stream
+
+
+#: Reused float64 CUDA workspaces, one per (device index, stream handle), grown on demand.
+#: Work on one stream is ordered, so ops on it may share one buffer; a fresh allocation per call
+#: cost a caching-allocator round trip in every training step.
+_WORKSPACES: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def cuda_workspace(device: torch.device, stream: int, doubles: int) -> torch.Tensor:
+    """A float64 CUDA buffer of at least ``doubles`` (>= 1) elements for kernels on ``stream``.
+
+    Reused across calls in the steady state; while a CUDA graph is being captured a fresh
+    buffer is taken from the graph's pool instead (a cached buffer could be freed or regrown
+    outside the graph, which would leave the replayed kernels a dangling pointer)."""
+    doubles = max(int(doubles), 1)
+    if torch.cuda.is_current_stream_capturing():
+        return torch.empty(doubles, dtype=torch.float64, device=device)
+    key = (device.index if device.index is not None else torch.cuda.current_device(), stream)
+    work = _WORKSPACES.get(key)
+    if work is None or work.numel() < doubles:
+        work = torch.empty(doubles, dtype=torch.float64, device=device)
+        _WORKSPACES[key] = work
+    return work
 
 
 def launch(kernels, name: str, device: torch.device, *args, op: str, cpu_args: tuple = (),
@@ -105,12 +132,13 @@ def launch(kernels, name: str, device: torch.device, *args, op: str, cpu_args: t
     """Run native kernel ``name`` of ``kernels`` (a ``_native`` submodule) for ``device``:
     ``<name>_cpu(*args, *cpu_args)``, or on CUDA, with the device current and on the caller's
     current stream, ``<name>_cuda(*args[, workspace], stream)``, with a float64 workspace of
-    ``cuda_workspace_doubles`` (at least one) when that is given. ``op`` names the op in errors."""
+    ``cuda_workspace_doubles`` (at least one; see :func:`cuda_workspace`: the kernel must treat
+    it as scratch, written before read) when that is given. ``op`` names the op in errors.
+    No host synchronisation."""
     with native_stream(device, op) as stream:
         if device.type == "cuda":
-            work = (None if cuda_workspace_doubles is None else
-                    torch.empty(max(cuda_workspace_doubles, 1), dtype=torch.float64, device=device))
-            extra = () if work is None else (work.data_ptr(),)
+            extra = () if cuda_workspace_doubles is None else (
+                cuda_workspace(device, stream, cuda_workspace_doubles).data_ptr(),)
             getattr(kernels, f"{name}_cuda")(*args, *extra, stream)
         else:
             getattr(kernels, f"{name}_cpu")(*args, *cpu_args)

@@ -13,6 +13,7 @@ Data flow: ``alrc_mse`` -> ``em_accel::alrc_fused`` -> ``_native.alrc.forward_{c
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from typing import NamedTuple
 
@@ -134,12 +135,27 @@ def _check(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel) -> None
 
 def _params(pred: torch.Tensor, n_up: float, n_down: float, decay: float, kind: int,
             per_pixel: bool) -> "_native.alrc.Params":
+    return _cached_params(pred.shape[0], math.prod(pred.shape[1:]), int(kind), bool(per_pixel),
+                          DTYPE_CODES[pred.dtype], float(n_up), float(n_down), float(decay))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_params(batch: int, elems: int, kind: int, per_pixel: bool, dtype: int, n_up: float,
+                   n_down: float, decay: float) -> "_native.alrc.Params":
+    """Native parameters, built once per configuration (a training loop repeats one): the
+    launchers take them by const reference, so sharing one object is safe."""
     p = _native.alrc.Params()
-    p.batch = pred.shape[0]
-    p.elems = math.prod(pred.shape[1:])
-    p.kind, p.per_pixel, p.dtype = int(kind), int(per_pixel), DTYPE_CODES[pred.dtype]
-    p.n_up, p.n_down, p.decay = float(n_up), float(n_down), float(decay)
+    p.batch, p.elems = batch, elems
+    p.kind, p.per_pixel, p.dtype = kind, int(per_pixel), dtype
+    p.n_up, p.n_down, p.decay = n_up, n_down, decay
     return p
+
+
+@functools.lru_cache(maxsize=256)
+def _workspace_doubles(batch: int, elems: int, kind: int, per_pixel: bool, dtype: int,
+                       n_up: float, n_down: float, decay: float) -> int:
+    return _native.alrc.workspace_doubles(_cached_params(batch, elems, kind, per_pixel, dtype,
+                                                         n_up, n_down, decay))
 
 
 def _loss_shape(pred: torch.Tensor, per_pixel: bool) -> tuple[int, ...]:
@@ -157,11 +173,12 @@ def alrc_fused(pred: torch.Tensor, target: torch.Tensor, mu1: torch.Tensor, mu2:
     loss = torch.empty(shape, dtype=acc, device=pred.device)
     scale = torch.empty_like(loss)
     mu1_new, mu2_new = torch.empty_like(mu1), torch.empty_like(mu2)
-    p = _params(pred, n_up, n_down, decay, kind, per_pixel)
+    key = (pred.shape[0], math.prod(pred.shape[1:]), int(kind), bool(per_pixel),
+           DTYPE_CODES[pred.dtype], float(n_up), float(n_down), float(decay))
     ptrs = (pred.data_ptr(), target.data_ptr(), mu1.data_ptr(), mu2.data_ptr(), loss.data_ptr(),
             scale.data_ptr(), mu1_new.data_ptr(), mu2_new.data_ptr())
-    launch(_native.alrc, "forward", pred.device, p, *ptrs, op="em_accel::alrc_fused",
-           cuda_workspace_doubles=_native.alrc.workspace_doubles(p))
+    launch(_native.alrc, "forward", pred.device, _cached_params(*key), *ptrs,
+           op="em_accel::alrc_fused", cuda_workspace_doubles=_workspace_doubles(*key))
     return loss, scale, mu1_new, mu2_new
 
 

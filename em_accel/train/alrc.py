@@ -186,10 +186,12 @@ class DALRC(ALRC):
     def _normalise(self, clipped: torch.Tensor) -> torch.Tensor:
         if self.training:
             with torch.no_grad():
+                # No host sync: positions with no finite loss keep their mean via torch.where.
                 finite = torch.isfinite(clipped)
-                if bool(finite.any()):
-                    batch = torch.where(finite, clipped, 0).sum(0) / finite.sum(0).clamp(min=1)
-                    self.loss_mean.mul_(self.norm_decay).add_((1 - self.norm_decay) * batch.float())
+                count = finite.sum(0)
+                batch = torch.where(finite, clipped, 0).sum(0) / count.clamp(min=1)
+                updated = self.norm_decay * self.loss_mean + (1 - self.norm_decay) * batch.float()
+                self.loss_mean.copy_(torch.where(count > 0, updated, self.loss_mean))
                 average_across_ranks(self.loss_mean)
         return clipped / self.loss_mean.to(clipped.dtype).clamp(min=1e-12)
 
