@@ -60,3 +60,8 @@ def test_catalogue_structures_turn_to_a_zone_axis():
     for mid in ("proto:wurtzite:GaN", "proto:spinel:MgAl2O4", "proto:rutile:TiO2"):
         s = zone_axis(M.from_id(mid).atoms(), (0, 0, 1), extent=20.0, thickness=30.0)
         assert len(s) > 10 and s.cell[2] == pytest.approx(30.0)
+
+
+def test_random_crystal_of_a_split():
+    m = M.random_crystal(3, split="heldout")
+    assert m.split == "heldout"

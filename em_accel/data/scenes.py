@@ -78,6 +78,8 @@ def draw_material(rng: np.random.Generator, split: str | None = None,
     pool = _cached_pool(split, None if materials is None else tuple(materials))
     if materials is None and rng.random() < random_fraction:
         for _ in range(20):
+            # (the cached datasets were drawn this way; random_crystal(..., split=) is faster
+            # but consumes the generator differently)
             m = mat.random_crystal(int(rng.integers(2 ** 31)))
             if split is None or m.split == split:
                 return m.id

@@ -283,14 +283,16 @@ def from_id(material_id: str) -> Material:
 
 
 def random_crystal(seed: int, max_atoms: int = 48, min_space_group: int = 16,
-                   attempts: int = 50) -> Material:
+                   attempts: int = 50, split: str | None = None) -> Material:
     """One random crystal, a pure function of ``seed`` (and the pyxtal version).
 
     Draws a space group in ``min_space_group``..230 (default 16: orthorhombic and up, whose
     low-index zone axes give orthogonal periodic boxes), a stoichiometry from a fixed list, metals
     from :data:`RANDOM_CATIONS` and (mostly) an anion from :data:`RANDOM_ANIONS`, and a number of
     formula units compatible with the space group's Wyckoff positions and ``max_atoms`` per cell;
-    then asks pyxtal for a crystal. Incompatible or failed draws are redrawn (up to ``attempts``).
+    then asks pyxtal for a crystal. Incompatible or failed draws are redrawn (up to ``attempts``);
+    with ``split`` ("train" / "heldout"), so are compositions of the other split (checked before
+    pyxtal runs, since the split depends only on the elements).
     """
     with warnings.catch_warnings():  # pymatgen/pyxtal import-time warnings
         warnings.simplefilter("ignore")
@@ -308,6 +310,8 @@ def random_crystal(seed: int, max_atoms: int = 48, min_space_group: int = 16,
         species = [str(s) for s in cations + anions]
         if len(set(species)) != len(species):
             continue
+        if split is not None and split_of(f"random:sg{sg}:{''.join(species)}:0") != split:
+            continue  # the split depends only on the elements: skip pyxtal for the other split
         group = Group(sg)
         units = [z for z in (1, 2, 3, 4, 6, 8, 12, 16) if z * sum(stoich) <= max_atoms]
         rng.shuffle(units)
