@@ -211,6 +211,10 @@ def repulsive_forces(y: torch.Tensor, method: str = "exact", p: int = 3,
     box and ``intervals_per_unit`` boxes per embedding unit (at least ``min_intervals``).
     """
     expect_type("y", y, torch.Tensor)
+    if y.dim() != 2 or y.shape[1] != 2 or y.shape[0] == 0:
+        raise ValueError(f"y must be a non-empty embedding of shape [N, 2], got {list(y.shape)}")
+    if method == "fft" and not bool(torch.isfinite(y).all()):
+        raise ValueError("y must be finite for the FFT method (its grid spans the points)")
     if method == "exact":
         force, zrow = tsne_repulsive_exact(y)
         return force, float(zrow.sum())

@@ -15,6 +15,7 @@ import torch
 
 from .. import _native
 from .._api import progress_counter
+from ..errors import expect_number
 from ..ops import tsne as ops
 from ..ops._common import torch_threads
 from .affinities import Affinities, affinities as compute_affinities, knn, resolve_knn_method
@@ -198,6 +199,8 @@ def tsne_with_info(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 750,
         raise ValueError(f"x must have shape [N, D], got {list(x.shape)}")
     if dtype not in ops.REAL_DTYPES:
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    expect_number("n_iter", n_iter, 0, 10**7, integer=True)  # beyond: a hang, not a map
+    expect_number("early_exaggeration_iter", early_exaggeration_iter, 0, 10**7, integer=True)
     if n_iter < 0 or early_exaggeration_iter < 0:
         raise ValueError(f"n_iter and early_exaggeration_iter must be >= 0, got {n_iter}, "
                          f"{early_exaggeration_iter}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import expect_number
+
 
 def _quantile_edges(v: np.ndarray, bins: int) -> np.ndarray:
     """Bin edges holding equal counts of ``v`` (values in [0, 1]), from 0 to 1, made strictly
@@ -36,6 +38,8 @@ def uniform_separate(y, grid: int = 25, boundary: int = 64) -> torch.Tensor | np
     """
     from scipy.interpolate import CloughTocher2DInterpolator
 
+    expect_number("grid", grid, 1, 4096, integer=True)  # grid² control points
+    expect_number("boundary", boundary, 0, 1 << 16, integer=True)
     is_tensor = isinstance(y, torch.Tensor)
     arr = y.detach().double().cpu().numpy() if is_tensor else np.asarray(y, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2:

@@ -153,6 +153,8 @@ def bin_detector(image: torch.Tensor, factor: int) -> torch.Tensor:
     """Detector sampling: mean over ``factor`` x ``factor`` pixel blocks (edges cropped)."""
     expect_type("image", image, torch.Tensor)
     f = int(expect_number("factor", factor, 1, integer=True))
+    if image.dim() < 2:
+        raise ValueError(f"image must have at least 2 dims [..., H, W], got {list(image.shape)}")
     nx, ny = image.shape[-2] // f * f, image.shape[-1] // f * f
     x = image[..., :nx, :ny]
     return x.reshape(*x.shape[:-2], nx // f, f, ny // f, f).mean((-3, -1))
@@ -171,5 +173,6 @@ def dose_noise(image: torch.Tensor, dose: float, pixel_area: float, seed: Seed =
     """
     if not (math.isfinite(dose) and dose > 0):
         raise ValueError(f"dose must be > 0 e/Å^2, got {dose}")
+    expect_type("image", image, torch.Tensor)
     lam = torch.clamp(image.to(torch.float64) * dose * pixel_area, min=0.0)
     return torch.poisson(lam, generator=as_generator(seed, image.device)).to(image.dtype)

@@ -201,6 +201,11 @@ def as_structure(structure, zone=None, extent=None, thickness=None) -> Structure
     """
     from .structure import zone_axis
 
+    for name, value in (("thickness", thickness), *(("extent", e) for e in np.atleast_1d(
+            extent if extent is not None else []))):
+        if value is not None:  # a box beyond 1 mm is a mistake, not a crystal to build
+            expect_number(name, value, 0.0, 1e7, unit="Å", low_open=True)
+
     if isinstance(structure, Structure) and zone is None:
         s = structure
     else:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import expect_number
+
 # CODATA 2018
 HC_EV_ANGSTROM = 12398.419843320026   # h c / e [eV·Å]
 M0C2_EV = 510998.95000                # electron rest energy [eV]
@@ -18,10 +20,8 @@ FORM_FACTOR_TO_POTENTIAL = 2.0 * math.pi * BOHR_ANGSTROM * E_OVER_4PI_EPS0
 
 
 def _check_energy(energy: float) -> float:
-    energy = float(energy)
-    if not (math.isfinite(energy) and energy > 0):
-        raise ValueError(f"energy must be a finite voltage > 0 keV, got {energy}")
-    return energy * 1e3
+    # electrons from 1 eV to 1 TeV; beyond, the formulas underflow (1e300 keV divided by zero)
+    return expect_number("energy", energy, 0.0, 1e9, unit="keV", low_open=True) * 1e3
 
 
 def wavelength(energy: float) -> float:
