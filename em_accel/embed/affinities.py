@@ -94,6 +94,56 @@ def _exact_idx(xf: torch.Tensor, k: int, block_bytes: int) -> torch.Tensor:
     return idx
 
 
+#: Memory [bytes] one tile of the tiled exact kNN (:func:`_tiled_idx`) may use on a GPU: its
+#: block of squared distances plus the top-k candidate buffers of its rows.
+GPU_KNN_TILE_BYTES = 1 << 30
+
+
+def knn_tile_shape(n: int, k: int, itemsize: int, budget_bytes: int) -> tuple[int, int]:
+    """(rows, cols) of the distance tiles of :func:`_tiled_idx` for N = ``n`` points: the largest
+    column count (all N if it fits with at least min(N, 1024) rows; at least k + 1), then as many
+    rows as fit, so rows * (cols * itemsize + per-row top-k buffers) <= ``budget_bytes``."""
+    per_row = 4 * k * (itemsize + 8)  # running best + tile top-k + their merge (values, int64)
+    rows_wanted = min(n, 1024)
+    cols = min(n, max(k + 1, (budget_bytes // rows_wanted - per_row) // itemsize))
+    rows = min(n, budget_bytes // (cols * itemsize + per_row))
+    if rows < 1:
+        raise ValueError(f"tile_bytes={budget_bytes} is too small for k={k}: a tile needs at "
+                         f"least {cols * itemsize + per_row} bytes")
+    return rows, cols
+
+
+def _tiled_idx(xf: torch.Tensor, k: int, budget_bytes: int) -> torch.Tensor:
+    """Indices [N, k] of the exact k nearest neighbours, by tiles of ||x||^2 - 2 x.y^T + ||y||^2
+    (one GEMM each) and top-k, merged across column tiles; memory bounded by ``budget_bytes``
+    (see :func:`knn_tile_shape`) whatever N, so large N runs in few, large GPU launches."""
+    n = xf.shape[0]
+    rows, cols = knn_tile_shape(n, k, xf.element_size(), budget_bytes)
+    sq = (xf * xf).sum(1)
+    idx = torch.empty(n, k, dtype=torch.int64, device=xf.device)
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        best_d = best_i = None
+        for j0 in range(0, n, cols):
+            j1 = min(n, j0 + cols)
+            d = torch.addmm(sq[None, j0:j1], xf[i0:i1], xf[j0:j1].T, beta=1, alpha=-2)
+            d.add_(sq[i0:i1, None])
+            lo, hi = max(i0, j0), min(i1, j1)
+            if lo < hi:  # the tile holds the points themselves: exclude them
+                r = torch.arange(lo, hi, device=xf.device)
+                d[r - i0, r - j0] = math.inf
+            td, ti = torch.topk(d, min(k, j1 - j0), dim=1, largest=False, sorted=False)
+            ti += j0
+            if best_d is None:
+                best_d, best_i = td, ti
+            else:
+                md, pos = torch.topk(torch.cat((best_d, td), 1), k, dim=1, largest=False,
+                                     sorted=False)
+                best_d, best_i = md, torch.gather(torch.cat((best_i, ti), 1), 1, pos)
+        idx[i0:i1] = best_i
+    return idx
+
+
 def _hnsw_idx(xf: torch.Tensor, k: int, m: int = 16, ef: int = 100) -> torch.Tensor:
     """Indices [N, k] of approximate k nearest neighbours from an hnswlib HNSW graph
     (Malkov & Yashunin 2018; M = m links, ef_construction = ef, query ef = max(ef, k + 1)),
@@ -118,11 +168,13 @@ def _hnsw_idx(xf: torch.Tensor, k: int, m: int = 16, ef: int = 100) -> torch.Ten
 
 
 def knn(x: torch.Tensor, k: int, block_bytes: int = 64 << 20,
-        method: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
+        method: str = "exact", tile_bytes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """k nearest neighbours of every row of ``x`` [N, D] (itself excluded).
 
-    method: "exact" = blocked brute force (one GEMM and a top-k per block of rows) on x's
-    device; "approx" = HNSW graph search (hnswlib) on CPU, recall ~0.99 on clustered data
+    method: "exact" = brute force on x's device: on CPU one GEMM and a top-k per block of rows
+    (``block_bytes`` of distances each); on CUDA tiles of rows x columns of at most
+    ``tile_bytes`` (default GPU_KNN_TILE_BYTES) with top-k merged across column tiles, so
+    millions of points take a few thousand large launches; "approx" = HNSW graph search (hnswlib) on CPU, recall ~0.99 on clustered data
     (ImportError if hnswlib is missing); "auto" = approx on CPU for N >= APPROX_KNN_MIN_N when
     hnswlib is installed, exact otherwise (and always exact on GPU).
 
@@ -139,6 +191,8 @@ def knn(x: torch.Tensor, k: int, block_bytes: int = 64 << 20,
     xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
     if resolve_knn_method(method, n, x.device) == "approx":
         idx = _hnsw_idx(xf, k)
+    elif xf.device.type == "cuda" or tile_bytes is not None:
+        idx = _tiled_idx(xf, k, GPU_KNN_TILE_BYTES if tile_bytes is None else int(tile_bytes))
     else:
         idx = _exact_idx(xf, k, block_bytes)
     # Recompute the kept distances directly: the GEMM form loses digits to cancellation.
