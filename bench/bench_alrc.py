@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from em_accel.ops.alrc import ErrorKind, alrc_fused, alrc_fused_reference, clip_reference, sample_inputs
+from em_accel.ops.alrc import (ErrorKind, alrc_fused, alrc_fused_reference, clip_reference,
+                               fused_loss, sample_inputs)
 from em_accel.train.supersample import SupersamplingNet, degrade
 
 from .harness import available_devices, median_time, print_table, write_record
@@ -133,3 +134,102 @@ def run(quick: bool = False):
                  "fused_alrc_extra_pct_of_step", "step_plain_ms", "step_fused_alrc_ms",
                  "step_unfused_alrc_ms", "fused_overhead_pct", "unfused_overhead_pct"])
     return write_record("alrc", ops + steps, devices, {"quick": quick})
+
+
+# ---------------------------------------------------------------------------------------------
+# Hot-path stage (bench/device_check.sh STAGES=hotpaths): per-call overhead of the fused op.
+
+def _cuda_graphed(fn):
+    """``fn`` captured once in a CUDA graph; the returned callable replays it."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capturing stream, as CUDA graphs require
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def _loss_variants(pred, target, mu1, mu2, modes):
+    """Forward + backward of plain per-example MSE and of fused ALRC-MSE, in each of ``modes``
+    ("eager", "graph": CUDA-graph replay, "compiled": torch.compile(fullgraph=True))."""
+    def plain(p):
+        return ((p.float() - target.float()) ** 2).flatten(1).mean(1)
+
+    def fused(p):  # what ALRC.fused and alrc_mse call: eager fast path, custom op when traced
+        return fused_loss(p, target, mu1, mu2, 3.0, math.inf, 0.999, int(ErrorKind.SQUARED),
+                          False)[0]
+
+    out = {}
+    for name, loss in (("plain", plain), ("fused", fused)):
+        for mode in modes:
+            f = torch.compile(loss, fullgraph=True) if mode == "compiled" else loss
+
+            def step(f=f):
+                return torch.autograd.grad(f(pred).sum(), pred)[0]
+            out[(name, mode)] = _cuda_graphed(step) if mode == "graph" else step
+    return out
+
+
+def hotpath_rows(quick: bool = False) -> list[dict]:
+    """Fused ALRC fwd+bwd over plain MSE fwd+bwd (target <= 1.1x at every batch), per dtype,
+    batch and mode, and a training step with ALRC.fused over the same step without it
+    (target <= 1.02x). CPU: eager only, tiny sizes (a smoke run of the same code)."""
+    from em_accel.train import ALRC
+
+    device = "cuda" if "cuda" in available_devices() else "cpu"
+    side = 64 if quick or device == "cpu" else 512
+    batches = [2, 8] if quick or device == "cpu" else [2, 4, 8, 16, 32, 64, 128]
+    modes = ["eager"] if device == "cpu" else ["eager", "graph", "compiled"]
+    reps = 5 if quick else 25
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for batch in batches:
+            args = sample_inputs(device, dtype, batch, (side, side), requires_grad=True)
+            variants = _loss_variants(*args[:4], modes)
+            best = _interleaved(variants, device, reps)
+            for mode in modes:
+                f, p = best[("fused", mode)], best[("plain", mode)]
+                rows.append({"kind": "loss fwd+bwd", "device": device, "dtype": str(dtype)[6:],
+                             "batch": batch, "shape": f"{side}x{side}", "mode": mode,
+                             "fused_ms": 1e3 * f, "plain_mse_ms": 1e3 * p,
+                             "fused_over_plain": f / p, "target": 1.1})
+    # A real training step: denoiser-sized conv net, Adam, ALRC module vs plain MSE.
+    batch, side = (4, 32) if quick or device == "cpu" else (32, 256)
+    torch.manual_seed(0)
+    net = SupersamplingNet().to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    alrc = ALRC(mu1_start=3.0, mu2_start=12.0).to(device)
+    x = torch.randn(batch, 1, side, side, device=device)
+    inp = degrade(x)
+
+    def train_step(use_alrc):
+        def run():
+            opt.zero_grad(set_to_none=True)
+            pred = net(inp)
+            loss = (alrc.fused(pred, x) if use_alrc else ((pred - x) ** 2).flatten(1).mean(1)).mean()
+            loss.backward()
+            opt.step()
+        return run
+
+    t = _interleaved({"plain": train_step(False), "alrc": train_step(True)}, device, reps)
+    rows.append({"kind": "training step", "device": device, "batch": batch,
+                 "shape": f"{side}x{side}", "mode": "eager", "step_plain_ms": 1e3 * t["plain"],
+                 "step_alrc_ms": 1e3 * t["alrc"], "alrc_over_plain": t["alrc"] / t["plain"],
+                 "target": 1.02})
+    return rows
+
+
+def run_hotpaths(quick: bool = False):
+    rows = hotpath_rows(quick)
+    print_table("ALRC hot path: fused ALRC vs plain MSE, forward + backward (best median ms)",
+                [r for r in rows if r["kind"] == "loss fwd+bwd"],
+                ["device", "dtype", "batch", "shape", "mode", "fused_ms", "plain_mse_ms",
+                 "fused_over_plain", "target"])
+    print_table("ALRC hot path: training step", [r for r in rows if r["kind"] == "training step"],
+                ["device", "batch", "shape", "step_plain_ms", "step_alrc_ms", "alrc_over_plain",
+                 "target"])
+    return write_record("alrc_hotpaths", rows, available_devices(), {"quick": quick})

@@ -122,3 +122,25 @@ def test_cuda_graph_replay_matches_eager(dtype):
     torch.cuda.synchronize()
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_eager_path_equals_custom_op(per_pixel):
+    args = alrc_ops.sample_inputs("cpu", torch.float32, 6, (9, 7), per_pixel, requires_grad=True)
+    want = alrc_ops.alrc_fused(*args)
+    got = alrc_ops.fused_loss(*args)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    target = args[1].clone().requires_grad_(True)
+    args2 = (args[0], target, *args[2:])
+    gw = torch.autograd.grad(alrc_ops.alrc_fused(*args2)[0].sum(), (args[0], target))
+    gg = torch.autograd.grad(alrc_ops.fused_loss(*args2)[0].sum(), (args[0], target))
+    for g, w in zip(gg, gw):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+def test_eager_path_refuses_double_backward():
+    args = alrc_ops.sample_inputs("cpu", torch.float64, 4, (5, 5), requires_grad=True)
+    g, = torch.autograd.grad(alrc_ops.fused_loss(*args)[0].sum(), args[0], create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..ops._common import check_tensor
-from ..ops.alrc import ErrorKind, alrc_fused, clip_reference
+from ..ops.alrc import ErrorKind, clip_reference, fused_loss
 
 _ERRORS = {"squared": ErrorKind.SQUARED, "mse": ErrorKind.SQUARED,
            "absolute": ErrorKind.ABSOLUTE, "mae": ErrorKind.ABSOLUTE,
@@ -135,7 +135,7 @@ class ALRC(nn.Module):
         if self.per_element and tuple(pred.shape[1:]) != self.moments_shape:
             raise ValueError(f"pred must have shape [B, *{list(self.moments_shape)}] for "
                              f"per-element ALRC, got {list(pred.shape)}")
-        loss, _, mu1, mu2 = alrc_fused(pred, target, self.mu1, self.mu2, self.n_up, self.n_down,
+        loss, _, mu1, mu2 = fused_loss(pred, target, self.mu1, self.mu2, self.n_up, self.n_down,
                                        self.decay, int(_ERRORS[error]), self.per_element)
         self._commit(mu1, mu2)
         return loss
