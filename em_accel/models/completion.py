@@ -221,7 +221,7 @@ class PartialScanCompleter(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# The thesis's generator, for reference and cost comparison (SEED_SPEC-level description in
+# The thesis's generator, for reference and cost comparison (described layer by layer in
 # docs/complete.md): inner generator at half size, outer generator at full size.
 
 class _Res3(nn.Module):

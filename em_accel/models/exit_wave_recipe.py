@@ -9,7 +9,7 @@ wall time; ``--steps`` is the planned total, which fixes the learning-rate sched
 ``--init`` starts from another run's weights (fine-tuning). The run's record (command, data,
 seed, steps, wall time, device, every evaluation row) goes to ``RUN/recipe.json``.
 
-Training follows the thesis (SEED_SPEC §5.2): input the amplitude of a random crop with a
+Training follows the thesis (ch. 7, arXiv:2001.10938): input the amplitude of a random crop with a
 random dihedral transform, target the phasor (cos φ, sin φ), loss ALRC(10 · MSE) per example,
 Adam β1 0.9, learning rate halved 7 times over the run (the thesis's ``min`` reading of its
 schedule). Options beyond the thesis: ``--align`` (a global-phase-invariant loss),
