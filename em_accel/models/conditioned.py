@@ -12,8 +12,8 @@ convolutions down, transposed ones up, skips by addition, as DRUNet) and predict
 ``ẑ = z − net([z, σ])``. Being bias-free and ReLU, the network is positively homogeneous:
 scaling image and noise level together scales its output alike, which is what lets one set of
 weights span noise levels (Mohan et al., ICLR 2020). The clean counts are ``(s·ẑ/2)² − 3/8``.
-(``residual="sigma"`` predicts the noise in units of σ, ``z − σ·net``, instead; which trains
-better was measured, see docs/denoise.md.)
+(``residual="sigma"`` predicts the noise in units of σ, ``z − σ·net``, instead; it trained
+better in a short measured comparison and the shipped weights use it, see docs/denoise.md.)
 """
 from __future__ import annotations
 
