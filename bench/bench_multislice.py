@@ -220,13 +220,19 @@ def dataset_rate(quick: bool = True) -> dict:
     return out
 
 
-def run_cuda(quick: bool = False) -> Path:
+def run_cuda(quick: bool = False, sizes: list[tuple[int, int, int, str]] | None = None,
+             structure_factors: tuple[str, ...] = ("auto",), family: str = "multislice") -> Path:
     """GPU timings, ms per slice: em-accel's loop (potential on the fly, exact and deposit; and
     prebuilt, batch 1 and 16) vs abTEM on the GPU through CuPy where abTEM and CuPy import (same
     structure, grid and slices; the agreement of the waves is recorded too), the FFT-bound floor
     (fft2 + ifft2 + one complex multiply per slice, same card) and the achieved memory
     bandwidth against the card's measured device-to-device copy bandwidth. Times are wall clock
-    around fully synchronised calls (torch and CuPy streams), best of repeats."""
+    around fully synchronised calls (torch and CuPy streams), best of repeats.
+
+    ``sizes``: (gpts, cells across, slices, layout) cases instead of the default list;
+    ``structure_factors``: the exact potential's structure-factor methods to time (rows
+    ``ours_exact`` for "auto", ``ours_exact_<method>`` otherwise, each with its relative L2
+    difference from the first one's wave); ``family``: the record's name."""
     from ase.build import bulk
 
     from em_accel.sim import Potential, from_ase, multislice, plane_wave
@@ -270,9 +276,10 @@ def run_cuda(quick: bool = False) -> Path:
 
     name = torch.cuda.get_device_name()
     rows = []
-    sizes = [(512, 5, 50, "general"), (512, 4, 50, "periodic")] if quick else [
-        (512, 5, 100, "general"), (512, 4, 100, "periodic"), (1024, 10, 100, "general"),
-        (1024, 8, 100, "periodic"), (2048, 20, 50, "general"), (2048, 16, 50, "periodic")]
+    if sizes is None:
+        sizes = [(512, 5, 50, "general"), (512, 4, 50, "periodic")] if quick else [
+            (512, 5, 100, "general"), (512, 4, 100, "periodic"), (1024, 10, 100, "general"),
+            (1024, 8, 100, "periodic"), (2048, 20, 50, "general"), (2048, 16, 50, "periodic")]
     for gpts, cells, n, layout in sizes:
         s = from_ase(bulk("Si", cubic=True)).repeat(cells, cells, 1).with_thickness(n * DZ)
         n_pix = gpts * gpts
@@ -310,12 +317,16 @@ def run_cuda(quick: bool = False) -> Path:
             waves["abtem"] = torch.from_numpy(cupy.asnumpy(abtem_fly())).to(torch.complex128)
             timing["abtem"] = gpu_time(abtem_fly, 3) / n
             timing["abtem_prebuilt"] = gpu_time(abtem_pre, 3) / n
-        for method in ("exact", "deposit"):
-            def fly():
-                p = Potential(s, gpts=gpts, slice_thickness=DZ, method=method, device=dev)
+        cases = [("exact", f) for f in structure_factors] + [("deposit", "auto")]
+        for method, sf in cases:
+            def fly(method=method, sf=sf):
+                p = Potential(s, gpts=gpts, slice_thickness=DZ, method=method, device=dev,
+                              structure_factor=sf)
                 return multislice(plane_wave(p.grid, device=dev), p, ENERGY)
-            waves[method] = fly().cpu().to(torch.complex128)
-            timing[f"ours_{method}"] = gpu_time(fly, 3) / n
+            key = method if sf == "auto" else f"{method}_{sf}"
+            waves[key] = fly().cpu().to(torch.complex128)
+            timing[f"ours_{key}"] = gpu_time(fly, 3) / n
+        first_exact = "exact" if structure_factors[0] == "auto" else f"exact_{structure_factors[0]}"
         pre = Potential(s, gpts=gpts, slice_thickness=DZ, method="deposit", device=dev).precompute()
         for batch in (1, 16):
             def loop():
@@ -332,16 +343,31 @@ def run_cuda(quick: bool = False) -> Path:
                 bw = 9 * 8 * n_pix / t
                 row.update(achieved_GBps=bw / 1e9, copy_GBps=copy_bw / 1e9,
                            bandwidth_fraction=bw / copy_bw)
-            if "abtem" in waves and impl in ("ours_exact", "ours_deposit"):
+            if "abtem" in waves and impl[5:] in waves:
                 w, ref_w = waves[impl[5:]], waves["abtem"]
                 row["rel_l2_vs_abtem"] = ((w - ref_w).norm() / ref_w.norm()).item()
+            if impl.startswith("ours_exact") and impl[5:] in waves:
+                ref_w = waves[first_exact]
+                diff = (waves[impl[5:]] - ref_w).norm() / ref_w.norm()
+                row["rel_l2_vs_first_exact"] = diff.item()
             rows.append(row)
         print(rows[-1], flush=True)
     print_table("multislice on GPU (ms per wave and slice; speed-up vs abTEM+CuPy, prebuilt rows "
                 "vs abTEM prebuilt)", rows,
                 ["gpts", "layout", "impl", "ms_per_slice", "speedup_vs_abtem", "ratio_to_floor",
-                 "rel_l2_vs_abtem", "bandwidth_fraction"])
+                 "rel_l2_vs_abtem", "rel_l2_vs_first_exact", "bandwidth_fraction"])
     extra = {"copy_GBps": copy_bw / 1e9, "energy_keV": ENERGY, "slice_thickness_A": DZ,
              "abtem": abtem.__version__ if abtem is not None else None,
              "cupy": cupy.__version__ if cupy is not None else None}
-    return write_record("multislice", rows, ["cuda"], extra)
+    return write_record(family, rows, ["cuda"], extra)
+
+
+def run_hotpaths() -> Path | None:
+    """device_check.sh STAGES=hotpaths: the exact structure factor at 2048^2 on a general grid
+    (Si [001], 20 cells across, 50 slices), auto and GEMM, against abTEM+CuPy and the deposit
+    path (target: exact >= 10x abTEM, waves agreeing with the CPU-validated exact path)."""
+    if not torch.cuda.is_available():
+        print("multislice hot path: needs a CUDA GPU; skipped", flush=True)
+        return None
+    return run_cuda(sizes=[(2048, 20, 50, "general")], structure_factors=("auto", "gemm"),
+                    family="multislice_hotpaths")

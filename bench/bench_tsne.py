@@ -170,3 +170,66 @@ def run(quick: bool = False):
                  "kl_vs_opentsne_fft", "load_before", "load_after"])
     return write_record("tsne", rows, devices, extra={"n_iter": N_ITER, "perplexity": PERPLEXITY,
                                                        "data": "gaussian_mixture(n, 64, 10, seed=0)"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Hot-path stage (bench/device_check.sh STAGES=hotpaths). Run it in a fresh process: the first
+# row is the first t-SNE call of the process.
+
+def _timed_tsne(x, device) -> dict:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    y, info = tsne_with_info(x, PERPLEXITY, N_ITER, device=device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return {"total_s": time.perf_counter() - t0, "affinities_s": info.timings["affinities"],
+            "optimize_s": info.timings["optimize"], "methods": dict(info.methods), "y": y}
+
+
+def hotpath_rows(quick: bool = False) -> list[dict]:
+    """First call vs warm call (same data, target <= 1.5x), then 1M x 50 (target <= 10 s) and
+    60k x 784 (target <= 2 s) end to end from data on the device, library defaults, 750
+    iterations. 10-NN preservation on a 20k subsample measures quality. CPU: tiny sizes."""
+    device = "cuda" if "cuda" in available_devices() else "cpu"
+    small = quick or device == "cpu"
+    n_warm = 2000 if small else 100_000
+    x, _ = gaussian_mixture(n_warm, dim=50, clusters=10, seed=0)
+    x = x.to(device)
+    first = _timed_tsne(x, device)  # nothing t-SNE ran before this in the process
+    warm = _timed_tsne(x, device)
+    rows = [{"kind": "first vs warm", "device": device, "n": n_warm, "dim": 50,
+             "first_s": first["total_s"], "warm_s": warm["total_s"],
+             "first_affinities_s": first["affinities_s"], "warm_affinities_s": warm["affinities_s"],
+             "first_optimize_s": first["optimize_s"], "warm_optimize_s": warm["optimize_s"],
+             "ratio": first["total_s"] / warm["total_s"], "target": 1.5}]
+    print(rows[-1], flush=True)
+    cases = [(3000, 50, 10.0), (1000, 784, 2.0)] if small else \
+        [(1_000_000, 50, 10.0), (60_000, 784, 2.0)]
+    for n, dim, target in cases:
+        x, _ = gaussian_mixture(n, dim=dim, clusters=10, seed=0)
+        x = x.to(device)
+        r = _timed_tsne(x, device)
+        sub = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:20_000].to(device)
+        rows.append({"kind": "end to end", "device": device, "n": n, "dim": dim,
+                     "total_s": r["total_s"], "affinities_s": r["affinities_s"],
+                     "optimize_s": r["optimize_s"], "target_s": target,
+                     "ratio": r["total_s"] / target, "methods": r["methods"],
+                     "knn10_sub20k": knn_preservation(x[sub], r["y"].to(device)[sub])})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def run_hotpaths(quick: bool = False):
+    rows = hotpath_rows(quick)
+    print_table("t-SNE hot path: first vs warm call; ratio = first / warm (target 1.5)",
+                [r for r in rows if r["kind"] == "first vs warm"],
+                ["device", "n", "first_s", "warm_s", "first_optimize_s", "warm_optimize_s",
+                 "ratio", "target"])
+    print_table("t-SNE hot path: end to end (750 iterations); ratio = time / target",
+                [r for r in rows if r["kind"] == "end to end"],
+                ["device", "n", "dim", "total_s", "affinities_s", "optimize_s", "target_s",
+                 "ratio", "knn10_sub20k"])
+    return write_record("tsne_hotpaths", rows, available_devices(),
+                        {"n_iter": N_ITER, "perplexity": PERPLEXITY, "quick": quick,
+                         "data": "gaussian_mixture(n, dim, 10, seed=0)"})

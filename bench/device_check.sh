@@ -3,8 +3,12 @@
 # test, a denoiser training run (in the background while the tests run, TRAIN_BACKGROUND=1: tests
 # are not timed; else after them), then the GPU benches of t-SNE (20k/100k points, kNN /
 # affinities / optimisation apart) and multislice (vs abTEM + CuPy). STAGES picks among
-# "tests train tsne multislice" (default all). Records and logs land in $OUT (at most 8 files
-# come back). Training continues from TRAIN_INIT (default: the shipped low-dose weights).
+# "tests train tsne multislice hotpaths" (default all but hotpaths). STAGES=hotpaths records
+# issue 15's ratios in one run: the hot-path CUDA tests, t-SNE first vs warm call (100k, in a
+# fresh process) and 1M x 50 / 60k x 784 end to end, fused ALRC vs plain MSE forward+backward
+# (B = 2..128 at 512^2, float32/bfloat16, eager / CUDA graph / compiled) and a training step
+# with vs without ALRC, and the exact structure factor at 2048^2 (auto, GEMM) vs abTEM+CuPy.
+# Records and logs land in $OUT (at most 8 files come back). Training continues from TRAIN_INIT (default: the shipped low-dose weights).
 # abTEM and the packages it imports that the machine lacks travel as wheels in .whl/ (see
 # bench/README or the device tool's notes); without them the multislice bench times us alone.
 set -o pipefail
@@ -55,6 +59,21 @@ stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
         high/log.jsonl 2>/dev/null
   fi
 
+  if has hotpaths; then
+    bench_fn() {  # module function timeout: one bench in its own process (t-SNE's first call)
+      EM_ACCEL_BENCH_OUT="$OUT" timeout "$3" python3 -c \
+          "import bench.$1 as m; m.$2()" 2>&1 | tail -"${4:-30}"
+    }
+    stamp "hot-path cuda tests"
+    timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider -rfE \
+        python_tests/test_alrc_hotpath.py python_tests/test_tsne_knn_tiled.py \
+        python_tests/test_alrc_ops.py python_tests/test_alrc_module.py \
+        > "$OUT/hotpath_tests.log" 2>&1
+    grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/hotpath_tests.log" | tail -10
+    stamp "hot paths: t-SNE"; bench_fn bench_tsne run_hotpaths 300 16
+    stamp "hot paths: ALRC"; bench_fn bench_alrc run_hotpaths 240 40
+    stamp "hot paths: multislice"; bench_fn bench_multislice run_hotpaths 180 14
+  fi
   if has tsne; then
     stamp "t-SNE bench"
     EM_ACCEL_TSNE_SIZES= EM_ACCEL_BENCH_OUT="$OUT" timeout 150 python3 -m bench tsne 2>&1 | tail -30
