@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._api import progress_counter
-from ..errors import expect_type
+from ..errors import expect_number, expect_type
 from ..data.augment import dihedral, dihedral_inverse
 from .denoiser import STRIDE
 
@@ -100,6 +100,10 @@ def apply_tiled(model: nn.Module, image: torch.Tensor, tile: int = 1024, margin:
     """
     if image.dim() != 3:
         raise ValueError(f"image must be [C, H, W], got shape {list(image.shape)}")
+    # a margin of 2**63 px segfaulted inside torch's padding: bound the sizes first
+    tile = expect_number("tile", tile, 16, 1 << 16, unit="px", integer=True)
+    margin = expect_number("margin", margin, 0, 1 << 12, unit="px", integer=True)
+    batch_size = expect_number("batch_size", batch_size, 1, 1 << 12, integer=True)
     h, w = image.shape[-2:]
     x = image[None]
     if margin:

@@ -105,7 +105,7 @@ def slice_thicknesses(depth: float, slice_thickness: float | Sequence[float]) ->
         if depth / dz > MAX_SLICES:
             raise OutOfRangeError(f"depth / slice_thickness = {depth / dz:.3g} slices; at most "
                                   f"{MAX_SLICES} (thicker slices or a thinner specimen)")
-        n = int(math.ceil(depth / dz))
+        n = max(1, int(math.ceil(depth / dz)))  # depth/dz underflows to 0 for depth 5e-324
         return np.full(n, depth / n)
     dzs = np.asarray(slice_thickness, dtype=np.float64)
     if dzs.ndim != 1 or (dzs <= 0).any() or abs(dzs.sum() - depth) > 1e-6 * depth:
