@@ -163,11 +163,7 @@ def _loss_shape(pred: torch.Tensor, per_pixel: bool) -> tuple[int, ...]:
     return tuple(pred.shape) if per_pixel else (pred.shape[0],)
 
 
-@torch.library.custom_op("em_accel::alrc_fused", mutates_args=())
-def alrc_fused(pred: torch.Tensor, target: torch.Tensor, mu1: torch.Tensor, mu2: torch.Tensor,
-               n_up: float, n_down: float, decay: float, kind: int, per_pixel: bool
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fused ALRC loss. Returns (loss, scale, mu1_new, mu2_new); see alrc_fused_reference."""
+def _forward_impl(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel):
     _check(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel)
     acc = accumulate_dtype(pred.dtype)
     shape = _loss_shape(pred, per_pixel)
@@ -183,6 +179,14 @@ def alrc_fused(pred: torch.Tensor, target: torch.Tensor, mu1: torch.Tensor, mu2:
     return loss, scale, mu1_new, mu2_new
 
 
+@torch.library.custom_op("em_accel::alrc_fused", mutates_args=())
+def alrc_fused(pred: torch.Tensor, target: torch.Tensor, mu1: torch.Tensor, mu2: torch.Tensor,
+               n_up: float, n_down: float, decay: float, kind: int, per_pixel: bool
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fused ALRC loss. Returns (loss, scale, mu1_new, mu2_new); see alrc_fused_reference."""
+    return _forward_impl(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel)
+
+
 @alrc_fused.register_fake
 def _(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel):
     _check(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel)
@@ -190,10 +194,7 @@ def _(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel):
     return loss, torch.empty_like(loss), torch.empty_like(mu1), torch.empty_like(mu2)
 
 
-@torch.library.custom_op("em_accel::alrc_fused_bwd", mutates_args=())
-def alrc_fused_bwd(grad_loss: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
-                   scale: torch.Tensor, kind: int, per_pixel: bool) -> torch.Tensor:
-    """Gradient of the fused ALRC loss with respect to ``pred``: grad_loss * scale * error'."""
+def _backward_impl(grad_loss, pred, target, scale, kind, per_pixel):
     _validate.alrc_backward(pred, target, kind, ErrorKind._value2member_map_)
     shape = _loss_shape(pred, per_pixel)
     acc = accumulate_dtype(pred.dtype)
@@ -206,6 +207,13 @@ def alrc_fused_bwd(grad_loss: torch.Tensor, pred: torch.Tensor, target: torch.Te
             grad_pred.data_ptr())
     launch(_native.alrc, "backward", pred.device, p, *ptrs, op="em_accel::alrc_fused_bwd")
     return grad_pred
+
+
+@torch.library.custom_op("em_accel::alrc_fused_bwd", mutates_args=())
+def alrc_fused_bwd(grad_loss: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
+                   scale: torch.Tensor, kind: int, per_pixel: bool) -> torch.Tensor:
+    """Gradient of the fused ALRC loss with respect to ``pred``: grad_loss * scale * error'."""
+    return _backward_impl(grad_loss, pred, target, scale, kind, per_pixel)
 
 
 @alrc_fused_bwd.register_fake
@@ -249,7 +257,7 @@ class _EagerFused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel):
-        out = alrc_fused._init_fn(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel)
+        out = _forward_impl(pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel)
         _setup_context(ctx, (pred, target, mu1, mu2, n_up, n_down, decay, kind, per_pixel), out)
         return out
 
@@ -257,8 +265,8 @@ class _EagerFused(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss, grad_scale, grad_mu1, grad_mu2):
         pred, target, scale = ctx.saved_tensors
-        grad = alrc_fused_bwd._init_fn(grad_loss.contiguous(), pred, target, scale, ctx.kind,
-                                       ctx.per_pixel)
+        grad = _backward_impl(grad_loss.contiguous(), pred, target, scale, ctx.kind,
+                              ctx.per_pixel)
         return (grad if ctx.needs_input_grad[0] else None,
                 -grad if ctx.needs_input_grad[1] else None) + (None,) * 7
 
