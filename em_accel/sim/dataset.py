@@ -271,16 +271,3 @@ def load_dataset(out_dir: str | Path, split: str | None = None) -> tuple[list[np
                 waves.append(w)
                 metas.append(m)
     return waves, metas
-
-def bench_dataset(quick: bool = True) -> dict:
-    """Waves per second of a small synchronous dataset run (used by bench/bench_multislice.py)."""
-    import tempfile
-
-    spec = DatasetSpec(materials=("Si", "SrTiO3"), energies=(200.0, 300.0),
-                       thicknesses=(20.0, 40.0) if quick else (50.0, 100.0),
-                       zones=((0, 0, 1),), extent=10.0 if quick else 20.0, sampling=0.05,
-                       shard_size=2)
-    with tempfile.TemporaryDirectory() as d:
-        out = generate(spec, d, scheduler="synchronous", progress=False)
-    out["grid_A"] = spec.extent
-    return out
