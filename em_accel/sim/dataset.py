@@ -160,7 +160,7 @@ def write_waves(path: str | Path, waves: list[np.ndarray], metas: list[dict]) ->
     return str(path)
 
 
-def generate(spec: DatasetSpec, out_dir: str | Path, scheduler: str | None = "local",
+def generate(spec: DatasetSpec, out_dir: str | Path, scheduler: str | None = "local", *,
              device: str | None = None, progress: bool | Callable[[int, int], None] = True) -> dict:
     """Generate (or resume) a dataset under ``out_dir``.
 
@@ -173,8 +173,8 @@ def generate(spec: DatasetSpec, out_dir: str | Path, scheduler: str | None = "lo
     """
     units = plan(spec)
     shards = [units[i:i + spec.shard_size] for i in range(0, len(units), spec.shard_size)]
-    out = run_shards(out_dir, dataclasses.asdict(spec), shards, write_shard, scheduler, device,
-                     progress, extra_manifest={"units": units})
+    out = run_shards(out_dir, dataclasses.asdict(spec), shards, write_shard, scheduler,
+                     device=device, progress=progress, extra_manifest={"units": units})
     done = set(out.pop("todo"))
     out["waves"] = sum(len(u["thicknesses"]) for i in done for u in shards[i])
     seconds = out["seconds"]
@@ -184,7 +184,7 @@ def generate(spec: DatasetSpec, out_dir: str | Path, scheduler: str | None = "lo
 
 def run_shards(out_dir: str | Path, spec_dict: dict, shards: list[list[dict]],
                writer: Callable[[dict, list[dict], str, str | None], str],
-               scheduler: str | None = "local", device: str | None = None,
+               scheduler: str | None = "local", *, device: str | None = None,
                progress: bool | Callable[[int, int], None] = True,
                extra_manifest: dict | None = None) -> dict:
     """Run ``writer(spec_dict, shard_units, path, device)`` for every unfinished shard.

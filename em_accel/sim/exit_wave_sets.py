@@ -222,14 +222,14 @@ def plan(spec: ExitWaveSetSpec) -> list[dict]:
     return [draw_parameters(spec, split, i) for split in SPLITS for i in range(spec.counts.get(split, 0))]
 
 
-def generate(spec: ExitWaveSetSpec, out_dir: str | Path, scheduler: str | None = "synchronous",
+def generate(spec: ExitWaveSetSpec, out_dir: str | Path, scheduler: str | None = "synchronous", *,
              device: str | None = None, progress: bool | Callable[[int, int], None] = True) -> dict:
     """Generate (or resume) ``spec`` under ``out_dir``; returns the run summary with
     ``waves_per_second`` (of the waves written by this call)."""
     units = plan(spec)
     shards = [units[i:i + spec.shard_size] for i in range(0, len(units), spec.shard_size)]
     out = _ds.run_shards(out_dir, dataclasses.asdict(spec), shards, write_shard, scheduler,
-                         device, progress)
+                         device=device, progress=progress)
     out["waves"] = sum(len(shards[i]) for i in out.pop("todo"))
     out["waves_per_second"] = out["waves"] / out["seconds"] if out["seconds"] > 0 and out["waves"] else 0.0
     out["set"] = spec.name
