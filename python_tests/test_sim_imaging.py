@@ -123,3 +123,16 @@ def test_interaction_parameter_sign_convention():
     w = exit_wave(s, energy=200, gpts=64, slice_thickness=1.0, precision="float64")
     assert torch.angle(w[26, 26]).item() > 0
     assert interaction_parameter(200) > 0
+
+
+def test_dose_noise_refuses_means_beyond_int64_draws():
+    from em_accel.errors import OutOfRangeError
+
+    img = torch.rand(16, 16)
+    with pytest.raises(OutOfRangeError, match="pixel_area"):
+        dose_noise(img, 100.0, float(2 ** 64))  # found by the fuzz: OverflowError before
+    with pytest.raises(OutOfRangeError, match="counts per pixel"):
+        dose_noise(img, 1e10, 1e10)
+    img[3, 3] = float("nan")
+    with pytest.raises(OutOfRangeError):
+        dose_noise(img, 100.0, 1.0)

@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 
 from .._api import Seed, as_generator
-from ..errors import expect_number, expect_type
+from ..errors import OutOfRangeError, expect_number, expect_type
 from .physics import wavelength
 from .potential import Grid
 
@@ -160,6 +160,10 @@ def bin_detector(image: torch.Tensor, factor: int) -> torch.Tensor:
     return x.reshape(*x.shape[:-2], nx // f, f, ny // f, f).mean((-3, -1))
 
 
+# Poisson means above this overflow torch.poisson's int64 draws.
+MAX_MEAN_COUNTS = 1e15
+
+
 def dose_noise(image: torch.Tensor, dose: float, pixel_area: float, seed: Seed = None
                ) -> torch.Tensor:
     """Poisson counts with mean ``image * dose * pixel_area`` (negative means clipped to 0).
@@ -173,6 +177,10 @@ def dose_noise(image: torch.Tensor, dose: float, pixel_area: float, seed: Seed =
     """
     if not (math.isfinite(dose) and dose > 0):
         raise ValueError(f"dose must be > 0 e/Å^2, got {dose}")
+    pixel_area = expect_number("pixel_area", pixel_area, 0.0, 1e12, unit="Å²", low_open=True)
     expect_type("image", image, torch.Tensor)
     lam = torch.clamp(image.to(torch.float64) * dose * pixel_area, min=0.0)
+    if lam.numel() and not bool(lam.max() <= MAX_MEAN_COUNTS):  # NaN fails too
+        raise OutOfRangeError(f"image * dose * pixel_area must be finite and at most "
+                              f"{MAX_MEAN_COUNTS:.0e} counts per pixel (torch.poisson draws int64)")
     return torch.poisson(lam, generator=as_generator(seed, image.device)).to(image.dtype)
