@@ -136,3 +136,23 @@ def test_dose_noise_refuses_means_beyond_int64_draws():
     img[3, 3] = float("nan")
     with pytest.raises(OutOfRangeError):
         dose_noise(img, 100.0, 1.0)
+
+
+@pytest.mark.parametrize("extent", [[], 1e6, (5.0, 5.0, 5.0), "a"])
+def test_box_sizes_get_named_errors(extent):
+    # found by the fuzz: IndexError for [] and MemoryError for a 100 µm box before
+    from em_accel.errors import InvalidInputError, InvalidTypeError
+    from em_accel.sim import exit_wave
+
+    with pytest.raises((InvalidInputError, InvalidTypeError), match="extent"):
+        exit_wave("Si", energy=200, zone=(0, 0, 1), thickness=4.0, gpts=32, extent=extent)
+
+
+def test_dose_noise_refuses_complex_images():
+    from em_accel.errors import InvalidTypeError
+
+    with pytest.raises(InvalidTypeError, match="real"):
+        dose_noise(torch.ones(4, 4, dtype=torch.complex64), 100.0, 1.0)
+    from em_accel.errors import OutOfRangeError
+    with pytest.raises(OutOfRangeError, match="dose"):
+        dose_noise(torch.ones(4, 4), 10 ** 30, 1.0)  # an int too big for a float64 product

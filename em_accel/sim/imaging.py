@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 
 from .._api import Seed, as_generator
-from ..errors import OutOfRangeError, expect_number, expect_type
+from ..errors import InvalidTypeError, OutOfRangeError, expect_number, expect_type
 from .physics import wavelength
 from .potential import Grid
 
@@ -175,10 +175,11 @@ def dose_noise(image: torch.Tensor, dose: float, pixel_area: float, seed: Seed =
     Returns:
         counts (float, same dtype as image; divide by dose * pixel_area to get intensity).
     """
-    if not (math.isfinite(dose) and dose > 0):
-        raise ValueError(f"dose must be > 0 e/Å^2, got {dose}")
+    dose = expect_number("dose", dose, 0.0, 1e15, unit="e⁻/Å²", low_open=True)
     pixel_area = expect_number("pixel_area", pixel_area, 0.0, 1e12, unit="Å²", low_open=True)
     expect_type("image", image, torch.Tensor)
+    if image.is_complex():
+        raise InvalidTypeError("image must be a real intensity, got a complex tensor")
     lam = torch.clamp(image.to(torch.float64) * dose * pixel_area, min=0.0)
     if lam.numel() and not bool(lam.max() <= MAX_MEAN_COUNTS):  # NaN fails too
         raise OutOfRangeError(f"image * dose * pixel_area must be finite and at most "

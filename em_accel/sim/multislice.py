@@ -199,12 +199,9 @@ def as_structure(structure, zone=None, extent=None, thickness=None) -> Structure
     With ``zone`` (uvw) the crystal is turned to that zone axis (:func:`zone_axis`); an
     orthogonal cell without ``zone`` is used as it is. ``thickness`` [Å] tiles and cuts in z.
     """
-    from .structure import zone_axis
+    from .structure import check_box_size, zone_axis
 
-    for name, value in (("thickness", thickness), *(("extent", e) for e in np.atleast_1d(
-            extent if extent is not None else []))):
-        if value is not None:  # a box beyond 1 mm is a mistake, not a crystal to build
-            expect_number(name, value, 0.0, 1e7, unit="Å", low_open=True)
+    check_box_size(thickness, extent)
 
     if isinstance(structure, Structure) and zone is None:
         s = structure

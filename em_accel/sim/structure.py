@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import expect_number
+from ..errors import InvalidInputError, expect_number
 from .kirkland import atomic_number
 
 SHIPPED = ("Si", "SrTiO3", "GaAs", "Au", "MgO", "Cu", "PbTiO3")
@@ -186,6 +186,25 @@ def _orthogonal_basis(lattice: np.ndarray, uvw: np.ndarray, max_index: int = 6,
     return None
 
 
+MAX_THICKNESS_A = 1e7  # 1 mm: deeper is a mistake, not a specimen
+MAX_EXTENT_A = 1e4     # 1 µm laterally: beyond that the atoms of one slice exhaust memory
+
+
+def check_box_size(thickness: float | None, extent: float | Sequence[float] | None) -> None:
+    """Named errors unless ``thickness`` [Å] is None or in (0, 1 mm] and ``extent`` [Å] is None,
+    one length or two lengths, each in (0, 1 µm]."""
+    if thickness is not None:
+        expect_number("thickness", thickness, 0.0, MAX_THICKNESS_A, unit="Å", low_open=True)
+    if extent is None:
+        return
+    lengths = [extent] if np.isscalar(extent) else list(extent) \
+        if isinstance(extent, (list, tuple, np.ndarray)) else None
+    if lengths is None or len(lengths) not in (1, 2):
+        raise InvalidInputError(f"extent must be one or two lengths [Å], got {extent!r}")
+    for e in lengths:
+        expect_number("extent", e, 0.0, MAX_EXTENT_A, unit="Å", low_open=True)
+
+
 def zone_axis(source, uvw: Sequence[int] = (0, 0, 1), extent: float | Sequence[float] | None = None,
               thickness: float | None = None) -> Structure:
     """Orthogonal periodic box with crystal direction [uvw] along the beam (z).
@@ -200,10 +219,7 @@ def zone_axis(source, uvw: Sequence[int] = (0, 0, 1), extent: float | Sequence[f
     The lateral box vectors are the shortest mutually orthogonal lattice vectors perpendicular
     to [uvw] (indices up to 6, length up to 40 Å); ValueError if none exist.
     """
-    for name, value in (("thickness", thickness), *(("extent", e) for e in np.atleast_1d(
-            extent if extent is not None else []))):
-        if value is not None:  # a box beyond 1 mm is a mistake, not a crystal to build
-            expect_number(name, value, 0.0, 1e7, unit="Å", low_open=True)
+    check_box_size(thickness, extent)
     atoms = load(source)
     if isinstance(atoms, Structure):
         atoms = atoms.to_ase()
