@@ -182,6 +182,22 @@ def test_recipe_trains_resumes_and_records(tmp_path):
     assert "rms_blur_delaunay" in logged["runs"][-1]["val_after"]
 
 
+def test_relative_loss_is_one_at_delaunay_and_kind_probs():
+    from em_accel.models import completion_recipe as R
+
+    images = np.stack([_smooth(32, s) for s in range(2)]).astype(np.float32)
+    data = R.CompletionData(images, R.path_bank(32), kind_probs=(0.0, 0.0, 1.0))
+    assert {data[i]["kind"] for i in range(8)} == {"grid"}
+    batch = data.batch(0, 3)
+    model = C.PartialScanCompleter((8, 8, 8, 8))      # zero correction: its output is Delaunay
+    _, logs = R.losses(model, batch, None, relative=True)
+    nll = logs["nll"]
+    ratio = logs["loss"] - R.NLL_WEIGHT * nll    # each example's ratio is 1 (less REL_EPS's share)
+    assert 0.99 < ratio <= 1.0 + 1e-6
+    with pytest.raises(ValueError, match="kind_probs"):
+        R.CompletionData(images, R.path_bank(32), kind_probs=(1.0, -1.0, 0.0))
+
+
 def test_evaluation_rows_and_calibration():
     from em_accel.models import completion_eval as E
 

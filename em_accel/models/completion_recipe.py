@@ -38,6 +38,9 @@ LOSS_SCALE = 200.0
 NOISE_FREE_FRACTION = 0.4
 COUNTS = (30.0, 3000.0)  # log-uniform shot-noise level [counts per unit intensity]
 NLL_WEIGHT = 0.1
+#: Relative loss: floor of the Delaunay MSE it divides by (scaled units; RMS 0.3% of the range),
+#: so that an exactly interpolable crop (vacuum) does not get an unbounded weight.
+REL_EPS = 1e-5
 
 
 @functools.lru_cache(maxsize=4)
@@ -91,14 +94,26 @@ class CompletionData:
     """Deterministic examples: example ``i`` is a pure function of (seed, i)."""
 
     def __init__(self, images: np.ndarray, bank: list, seed: int = TRAIN_SEED,
-                 unknown_kind_fraction: float = 0.1) -> None:
+                 unknown_kind_fraction: float = 0.1,
+                 kind_probs: tuple[float, ...] | None = None) -> None:
         self.images, self.bank, self.seed = images, bank, seed
         self.unknown = unknown_kind_fraction
         self.by_kind = {k: [b for b in bank if b[0] == k] for k in KINDS}
+        self.kind_cdf = None  # None: equal weights (the draw of the runs before kind_probs)
+        if kind_probs is not None:
+            p = np.asarray(kind_probs, float)
+            if p.shape != (len(KINDS),) or (p < 0).any() or p.sum() <= 0:
+                raise ValueError(f"kind_probs must be {len(KINDS)} non-negative weights for "
+                                 f"{KINDS}, got {kind_probs}")
+            self.kind_cdf = np.cumsum(p / p.sum())
 
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng((self.seed, i))
-        kind = KINDS[rng.integers(len(KINDS))]
+        if self.kind_cdf is None:
+            kind = KINDS[rng.integers(len(KINDS))]
+        else:
+            kind = KINDS[min(int(np.searchsorted(self.kind_cdf, rng.random(), side="right")),
+                             len(KINDS) - 1)]
         _, cov, path = self.by_kind[kind][rng.integers(len(self.by_kind[kind]))]
         counts = None if rng.random() < NOISE_FREE_FRACTION else \
             float(np.exp(rng.uniform(np.log(COUNTS[0]), np.log(COUNTS[1]))))
@@ -117,15 +132,25 @@ class CompletionData:
         return {k: torch.stack([it[k] for it in items]) for k in ("x", "cond", "target")}
 
 
-def losses(model: PartialScanCompleter, batch: dict, alrc, gan=None) -> tuple[torch.Tensor, dict]:
+def losses(model: PartialScanCompleter, batch: dict, alrc, gan=None, relative: bool = False
+           ) -> tuple[torch.Tensor, dict]:
     """(total loss, logged scalars) of a batch; ``gan`` (a GanTrainer) adds its generator
-    loss."""
+    loss. ``relative``: each example's raw and blurred MSE are divided by those of its
+    Delaunay-linear input (channel 0), so every path and coverage weighs the same in
+    "fraction of the baseline's error" (a uniform grid's error is ~100x smaller than a sparse
+    spiral's, and under the plain loss it hardly trains)."""
     out = model(batch["x"], batch["cond"])
     y = batch["target"]
+    by = gaussian_blur(y[:, 0], 5, 2.5)
     mse = ((out.mean - y) ** 2).flatten(1).mean(1)
-    mse_blur = ((gaussian_blur(out.mean[:, 0], 5, 2.5) - gaussian_blur(y[:, 0], 5, 2.5)) ** 2
-                ).flatten(1).mean(1)
-    per = LOSS_SCALE * (mse + mse_blur)
+    mse_blur = ((gaussian_blur(out.mean[:, 0], 5, 2.5) - by) ** 2).flatten(1).mean(1)
+    if relative:
+        lin = batch["x"][:, :1]
+        mse_lin = ((lin - y) ** 2).flatten(1).mean(1)
+        mse_blur_lin = ((gaussian_blur(lin[:, 0], 5, 2.5) - by) ** 2).flatten(1).mean(1)
+        per = 0.5 * (mse / (mse_lin + REL_EPS) + mse_blur / (mse_blur_lin + REL_EPS))
+    else:
+        per = LOSS_SCALE * (mse + mse_blur)
     clipped = alrc(per) if alrc is not None else per
     err = (out.mean.detach() - y).abs()
     nll = (err * torch.exp(-out.log_scale) + out.log_scale).flatten(1).mean(1)
@@ -164,7 +189,7 @@ def validation_examples(images: np.ndarray, bank: list, n: int = 12) -> list[dic
 
 
 def _train(model, data, val, opt, sched, alrc, gan, objects, ckpt, log, step, steps, batch,
-           device, seconds, t_start, t0, progress) -> int:
+           device, seconds, t_start, t0, progress, relative=False) -> int:
     """The optimisation loop of :func:`run`; returns the step reached."""
     from ..train.checkpoint import save_checkpoint
 
@@ -172,7 +197,7 @@ def _train(model, data, val, opt, sched, alrc, gan, objects, ckpt, log, step, st
         if seconds is not None and time.perf_counter() - t_start > seconds:
             break
         b = {k: v.to(device) for k, v in data.batch(step, batch).items()}
-        loss, logs = losses(model, b, alrc, gan)
+        loss, logs = losses(model, b, alrc, gan, relative)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -199,7 +224,8 @@ def _train(model, data, val, opt, sched, alrc, gan, objects, ckpt, log, step, st
 def run(out: Path, steps: int, batch: int, size: int, cache: str | None, seconds: float | None,
         init: Path | None, device: str, widths: tuple[int, ...], lr: float, n_val: int,
         threads: int | None, adversarial: bool = False, progress: bool = True,
-        crop: int | None = None, warmup: int = 50) -> dict:
+        crop: int | None = None, warmup: int = 50, loss: str = "mse",
+        kind_probs: tuple[float, ...] | None = None) -> dict:
     from ..train.alrc import ALRC
     from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
     from .completion import load_weights
@@ -213,12 +239,17 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | None, seconds
     train_images, val_images = images[:-n_val_images], images[-n_val_images:]
     crop = crop or size
     bank = path_bank(crop)
-    data = CompletionData(train_images, bank)
+    data = CompletionData(train_images, bank, kind_probs=kind_probs)
     val = validation_examples(val_images, bank, n_val)
     torch.manual_seed(0)
     model = load_weights(init)[0].train() if init is not None else PartialScanCompleter(widths)
     model = model.to(device)
-    alrc = ALRC(mu1_start=25.0, mu2_start=900.0).to(device)
+    if loss not in ("mse", "relative"):
+        raise ValueError(f"loss must be 'mse' or 'relative', got {loss!r}")
+    relative = loss == "relative"
+    # The thesis's moments for 200 x MSE; a relative loss starts near 1 (the Delaunay input).
+    alrc = (ALRC(mu1_start=1.0, mu2_start=4.0) if relative else
+            ALRC(mu1_start=25.0, mu2_start=900.0)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) *
@@ -240,6 +271,7 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | None, seconds
         "cache": str(cache), "n_train_images": len(train_images), "n_val_images": len(val_images),
         "widths": list(model.config["widths"]), "lr": lr, "adversarial": adversarial,
         "init": str(init) if init else None, "device": device, "seed": TRAIN_SEED,
+        "loss": loss, "kind_probs": list(kind_probs) if kind_probs else None,
         "data": f"clean micrographs, random {crop} px crops, dihedral, spiral/gridlike/grid "
                 f"at coverage 1/100-1/10, Poisson {COUNTS[0]:g}-{COUNTS[1]:g} counts per unit "
                 f"intensity ({100 * NOISE_FREE_FRACTION:.0f}% noise-free)",
@@ -249,7 +281,7 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | None, seconds
     model.train()
     with open(out / "log.jsonl", "a") as log:
         step = _train(model, data, val, opt, sched, alrc, gan, objects, ckpt, log, step, steps,
-                      batch, device, seconds, t_start, t0, progress)
+                      batch, device, seconds, t_start, t0, progress, relative)
     save_checkpoint(ckpt, objects, step)
     wall = time.perf_counter() - t0
     run_rec.update(end_step=step, train_seconds=round(wall, 1),
@@ -289,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--adversarial", action="store_true",
                    help="add the three-scale LSGAN discriminators (fine-tuning)")
+    p.add_argument("--loss", default="mse", choices=["mse", "relative"],
+                   help="mse: 200 x (MSE + blurred MSE), the thesis's; relative: each "
+                        "example's MSE and blurred MSE as fractions of its Delaunay input's")
+    p.add_argument("--kind-probs", type=float, nargs=3, default=None,
+                   metavar=("SPIRAL", "GRIDLIKE", "GRID"),
+                   help="sampling weights of the path kinds (default: equal)")
+    p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="then fit the uncertainty calibration on N held-out images (stored in "
                         "the weights)")
@@ -297,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     rec = run(a.out, a.steps, a.batch, a.size, a.cache, a.seconds, a.init, a.device,
               tuple(a.widths), a.lr, a.n_val, a.threads, a.adversarial, not a.no_progress,
-              a.crop)
+              a.crop, a.warmup, a.loss, tuple(a.kind_probs) if a.kind_probs else None)
     print(json.dumps(rec["runs"][-1], indent=2))
     if a.calibrate:
         from .completion_eval import calibrate_weights
