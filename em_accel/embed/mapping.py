@@ -16,8 +16,9 @@ from typing import Any, Sequence
 import torch
 
 from .collection import Collection, read_collection
-from .features import DEFAULT_ENCODER, encode, encode_views, load_pretrained
+from .features import DEFAULT_ENCODER, RAW_SIDE, encode, encode_views, load_pretrained
 from .index import Index
+from .two_stage import dihedral_permutations
 from .maps import HTML, PNG, SKIPPED, build_map, write_html, write_png
 
 
@@ -71,10 +72,11 @@ def make_map(inputs: Sequence[str | Path], out: str | Path, *, encoder: str = DE
     t0 = time.perf_counter()
     info = {"encoder": encoder, "weights": None if weights is None else str(Path(weights).resolve()),
             "crop": crop, "sigma_aware": sigma is not None,
-            "dihedral": dihedral,
+            "dihedral": dihedral, "raw_standardised": encoder == "raw",
             "perplexity": perplexity, "n_iter": n_iter, "seed": seed, "kl": res.kl}
     index = Index(feats.features, sigma=feats.sigma, embedding=res.embedding,
-                  uniform=res.uniform, names=col.names, metadata=col.metadata, info=info)
+                  uniform=res.uniform, names=col.names, metadata=col.metadata, info=info,
+                  view_permutations=_view_permutations(encoder, dihedral))
     index.save(out)
     if feats.state:
         from safetensors.torch import save_file
@@ -84,6 +86,11 @@ def make_map(inputs: Sequence[str | Path], out: str | Path, *, encoder: str = DE
                title=title or f"{len(col)} images ({encoder})")
     t["write"] = time.perf_counter() - t0
     return MapSummary(out, len(col), col.skipped, t, res.kl)
+
+
+def _view_permutations(encoder: str, dihedral: bool) -> torch.Tensor | None:
+    """Raw pixels' dihedral views permute the features: the index's two-stage search uses it."""
+    return dihedral_permutations(RAW_SIDE) if encoder == "raw" and dihedral else None
 
 
 def _model(encoder: str, weights, device):
@@ -114,12 +121,17 @@ def search_files(queries: Sequence[str | Path], index_dir: str | Path, k: int = 
     if st.exists():
         from safetensors.torch import load_file
         state = load_file(str(st))
-    model = _model(info.get("encoder", DEFAULT_ENCODER), info.get("weights"), device)
-    feats = encode(col.crops, model, device=device, state=state)
+    encoder = info.get("encoder", DEFAULT_ENCODER)
+    model = _model(encoder, info.get("weights"), device)
+    # indexes written before raw features were standardised keep their plain averages
+    std = bool(info.get("raw_standardised", False))
+    if index.view_permutations is None:
+        index.view_permutations = _view_permutations(encoder, bool(info.get("dihedral")))
+    feats = encode(col.crops, model, device=device, state=state, standardise=std)
     use_sigma = info.get("sigma_aware") and feats.sigma is not None and index.sigma is not None
     q, qs = feats.features, feats.sigma
     if info.get("dihedral"):
-        v = encode_views(col.crops, model, device=device, state=state)
+        v = encode_views(col.crops, model, device=device, state=state, standardise=std)
         q, qs = v.features, v.sigma
     res = index.search(q, min(k, len(index)), metric="sigma" if use_sigma else "euclidean",
                        query_sigma=qs if use_sigma else None)
