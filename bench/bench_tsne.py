@@ -220,6 +220,66 @@ def hotpath_rows(quick: bool = False) -> list[dict]:
     return rows
 
 
+def _profile_table(prof, top: int) -> list[dict]:
+    """The ``top`` ops of a torch profile by self device time (CPU time where no device ran)."""
+    out = []
+    for e in prof.key_averages():
+        dev_us = getattr(e, "self_device_time_total", 0.0) or 0.0
+        out.append({"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                    "self_device_ms": dev_us / 1e3})
+    out.sort(key=lambda r: (r["self_device_ms"], r["self_cpu_ms"]), reverse=True)
+    return out[:top]
+
+
+def profile_first_vs_warm(n: int, device: str, top: int = 25) -> dict:
+    """Where a process's first t-SNE call spends the time a warm call does not: the same call
+    profiled twice (torch.profiler, CPU and CUDA activities), with a per-iteration clock (one
+    sample per FFT grid choice) to show whether the stall follows new grid sizes. Meant to run
+    in a fresh process (``python -m bench.bench_tsne --profile-first N``): the first call must
+    be the process's first, and the profiler must not distort the timed hot-path rows."""
+    import importlib
+
+    from torch.profiler import ProfilerActivity, profile
+    tsne_mod = importlib.import_module("em_accel.embed.tsne")
+    x, _ = gaussian_mixture(n, dim=50, clusters=10, seed=0)
+    x = x.to(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    choose = tsne_mod.choose_grid
+    result = {"device": device, "n": n}
+    for label in ("first", "warm"):
+        ticks = []
+
+        def clocked(*a, **k):
+            grid = choose(*a, **k)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            ticks.append((time.perf_counter(), grid.m))
+            return grid
+
+        tsne_mod.choose_grid = clocked
+        try:
+            with profile(activities=activities) as prof:
+                t0 = time.perf_counter()
+                _timed_tsne(x, device)
+                total = time.perf_counter() - t0
+        finally:
+            tsne_mod.choose_grid = choose
+        steps = [(b[0] - a[0], b[1] != a[1]) for a, b in zip(ticks, ticks[1:])]
+        new = [dt for dt, changed in steps if changed]
+        same = [dt for dt, changed in steps if not changed]
+        result[label] = {
+            "total_s": total, "iterations_timed": len(steps),
+            "distinct_grid_sizes": len({m for _, m in ticks}),
+            "iteration_ms_on_new_grid_size": {"count": len(new), "sum": 1e3 * sum(new),
+                                              "median": 1e3 * float(np.median(new)) if new else None},
+            "iteration_ms_same_grid_size": {"count": len(same), "sum": 1e3 * sum(same),
+                                            "median": 1e3 * float(np.median(same)) if same else None},
+            "slowest_iterations_ms": sorted((1e3 * dt for dt, _ in steps), reverse=True)[:10],
+            "top_ops": _profile_table(prof, top)}
+        print(label, {k: v for k, v in result[label].items() if k != "top_ops"}, flush=True)
+    return result
+
+
 def run_hotpaths(quick: bool = False):
     rows = hotpath_rows(quick)
     print_table("t-SNE hot path: first vs warm call; ratio = first / warm (target 1.5)",
@@ -230,6 +290,29 @@ def run_hotpaths(quick: bool = False):
                 [r for r in rows if r["kind"] == "end to end"],
                 ["device", "n", "dim", "total_s", "affinities_s", "optimize_s", "target_s",
                  "ratio", "knn10_sub20k"])
+    # The diagnostic runs in a child process: its first call must be that process's first.
+    import json
+    import subprocess
+    import sys
+    n_prof = 2000 if quick or rows[0]["device"] == "cpu" else 100_000
+    child = subprocess.run([sys.executable, "-m", "bench.bench_tsne", "--profile-first", str(n_prof)],
+                           capture_output=True, text=True, timeout=600)
+    last = child.stdout.strip().splitlines()[-1:] or [""]
+    try:
+        profile_json = json.loads(last[0])
+    except ValueError:
+        profile_json = {"error": (child.stderr or child.stdout)[-2000:]}
     return write_record("tsne_hotpaths", rows, available_devices(),
                         {"n_iter": N_ITER, "perplexity": PERPLEXITY, "quick": quick,
-                         "data": "gaussian_mixture(n, dim, 10, seed=0)"})
+                         "data": "gaussian_mixture(n, dim, 10, seed=0)",
+                         "first_vs_warm_profile": profile_json})
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(description="t-SNE first-call profile (fresh process)")
+    parser.add_argument("--profile-first", type=int, required=True, metavar="N")
+    args = parser.parse_args()
+    dev = "cuda" if "cuda" in available_devices() else "cpu"
+    print(json.dumps(profile_first_vs_warm(args.profile_first, dev)))

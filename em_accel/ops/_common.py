@@ -6,7 +6,9 @@ native launchers trust what they are given (DESIGN rule 7, STYLE §4).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+import functools
+import itertools
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -160,3 +162,56 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ops: one custom op for tracers, a direct call for plain eager use.
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def _plain_eager_call(args: tuple, kwargs: dict) -> bool:
+    """True when nothing is tracing or transforming this call and every tensor argument is a
+    plain tensor that autograd need not follow: then the custom op's dispatch adds only cost."""
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch._C._are_functorch_transforms_active()
+            or torch._C._len_torch_dispatch_stack() > 0):  # FakeTensorMode, FlopCounterMode, ...
+        return False
+    grad = torch.is_grad_enabled()
+    for a in itertools.chain(args, kwargs.values()):
+        if isinstance(a, torch.Tensor) and (type(a) not in _PLAIN_TENSORS or grad and a.requires_grad):
+            return False
+    return True
+
+
+class NativeOp:
+    """``torch.library.custom_op(name, mutates_args=())`` over ``fn``, callable like ``fn``.
+
+    Tracers (torch.compile, opcheck, fake tensors, vmap, autograd) see the custom op ``.op``
+    (also ``torch.ops.em_accel.<name>``). A plain eager call with no gradient to record runs
+    ``fn`` directly: the custom op's first call in a process imports torch._dynamo (1-2 s, the
+    "first-call stall" of t-SNE, multislice and every CLI command) and each dispatch costs tens
+    of µs, for the same result.
+    """
+
+    def __init__(self, name: str, fn: Callable):
+        self.name = name
+        self.op = torch.library.custom_op(name, mutates_args=())(fn)
+        self._fn = fn
+        functools.update_wrapper(self, fn)
+
+    def register_fake(self, fn: Callable) -> Callable:
+        return self.op.register_fake(fn)
+
+    def register_autograd(self, backward: Callable, *, setup_context: Callable | None = None) -> None:
+        self.op.register_autograd(backward, setup_context=setup_context)
+
+    def __call__(self, *args, **kwargs):
+        if _plain_eager_call(args, kwargs):
+            return self._fn(*args, **kwargs)
+        return self.op(*args, **kwargs)
+
+
+def native_op(name: str) -> Callable[[Callable], NativeOp]:
+    """Decorator: ``@native_op("em_accel::x")`` makes ``x`` a NativeOp (see there)."""
+    return lambda fn: NativeOp(name, fn)

@@ -29,8 +29,8 @@ import torch
 from .. import _native
 from ..errors import OutOfRangeError
 from . import _validate
-from ._common import (COMPLEX_OF, DTYPE_CODES, REAL_OF, check_same_device, check_tensor,
-                      launch)
+from ._common import (COMPLEX_OF, DTYPE_CODES, REAL_OF, check_same_device, check_tensor, launch,
+                      native_op)
 from ._registry import OpSpec
 
 _N = _native.multislice
@@ -69,7 +69,7 @@ def _potential_params(items, nx, ny, species, lx, ly, dtype) -> "_N.PotentialPar
     return p
 
 
-@torch.library.custom_op("em_accel::ms_structure_factor", mutates_args=())
+@native_op("em_accel::ms_structure_factor")
 def ms_structure_factor(positions: torch.Tensor, species: torch.Tensor, offsets: torch.Tensor,
                         form_factors: torch.Tensor, nx: int, ny: int, lx: float,
                         ly: float, check: bool = True) -> torch.Tensor:
@@ -130,7 +130,7 @@ def structure_factor_reference(positions, species, offsets, form_factors, nx, ny
     return res.to(COMPLEX_OF[form_factors.dtype])
 
 
-@torch.library.custom_op("em_accel::ms_deposit", mutates_args=())
+@native_op("em_accel::ms_deposit")
 def ms_deposit(positions: torch.Tensor, species: torch.Tensor, offsets: torch.Tensor,
                num_species: int, nx: int, ny: int, lx: float, ly: float,
                double: bool, check: bool = True) -> torch.Tensor:
@@ -184,7 +184,7 @@ def _transmit_params(batch, pixels, v_stride, sigma, dtype) -> "_N.TransmitParam
     return p
 
 
-@torch.library.custom_op("em_accel::ms_transmission", mutates_args=())
+@native_op("em_accel::ms_transmission")
 def ms_transmission(potential: torch.Tensor, sigma: float) -> torch.Tensor:
     """Transmission function ``exp(i sigma V)``.
 
@@ -242,7 +242,7 @@ def _transmit_native(wave: torch.Tensor, potential: torch.Tensor, sigma: float, 
            op="em_accel::ms_transmit")
 
 
-@torch.library.custom_op("em_accel::ms_transmit", mutates_args=())
+@native_op("em_accel::ms_transmit")
 def ms_transmit(wave: torch.Tensor, potential: torch.Tensor, sigma: float) -> torch.Tensor:
     """``wave * exp(i sigma potential)``, the exponential computed on the fly in one pass.
 
@@ -317,7 +317,7 @@ def _propagate_native(spectrum, tilt, dx, dy, wavelength, dz, kc, taper, batch, 
            op="em_accel::ms_propagate")
 
 
-@torch.library.custom_op("em_accel::ms_propagate", mutates_args=())
+@native_op("em_accel::ms_propagate")
 def ms_propagate(spectrum: torch.Tensor, tilt: torch.Tensor, dx: float, dy: float,
                  wavelength: float, dz: float, kc: float, taper: float) -> torch.Tensor:
     """Fresnel propagation of a wave spectrum with the antialias band limit, in one pass.

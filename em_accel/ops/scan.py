@@ -22,8 +22,8 @@ import torch
 
 from .. import _native
 from ..errors import expect_number
-from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device,
-                      check_tensor, launch, verify_enum)
+from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device, check_tensor,
+                      launch, native_op, verify_enum)
 from . import _validate
 from ._registry import OpSpec
 
@@ -234,7 +234,7 @@ def _scan_sample_impl(images: torch.Tensor, positions: torch.Tensor, mode: int, 
     return values
 
 
-@torch.library.custom_op("em_accel::scan_sample", mutates_args=())
+@native_op("em_accel::scan_sample")
 def scan_sample_op(images: torch.Tensor, positions: torch.Tensor, mode: int, seed: int,
                    counts_per_intensity: float, read_noise: float) -> torch.Tensor:
     """Sample images [B, H, W] at positions [B, P, 2]; see scan_sample."""
@@ -247,7 +247,7 @@ def _(images, positions, mode, seed, counts_per_intensity, read_noise):
     return positions.new_empty(positions.shape[:2])
 
 
-@torch.library.custom_op("em_accel::scan_sample_bwd", mutates_args=())
+@native_op("em_accel::scan_sample_bwd")
 def scan_sample_bwd(grad_values: torch.Tensor, images: torch.Tensor, positions: torch.Tensor,
                     mode: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of scan_sample: (d/d images [B, H, W] in the image dtype, d/d positions)."""
@@ -308,7 +308,7 @@ def _check_raster(values, positions, height, width) -> None:
         raise ValueError(f"height * width must be < 2**31, got {height * width}")
 
 
-@torch.library.custom_op("em_accel::scan_rasterize", mutates_args=())
+@native_op("em_accel::scan_rasterize")
 def scan_rasterize_op(values: torch.Tensor, positions: torch.Tensor, height: int, width: int
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rasterise probes to (image, counts, infilled, source); see scan_rasterize."""
@@ -338,7 +338,7 @@ def _(values, positions, height, width):
         image.shape, dtype=torch.int64)
 
 
-@torch.library.custom_op("em_accel::scan_rasterize_bwd", mutates_args=())
+@native_op("em_accel::scan_rasterize_bwd")
 def scan_rasterize_bwd(grad_image: torch.Tensor, grad_infilled: torch.Tensor,
                        positions: torch.Tensor, counts: torch.Tensor, source: torch.Tensor
                        ) -> torch.Tensor:

@@ -20,8 +20,8 @@ import math
 import torch
 
 from .. import _native
-from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device,
-                      check_tensor, launch)
+from ._common import (DTYPE_CODES, FLOAT_DTYPES, accumulate_dtype, check_same_device, check_tensor,
+                      launch, native_op)
 from ._registry import OpSpec
 from .scan import SampleMode, noise_reference, scan_sample_reference
 
@@ -87,7 +87,7 @@ def _check(images, start, actions, positions, values, offset, probes, step, edge
                          f"{counts_per_intensity}, {read_noise}")
 
 
-@torch.library.custom_op(_OP, mutates_args=())
+@native_op(_OP)
 def scan_segment(images: torch.Tensor, start: torch.Tensor, actions: torch.Tensor,
                  positions: torch.Tensor, values: torch.Tensor, offset: int, probes: int,
                  step: float, edge_penalty: float, mode: int, seed: int,

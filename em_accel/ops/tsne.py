@@ -23,7 +23,7 @@ import torch
 
 from .. import _native
 from . import _validate
-from ._common import DTYPE_CODES, check_same_device, check_tensor, launch
+from ._common import DTYPE_CODES, check_same_device, check_tensor, launch, native_op
 from ._registry import OpSpec
 
 REAL_DTYPES = (torch.float32, torch.float64)
@@ -205,7 +205,7 @@ def _check_perplexity(d2, perplexity, tol, max_iter):
         raise ValueError(f"tol must be > 0 and max_iter >= 1, got {tol}, {max_iter}")
 
 
-@torch.library.custom_op("em_accel::tsne_perplexity", mutates_args=())
+@native_op("em_accel::tsne_perplexity")
 def tsne_perplexity(d2: torch.Tensor, perplexity: float, tol: float, max_iter: int
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Conditional affinities p_{j|i} [N, k] and precisions beta [N] (float64) from the squared
@@ -235,7 +235,7 @@ def _check_neighbors(x, idx):
         raise ValueError(f"idx must have one row per row of x ({x.shape[0]}), got {list(idx.shape)}")
 
 
-@torch.library.custom_op("em_accel::tsne_neighbor_d2", mutates_args=())
+@native_op("em_accel::tsne_neighbor_d2")
 def tsne_neighbor_d2(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Squared distances d2 [N, k] from each row of x [N, D] to its listed neighbours idx [N, k]
     (int64 in [0, N)); see neighbor_d2_reference. One pass over x, no [N, k, D] temporary."""
@@ -266,7 +266,7 @@ def _check_csr(y, indptr, indices, values):
     check_same_device(y=y, indptr=indptr, indices=indices, values=values)
 
 
-@torch.library.custom_op("em_accel::tsne_attractive", mutates_args=())
+@native_op("em_accel::tsne_attractive")
 def tsne_attractive(y: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
                     values: torch.Tensor, want_kl: bool, check: bool = True
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,7 +294,7 @@ def _(y, indptr, indices, values, want_kl, check=True):
     return torch.empty_like(y), y.new_empty(y.shape[0], dtype=torch.float64)
 
 
-@torch.library.custom_op("em_accel::tsne_repulsive_exact", mutates_args=())
+@native_op("em_accel::tsne_repulsive_exact")
 def tsne_repulsive_exact(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact repulsive force (not divided by Z) and row sums of w; see repulsive_exact_reference."""
     _check_y(y)
@@ -329,7 +329,7 @@ def _interp_params(y, n_boxes, p, lower_x, lower_y, box_width):
     return q
 
 
-@torch.library.custom_op("em_accel::tsne_interp_spread", mutates_args=())
+@native_op("em_accel::tsne_interp_spread")
 def tsne_interp_spread(y: torch.Tensor, n_boxes: int, p: int, lower_x: float, lower_y: float,
                        box_width: float) -> torch.Tensor:
     """Charges spread to the interpolation grid [3, m, m]; see interp_spread_reference."""
@@ -353,7 +353,7 @@ def _(y, n_boxes, p, lower_x, lower_y, box_width):
     return y.new_empty(3, n_boxes * p, n_boxes * p)
 
 
-@torch.library.custom_op("em_accel::tsne_interp_gather", mutates_args=())
+@native_op("em_accel::tsne_interp_gather")
 def tsne_interp_gather(y: torch.Tensor, potentials: torch.Tensor, n_boxes: int, p: int,
                        lower_x: float, lower_y: float, box_width: float
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,7 +385,7 @@ def _check_step(y, update, gains, attr, rep):
     check_same_device(y=y, update=update, gains=gains, attr=attr, rep=rep)
 
 
-@torch.library.custom_op("em_accel::tsne_step", mutates_args=())
+@native_op("em_accel::tsne_step")
 def tsne_step(y: torch.Tensor, update: torch.Tensor, gains: torch.Tensor, attr: torch.Tensor,
               rep: torch.Tensor, alpha: float, inv_z: float, momentum: float, lr: float,
               min_gain: float, max_step: float
