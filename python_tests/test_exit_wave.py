@@ -17,7 +17,8 @@ from em_accel.models.exit_wave import (AmplitudeError, AmplitudeTypeError,  # no
                                        ExitWaveDiscriminator, ExitWaveNet, LSGANBalance,
                                        global_offset, load_exit_wave_weights, phasor_loss,
                                        reconstruct_exit_wave, rotate)
-from em_accel.models.exit_wave_metrics import baselines, phase_errors, phasor  # noqa: E402
+from em_accel.models.exit_wave_metrics import (baselines, constant_errors, fit_constants,  # noqa: E402
+                                               phase_errors, phasor)
 from em_accel.sim import exit_wave_sets as ews  # noqa: E402
 from em_accel.sim.crystal_block import crystal_block  # noqa: E402
 
@@ -132,6 +133,71 @@ def test_metrics_ignore_the_global_offset_but_not_the_shape():
     assert b["best_constant_mae"] <= b["random_components_mc"]
 
 
+def test_unit_phasors_cannot_hedge_and_the_baselines_say_so():
+    # uniformly random phases: the best constant is the origin (2/π per channel), while any
+    # unit phasor scores 8/π² — the gap that made unit-output networks lose to the constant
+    target = phasor(torch.rand(6, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 * math.pi)
+    b = baselines(target)
+    assert abs(b["best_constant_mae"] - 2 / math.pi) < 0.02
+    assert abs(b["best_unit_constant_mae"] - 8 / math.pi ** 2) < 0.02
+    # a narrow phase distribution: the best unit phasor sits on it and nearly ties the median
+    narrow = phasor(0.7 + 0.1 * torch.randn(4, 32, 32, generator=torch.Generator().manual_seed(3)))
+    nb = baselines(narrow)
+    assert abs(nb["best_unit_constant_angle"] - 0.7) < 0.02
+    assert nb["best_constant_mae"] <= nb["best_unit_constant_mae"] < nb["best_constant_mae"] + 0.01
+    # constants fitted on one set and scored on another
+    fitted = fit_constants(narrow)
+    far = constant_errors(fitted, phasor(torch.full((2, 8, 8), 0.7 + math.pi)))
+    assert far["train_unit_constant_mae"] > 1.3 and constant_errors(fitted, narrow)["train_unit_constant_mae"] < 0.1
+    # hedged outputs lie inside the disc; the phase-only and aligned errors ignore the length
+    net = ExitWaveNet(width=0.125, blocks=1, output="hedged")
+    with torch.no_grad():
+        y = net(torch.rand(2, 1, 32, 32) + 0.5)
+    assert float((y ** 2).sum(1).max()) < 1
+    e, e_half = phase_errors(phasor(narrow[:, 0] * 0 + 0.3), narrow), phase_errors(0.5 * phasor(narrow[:, 0] * 0 + 0.3), narrow)
+    assert np.allclose(e.mae_unit, e_half.mae_unit) and np.allclose(e.mae_aligned, e_half.mae_aligned)
+    assert np.allclose(e.mae, e.mae_unit) and not np.allclose(e.mae, e_half.mae)
+    assert torch.allclose(phasor_loss(y, narrow[:2], kind="l1"), (y - narrow[:2]).abs().mean((1, 2, 3)))
+    with pytest.raises(ValueError, match="output"):
+        ExitWaveNet(width=0.125, output="polar")
+    with pytest.raises(ValueError, match="kind"):
+        phasor_loss(y, narrow[:2], kind="huber")
+
+
+def test_hedged_l1_network_beats_every_unit_phasor_when_the_offset_is_unknowable():
+    """The amplitude carries no information about the phase here (four equally likely global
+    offsets, 0, π/2, π, 3π/2: best constant unit phasor 0.75, best constant the origin, 0.5):
+    a unit-output network cannot beat the best constant unit phasor, a hedged one
+    trained on the metric (L1) reaches the median inside the disc."""
+    gen = torch.Generator().manual_seed(0)
+
+    def batch(n, balanced=False):
+        amp = torch.rand(n, 1, 16, 16, generator=gen) + 0.5
+        k = torch.arange(n) % 4 if balanced else torch.randint(4, (n,), generator=gen)
+        offset = k.view(n, 1, 1) * (math.pi / 2)
+        return amp, phasor(offset.expand(n, 16, 16).clone())
+
+    scores = {}
+    for output, kind in (("unit", "mse"), ("hedged", "l1")):
+        torch.manual_seed(0)
+        net = ExitWaveNet(width=0.125, blocks=0, stages=1, output=output)
+        opt = torch.optim.Adam(net.parameters(), lr=2e-2)
+        for _ in range(60):
+            amp, target = batch(16)
+            loss = phasor_loss(net(amp), target, kind=kind).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        amp, target = batch(64, balanced=True)
+        with torch.no_grad():
+            scores[output] = float(phase_errors(net(amp), target).mae.mean())
+    b = baselines(target)
+    assert scores["unit"] > b["best_unit_constant_mae"] - 0.02
+    assert scores["hedged"] < b["best_unit_constant_mae"] - 0.15
+    assert scores["hedged"] < b["best_constant_mae"] + 0.05
+
+
 def test_reconstruct_any_size_and_named_errors():
     torch.manual_seed(0)
     net = ExitWaveNet(width=0.125, blocks=1)
@@ -166,6 +232,7 @@ def test_recipe_trains_resumes_and_the_cli_reconstructs(tiny_set, tmp_path):
     assert recipe(args + ["--steps", "5"]) == 0
     rec = json.loads((run / "recipe.json").read_text())
     assert rec["steps"] == 5 and rec["total_steps"] == 5
+    assert all("train_constant_mae" in r and "best_unit_constant_mae" in r for r in rec["rows"])
     assert {r["split"] for r in rec["rows"]} == set(ews.SPLITS)
     assert all(r["n"] == (6 if r["split"] == "train" else 2) for r in rec["rows"])
     model, notes = load_exit_wave_weights(run / "weights.safetensors")

@@ -67,6 +67,21 @@ def unit_phasor(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * torch.rsqrt((x * x).sum(1, keepdim=True) + eps)
 
 
+def hedged_phasor(x: torch.Tensor) -> torch.Tensor:
+    """Map each pixel's 2-vector (channel axis 1) into the unit disc: x / sqrt(1 + |x|²).
+
+    The direction is the phase; a length below 1 hedges between phases. Under the phasor MAE
+    (or MSE) a unit phasor cannot hedge: when the global phase is uncertain, the best unit
+    phasor is much worse than a point inside the disc (a uniformly random phase: 8/π² ≈ 0.81
+    for any unit phasor against 2/π ≈ 0.64 for the origin), so unit-output networks lose to the
+    (non-unit) best constant predictor even when they have learned it (docs/exit_wave.md)."""
+    return x * torch.rsqrt(1 + (x * x).sum(1, keepdim=True))
+
+
+#: Output maps of :class:`ExitWaveNet` (``output=``).
+OUTPUTS = {"unit": unit_phasor, "hedged": hedged_phasor}
+
+
 class ExitWaveNet(nn.Module):
     """Amplitude [B, 1, H, W] → unit phasor (cos φ, sin φ) [B, 2, H, W].
 
@@ -76,10 +91,12 @@ class ExitWaveNet(nn.Module):
         stages: stride-2 stages (thesis: 4 for the MSE runs, 3 for the GAN runs).
         skips: add each encoder scale's features to the decoder at the same scale (U-Net-like;
             not in the thesis, whose decoder sees only the 1/16-scale bottleneck).
+        output: ``"unit"`` (the thesis: unit phasors) or ``"hedged"`` (:func:`hedged_phasor`:
+            inside the unit disc, the length a confidence; the phase is its direction).
     """
 
     def __init__(self, width: float = 1.0, blocks: int = 6, stages: int = 4,
-                 skips: bool = False) -> None:
+                 skips: bool = False, output: str = "unit") -> None:
         super().__init__()
         if not width > 0:
             raise ValueError(f"width must be > 0, got {width}")
@@ -87,8 +104,10 @@ class ExitWaveNet(nn.Module):
             raise ValueError(f"stages must be in 1..4, got {stages}")
         if blocks < 0:
             raise ValueError(f"blocks must be >= 0, got {blocks}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {sorted(OUTPUTS)}, got {output!r}")
         self.config = {"width": float(width), "blocks": int(blocks), "stages": int(stages),
-                       "skips": bool(skips)}
+                       "skips": bool(skips), "output": output}
         chans = [_c(32, width)] + [_c(n, width) for n in DOWN[:stages]]
         self.input_norm = nn.BatchNorm2d(1)
         self.stem = _ConvAct(1, chans[0])
@@ -124,7 +143,7 @@ class ExitWaveNet(nn.Module):
             x = self.middle(feats.pop())
             for layer in self.up:
                 x = layer(x) + feats.pop()
-        return unit_phasor(self.head_norm(self.head(self.tail(x))))
+        return OUTPUTS[self.config["output"]](self.head_norm(self.head(self.tail(x))))
 
 
 class ExitWaveDiscriminator(nn.Module):
@@ -202,12 +221,17 @@ def rotate(phasor: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
     return torch.stack([c * bc - s * bs, c * bs + s * bc], 1)
 
 
-def phasor_loss(pred: torch.Tensor, target: torch.Tensor, align: bool = False) -> torch.Tensor:
-    """Per-example mean squared error of the phasor channels [B]; with ``align`` the prediction
+def phasor_loss(pred: torch.Tensor, target: torch.Tensor, align: bool = False,
+                kind: str = "mse") -> torch.Tensor:
+    """Per-example error of the phasor channels [B]: mean squared (``kind="mse"``, the thesis)
+    or mean absolute (``"l1"``, the evaluation metric itself); with ``align`` the prediction
     is first rotated by its best global phase offset (the amplitude cannot fix it)."""
+    if kind not in ("mse", "l1"):
+        raise ValueError(f"kind must be 'mse' or 'l1', got {kind!r}")
     if align:
         pred = rotate(pred, global_offset(pred, target).detach())
-    return ((pred - target) ** 2).mean((1, 2, 3))
+    d = pred - target
+    return (d * d if kind == "mse" else d.abs()).mean((1, 2, 3))
 
 
 #: Shipped weights (em_accel/models/weights).
@@ -218,7 +242,8 @@ def _from_bytes(data: bytes, device) -> LoadedModel:
     from ..train.checkpoint import read_weights
 
     state, cfg, notes = read_weights(data)
-    model = ExitWaveNet(cfg["width"], cfg["blocks"], cfg["stages"], cfg.get("skips", False))
+    model = ExitWaveNet(cfg["width"], cfg["blocks"], cfg["stages"], cfg.get("skips", False),
+                        cfg.get("output", "unit"))
     model.load_state_dict(state)
     return LoadedModel(model.to(device if device is not None else "cpu").eval(), notes)
 

@@ -33,7 +33,7 @@ from ..train.alrc import ALRC
 from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .exit_wave import (ExitWaveDiscriminator, ExitWaveNet, LSGANBalance, load_exit_wave_weights,
                         phasor_loss, wave_channels)
-from .exit_wave_metrics import baselines, phase_errors, summarize
+from .exit_wave_metrics import baselines, constant_errors, fit_constants, phase_errors, summarize
 
 EVAL_SPLITS = ("train", "unseen_transforms", "unseen_settings", "unseen_materials")
 
@@ -127,13 +127,8 @@ def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
     from ..sim.exit_wave_sets import load_set
 
     model.eval()
-    rows = []
-    for split in splits:
-        waves, metas = load_set(data, split)
-        if not len(waves):
-            continue
-        if max_waves:
-            waves, metas = waves[:max_waves], metas[:max_waves]
+
+    def inputs(waves: np.ndarray, metas: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(7)
         amps, targets = [], []
         for w, m in zip(torch.from_numpy(waves), metas):
@@ -147,11 +142,25 @@ def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
         h, w = amp.shape[-2:]
         ch, cw = h // model.multiple * model.multiple, w // model.multiple * model.multiple
         sl = (..., slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw))
-        amp, target = amp[sl], target[sl]
-        fwd = (lambda x: unit_phasor(dihedral_ensemble(model, x))) if ensemble else model
+        return amp[sl], target[sl]
+
+    # the constants a predictor could know: fitted on the training waves, scored on each split
+    fitted = fit_constants(inputs(*load_set(data, "train"))[1])
+    rows = []
+    for split in splits:
+        waves, metas = load_set(data, split)
+        if not len(waves):
+            continue
+        if max_waves:
+            waves, metas = waves[:max_waves], metas[:max_waves]
+        amp, target = inputs(waves, metas)
+        # the thesis's unit outputs are averaged then rescaled; hedged outputs stay in the disc
+        post = unit_phasor if model.config.get("output", "unit") == "unit" else (lambda x: x)
+        fwd = (lambda x: post(dihedral_ensemble(model, x))) if ensemble else model
         pred = torch.cat([fwd(amp[i:i + 32].to(device)).float().cpu() for i in range(0, len(amp), 32)])
         row = {"split": split, "dose_e_per_A2": dose, "defocus_A": defocus, "ensemble": ensemble,
-               **summarize(phase_errors(pred, target)), **baselines(target)}
+               **summarize(phase_errors(pred, target)), **baselines(target),
+               **constant_errors(fitted, target)}
         row["materials"] = len({m["material"] for m in metas})
         rows.append(row)
     return rows
@@ -159,7 +168,8 @@ def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
 
 def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
           steps: int | None = None, batch: int = 16, crop: int = 64, width: float = 0.25,
-          blocks: int = 2, stages: int = 4, skips: bool = False, lr: float = 2e-3, seed: int = 0,
+          blocks: int = 2, stages: int = 4, skips: bool = False, output: str = "unit",
+          loss_kind: str = "mse", lr: float = 2e-3, seed: int = 0,
           init: str | Path | None = None, device: str = "cpu", align: bool = False,
           dose: tuple[float, float] | None = None, residual_defocus: float = 0.0,
           gan: bool = False, progress: bool = True) -> dict:
@@ -175,7 +185,7 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
         model, _ = load_exit_wave_weights(init)
         model.train()
     else:
-        model = ExitWaveNet(width, blocks, 3 if gan else stages, skips)
+        model = ExitWaveNet(width, blocks, 3 if gan else stages, skips, output)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999) if gan else (0.9, 0.999))
     alrc = ALRC(mu1_start=10.0, mu2_start=200.0).to(device)
@@ -229,9 +239,9 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
             d_loss.backward()
             d_opt.step()
             loss = balance.g_loss(disc(fake))
-            per = phasor_loss(pred.detach(), target)
+            per = phasor_loss(pred.detach(), target, kind=loss_kind)
         else:
-            per = 10 * phasor_loss(pred, target, align=align)
+            per = 10 * phasor_loss(pred, target, align=align, kind=loss_kind)
             loss = alrc(per).mean()
         opt.zero_grad()
         loss.backward()
@@ -250,7 +260,7 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
     _save(ckpt, objects, step, total, spent, history, balance)
     config = dict(model.config)
     notes = {"steps": step, "batch": batch, "crop": crop, "train_seconds": round(spent, 1),
-             "data": str(data), "align": align, "dose": dose, "residual_defocus_A": residual_defocus,
+             "data": str(data), "align": align, "loss": loss_kind, "dose": dose, "residual_defocus_A": residual_defocus,
              "gan": gan, "init": str(init) if init else None,
              "device": torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"}
     save_weights(out / "weights.safetensors", model, config, dtype=torch.float16, notes=notes)
@@ -296,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--skips", action="store_true",
                    help="encoder-decoder skip connections (not in the thesis)")
+    p.add_argument("--output", choices=("unit", "hedged"), default="unit",
+                   help="unit phasors (thesis) or hedged phasors inside the unit disc")
+    p.add_argument("--loss", choices=("mse", "l1"), default="mse",
+                   help="phasor MSE (thesis) or phasor MAE (the evaluation metric)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None, help="start from these weights")
     p.add_argument("--device", default="cpu")
@@ -315,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     t0 = time.perf_counter()
     rec = train(a.data, a.out, seconds=a.seconds, steps=a.steps, batch=a.batch, crop=a.crop,
-                width=a.width, blocks=a.blocks, skips=a.skips, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
+                width=a.width, blocks=a.blocks, skips=a.skips, output=a.output, loss_kind=a.loss, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
                 align=a.align, dose=tuple(a.dose) if a.dose else None,
                 residual_defocus=a.residual_defocus, gan=a.gan, progress=not a.no_progress)
     model, _ = load_exit_wave_weights(a.out / "weights.safetensors", device=a.device)
@@ -335,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{a.set:>10} {r['split']:>18} dose={r['dose_e_per_A2']} ens={r['ensemble']:d} n={r['n']:4d} MAE {r['mae']:.3f}"
               f" aligned {r['mae_aligned']:.3f} RMSE {r['rmse']:.3f} rad | best const "
-              f"{r['best_constant_mae']:.3f} flat-aligned {r['flat_phase_mae_aligned']:.3f}")
+              f"{r['best_constant_mae']:.3f} best unit const {r['best_unit_constant_mae']:.3f} "
+              f"flat-aligned {r['flat_phase_mae_aligned']:.3f} | phase-only MAE {r['mae_unit']:.3f}")
     return 0
 
 
