@@ -1,10 +1,10 @@
-"""Two-stage exact search over dihedral views, and the raw features' standardisation."""
+"""Factorised exact search over dihedral views, and the raw features' standardisation."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from em_accel.embed import two_stage
+from em_accel.embed import dihedral
 from em_accel.embed.features import dihedral_views, encode, encode_views
 from em_accel.embed.index import Index
 
@@ -14,81 +14,69 @@ def _views(x: torch.Tensor) -> torch.Tensor:
     return dihedral_views(x).reshape(x.shape[0], 8, -1)
 
 
-def test_permutations_orbits_and_invariant():
-    for side in (5, 6):  # odd sides have a centre pixel (an orbit of one)
-        p = two_stage.dihedral_permutations(side)
+def test_permutations_and_basis():
+    for side in (5, 6):  # odd sides have a centre pixel
+        p = dihedral.dihedral_permutations(side)
         x = torch.randn(3, side, side)
         assert torch.equal(_views(x), x.reshape(3, -1)[:, p])
-        orbs = two_stage.orbits(p)
-        members = torch.cat([o.flatten() for o in orbs])
-        assert torch.equal(members.sort().values, torch.arange(side * side))
-        assert {o.shape[1] for o in orbs} <= {1, 4, 8}
-        s = two_stage.orbit_sort(_views(x).reshape(24, -1), orbs).reshape(3, 8, -1)
-        assert torch.equal(s, s[:, :1].expand_as(s))  # every view: the same invariant
+        assert dihedral.grid_side(p) == side and dihedral.grid_side(p[[0, 2, 1, 3, 4, 5, 6, 7]]) is None
+        b = dihedral.dihedral_basis(side)
+        assert torch.allclose(b.u.T @ b.u, torch.eye(side * side, dtype=torch.float64), atol=1e-9)
+        assert len(b.pairs) == 4
     with pytest.raises(ValueError, match="permutation"):
         Index(torch.randn(10, 4), view_permutations=torch.tensor([[0, 1, 1, 3]]))
     with pytest.raises(ValueError, match="view permutations"):
         Index(torch.randn(10, 4), view_permutations=torch.zeros(2, 5, dtype=torch.long))
 
 
-def test_coarse_bound_is_below_every_views_distance():
-    g = torch.Generator().manual_seed(1)
-    f = torch.randn(300, 36, generator=g)
-    p = two_stage.dihedral_permutations(6)
-    for dims in (3, 12, 36):
-        cs = two_stage.fit_coarse(f, p, dims)
-        q = torch.randn(20, 6, 6, generator=g)
-        lb = torch.cdist(cs.embed(q.reshape(20, -1)).double(), cs.items.double()) ** 2
-        exact = (torch.cdist(_views(q).reshape(160, -1).double(), f.double()) ** 2)
-        exact = exact.reshape(20, 8, -1).amin(1)
-        assert (lb <= exact + 1e-4).all()
-        if dims == 36:  # all axes: the bound is the orbit-sorted distance itself
-            s = two_stage.orbit_sort
-            direct = torch.cdist(s(q.reshape(20, -1), cs.orbit_index).double(),
-                                 s(f, cs.orbit_index).double()) ** 2
-            assert torch.allclose(lb, direct, rtol=1e-4, atol=1e-3) and (direct > 1).all()
+@pytest.mark.parametrize("side", [5, 6, 24])
+def test_factorised_distances_equal_view_by_view(side):
+    g = torch.Generator().manual_seed(side)
+    f = torch.randn(200, side * side, generator=g)
+    q = torch.randn(9, side, side, generator=g)
+    d = dihedral.nearest_view_d2(dihedral.prepare(f, side), q.reshape(9, -1))
+    ref = (torch.cdist(_views(q).reshape(72, -1).double(), f.double()) ** 2).reshape(9, 8, -1).amin(1)
+    assert torch.allclose(d.double(), ref, rtol=1e-5, atol=1e-3 * side)
 
 
-@pytest.mark.parametrize("pool", [1, 8, 40])
-def test_two_stage_equals_exhaustive(pool):
-    g = torch.Generator().manual_seed(pool)
-    # clustered items (some queries certified by the pool, some extended) and random ones
+def test_dihedral_search_equals_exhaustive():
+    g = torch.Generator().manual_seed(0)
+    # clustered items: near-ties among a cluster's members, like crops of one image
     centres = torch.randn(10, 36, generator=g) * 3
     f = torch.cat([centres.repeat_interleave(30, 0) + torch.randn(300, 36, generator=g),
                    torch.randn(100, 36, generator=g)])
-    index = Index(f, view_permutations=two_stage.dihedral_permutations(6))
+    index = Index(f, view_permutations=dihedral.dihedral_permutations(6))
     src = torch.randint(0, 400, (60,), generator=g)
     q = f[src].reshape(60, 6, 6) + 0.3 * torch.randn(60, 6, 6, generator=g)
     qv = _views(torch.stack([torch.rot90(a, int(k)) for a, k in zip(q, src % 4)]))
     for exclude in (None, src):
         a = index.search(qv, 5, method="exhaustive", exclude=exclude)
-        b = index.search(qv, 5, method="two_stage", pool=pool, batch_size=7, exclude=exclude)
+        b = index.search(qv, 5, method="dihedral", batch_size=7, exclude=exclude)
         assert torch.equal(a.indices, b.indices)
-        assert torch.allclose(a.distances, b.distances, rtol=1e-5, atol=1e-4)
+        assert torch.allclose(a.distances, b.distances, rtol=1e-5, atol=1e-3)
+        assert torch.equal(index.search(qv, 5, exclude=exclude).indices, a.indices)  # auto
         if exclude is not None:
             assert not (b.indices == src[:, None]).any()
-    stats = index.last_search_stats
-    assert stats["queries"] == 60 and stats["reranked"] >= 60 * min(pool, 5)
-    auto = index.search(qv, 5)  # N = 400 > 4 x pool only for the smaller pools
-    assert torch.equal(auto.indices, index.search(qv, 5, method="exhaustive").indices)
+        else:
+            assert (b.indices[:, 0] == src).float().mean() > 0.9
 
 
-def test_two_stage_refuses_views_that_are_not_the_permutations():
+def test_dihedral_search_refuses_views_that_are_not_the_permutations():
     f = torch.randn(50, 36)
-    index = Index(f, view_permutations=two_stage.dihedral_permutations(6))
+    index = Index(f, view_permutations=dihedral.dihedral_permutations(6))
     qv = torch.randn(4, 8, 36)  # not views of one query
-    with pytest.raises(ValueError, match="two_stage"):
-        index.search(qv, 3, method="two_stage")
+    with pytest.raises(ValueError, match="dihedral"):
+        index.search(qv, 3, method="dihedral")
     ref = index.search(qv, 3, method="exhaustive")
     assert torch.equal(index.search(qv, 3).indices, ref.indices)  # auto falls back
     with pytest.raises(ValueError, match="method"):
         index.search(qv, 3, method="fast")
-    with pytest.raises(ValueError, match="two_stage"):
-        Index(f).search(_views(torch.randn(2, 6, 6)), 3, method="two_stage")
+    with pytest.raises(ValueError, match="dihedral"):
+        Index(f).search(_views(torch.randn(2, 6, 6)), 3, method="dihedral")
 
 
 def test_view_permutations_saved_and_loaded(tmp_path):
-    p = two_stage.dihedral_permutations(6)
+    p = dihedral.dihedral_permutations(6)
     Index(torch.randn(40, 36), view_permutations=p).save(tmp_path)
     assert torch.equal(Index.load(tmp_path).view_permutations, p)
 
@@ -131,13 +119,13 @@ def test_dimmer_copy_finds_its_original_among_similar_lattices():
     hits = {}
     for std in (True, False):
         index = Index(encode(gallery, "raw", standardise=std).features,
-                      view_permutations=two_stage.dihedral_permutations(24))
+                      view_permutations=dihedral.dihedral_permutations(24))
         qv = encode_views(q, "raw", standardise=std).features
         hits[std] = (index.search(qv, 1).indices[:, 0] == src).float().mean()
     assert hits[True] == 1.0 and hits[False] < 0.8
 
 
-def test_default_map_searches_in_two_stages_and_reads_old_indexes(tmp_path):
+def test_default_map_stores_view_permutations_and_reads_old_indexes(tmp_path):
     """`em-accel map` (raw pixels, dihedral views) stores the view permutations and the
     standardisation; search finds a rotated, dimmer, noisy copy; an index written before the
     standardisation (no flag, no permutations) is searched with the plain averages."""

@@ -18,7 +18,7 @@ import torch
 from .collection import Collection, read_collection
 from .features import DEFAULT_ENCODER, RAW_SIDE, encode, encode_views, load_pretrained
 from .index import Index
-from .two_stage import dihedral_permutations
+from .dihedral import dihedral_permutations
 from .maps import HTML, PNG, SKIPPED, build_map, write_html, write_png
 
 
@@ -89,7 +89,7 @@ def make_map(inputs: Sequence[str | Path], out: str | Path, *, encoder: str = DE
 
 
 def _view_permutations(encoder: str, dihedral: bool) -> torch.Tensor | None:
-    """Raw pixels' dihedral views permute the features: the index's two-stage search uses it."""
+    """Raw pixels' dihedral views permute the features: the index's factorised search uses it."""
     return dihedral_permutations(RAW_SIDE) if encoder == "raw" and dihedral else None
 
 
