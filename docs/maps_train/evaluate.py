@@ -14,14 +14,12 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from em_accel.data import SKIMAGE_HELDOUT, skimage_images, synthetic_images
 from em_accel.embed.contrastive import ContrastiveEncoder
 from em_accel.embed.crops import CropSampler
 from em_accel.embed.features import WEIGHTS, encode
-from em_accel.embed.retrieval import augmentation_retrieval, heldout_crops
+from em_accel.embed.retrieval import augmentation_retrieval, evaluation_galleries
 from em_accel.embed.train_encoders import CHECKPOINT, training_images
 from em_accel.embed.vae import VAE
 from em_accel.train import load_checkpoint, save_weights
@@ -52,14 +50,8 @@ def main() -> None:
     vae.calibrate([sampler.batch(s, 64) for s in range(8)])  # 512 training crops
     con.eval()
 
-    held = synthetic_images(48, 256, seed=20261205) + skimage_images(SKIMAGE_HELDOUT)
-    sources = {} if args.only_extra else {"synthetic+skimage": held}
-    for path in args.extra:
-        with np.load(path) as f:
-            sources[Path(path).stem] = list(f["images"][:64])
     rows = []
-    for src, imgs in sources.items():
-        gallery = heldout_crops(imgs, per_image=8, seed=7)
+    for src, gallery in evaluation_galleries(args.extra, base=not args.only_extra).items():
         # VAE batch-statistics latents (the thesis's export: batches of 64) vs frozen ones
         mu_f = encode(gallery, vae).features
         with torch.no_grad():

@@ -39,6 +39,26 @@ def heldout_crops(images: list[np.ndarray], per_image: int, seed: int = 0) -> to
     return to_unit_crops(torch.stack(out))[:, 0]
 
 
+def evaluation_galleries(extra: list[str] | tuple[str, ...] = (), *, base: bool = True,
+                         per_file: int = 64) -> dict[str, torch.Tensor]:
+    """The held-out galleries of docs/maps.md: "synthetic+skimage" (48 synthetic micrographs of
+    256 px, seed 20261205, and scikit-image's held-out images; left out if not ``base``) and,
+    per npz file in ``extra`` (key "images" [N, H, W]), its first ``per_file`` images; 8 crops
+    per image (:func:`heldout_crops`, seed 7). Keyed by name (a file's stem)."""
+    from pathlib import Path
+
+    from ..data import SKIMAGE_HELDOUT, skimage_images, synthetic_images
+
+    sources = {}
+    if base:
+        sources["synthetic+skimage"] = (synthetic_images(48, 256, seed=20261205)
+                                        + skimage_images(SKIMAGE_HELDOUT))
+    for path in extra:
+        with np.load(path) as f:
+            sources[Path(path).stem] = list(f["images"][:per_file])
+    return {name: heldout_crops(imgs, per_image=8, seed=7) for name, imgs in sources.items()}
+
+
 def make_queries(gallery: torch.Tensor, dose: float, seed: int = 0) -> torch.Tensor:
     """One query per gallery crop: a random non-identity dihedral transform, then Poisson
     noise at ``dose`` counts/px, min-max scaled."""
