@@ -8,7 +8,8 @@ each = 20,000 crops of 96 px at random scales; --quick: 2,000). Rows:
 * map: ``make_map`` on the crops (default encoder and settings: dihedral-view neighbours,
   t-SNE 750 iterations on PCA-50, US-tSNE, PNG, HTML, index), wall time by stage;
 * query: ms per query of ``Index.search`` (k = 5, 1000 queries in batches of 1000; one view
-  and 8 dihedral views) over the 20k items, for 576-d raw and 64-d features;
+  and 8 dihedral views) over the 20k items, for 576-d raw and 64-d features, view by view
+  (the default search's factorised path, with agreement and recall: bench_search.py);
 * quality: 10-NN preservation and exact KL (against the same P) of our t-SNE and openTSNE's
   (FFT, defaults) on the same PCA-50 features, with wall times;
 * the map page's size and load time in headless Chromium (goto until drawn), if installed.
