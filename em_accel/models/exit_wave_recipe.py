@@ -279,6 +279,8 @@ def markdown_rows(record: dict) -> list[str]:
     """docs/exit_wave.md table rows of one recipe record: set, split, waves, materials, dose,
     MAE ± SE, aligned MAE, RMSE [rad], and the baselines on the same waves."""
     out, name = [], record["set"] + (", aligned loss" if record.get("align") else "")
+    if record.get("config", {}).get("output") == "hedged":
+        name += ", hedged + L1" + (" + skips" if record["config"].get("skips") else "")
     for r in record["rows"]:
         dose = "clean" if r["dose_e_per_A2"] is None else f"{r['dose_e_per_A2']:g} e⁻/Å²"
         if r.get("ensemble"):
