@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="subset of method names (default: all)")
     e.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow)")
     e.add_argument("--no-ensemble", action="store_true",
-                   help="skip the shipped model's 8-fold dihedral self-ensemble row")
+                   help="skip the network's 8-fold dihedral self-ensemble row")
     e.add_argument("--also", nargs="*", default=[], metavar="LABEL=PATH",
                    help="extra weights (save_weights format) to score beside the shipped model: "
                         "PATH for both doses, or LOW_PATH:HIGH_PATH")
@@ -287,7 +287,8 @@ def _evaluate_dose(args: argparse.Namespace) -> int:
     size = 128 if args.size is None else args.size
     seed = 2000 if args.seed is None else args.seed
     net = "conditioned network"
-    methods = dict(conditioned_methods(load_conditioned(args.weights), net))
+    methods = dict(conditioned_methods(load_conditioned(args.weights), net,
+                                       ensemble=not args.no_ensemble))
     if not args.no_bm3d:
         methods["BM3D (oracle σ)"] = bm3d_oracle
     classical = classical_methods()

@@ -76,11 +76,26 @@ def relative_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return num / ((noisy - z) ** 2 * w).flatten(1).mean(1).clamp_min(1e-12)
 
 
+#: Training losses: the mean relative error (ALRC-clipped), or the mean of its logarithm.
+LOSSES = ("relative", "log-relative")
+
+
 class ConditionedTrainer(Trainer):
-    """:class:`Trainer` with the relative loss (no Huberisation, no L2)."""
+    """:class:`Trainer` with the relative loss (no Huberisation, no L2).
+
+    ``loss_kind="log-relative"`` minimises the mean log of the relative error (the geometric
+    mean): every example's *relative* improvement counts alike, so low-dose crops, whose
+    relative error is small (≈ 0.02–0.1) but whose error in image units is the largest, are
+    not outweighed by jittered high-dose STEM crops (≈ 0.3–2). ALRC is not applied to it (the
+    gradient of a log does not change under ALRC's rescaling).
+    """
+
+    loss_kind = "relative"
 
     def loss(self, pred, target):
         raw = relative_error(pred, target)
+        if self.loss_kind == "log-relative":
+            return raw.clamp_min(1e-6).log().mean(), raw.detach()
         per = self.alrc(raw) if self.config.alrc == "module" else raw
         return per.mean(), raw.detach()
 
@@ -174,8 +189,11 @@ def run(out: Path, steps: int, batch: int = 8, crop: int = 96, lr: float = 1e-3,
         seconds: float | None = None, init: Path | None = None, device: str = "cpu",
         arch: str = "unet", channels: tuple[int, ...] = (16, 32, 64, 96), blocks: int = 1,
         n_synthetic: int = 64, caches: list[Path] = (), progress: bool = True,
-        workers: int = 0, seed: int = 0, n_validation: int = 16) -> dict:
+        workers: int = 0, seed: int = 0, n_validation: int = 16,
+        loss: str = "relative") -> dict:
     """Train (or continue) the run in ``out``; returns the run record (also ``recipe.json``)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if init is not None:
@@ -189,6 +207,7 @@ def run(out: Path, steps: int, batch: int = 8, crop: int = 96, lr: float = 1e-3,
                       alrc_mu2_start=2.0, checkpoint_every=max(25, steps // 40), log_every=10,
                       workers=workers, grad_clip=None)
     trainer = ConditionedTrainer(model, ds, cfg, out, device=device, progress=progress)
+    trainer.loss_kind = loss
     ckpt = out / "checkpoint.safetensors"
     if ckpt.is_file():
         trainer.load(ckpt)        # (fit() resumes from it too; read here for the record)
@@ -210,7 +229,7 @@ def run(out: Path, steps: int, batch: int = 8, crop: int = 96, lr: float = 1e-3,
     record = json.loads(rec_path.read_text()) if rec_path.is_file() else {
         "command": "python -m em_accel.models.conditioned_recipe " + " ".join(sys.argv[1:]),
         "arch": arch, "config": getattr(model, "config", {}), "params": count_parameters(model),
-        "steps": steps, "batch": batch, "crop": crop, "lr": lr, "data": desc,
+        "steps": steps, "batch": batch, "crop": crop, "lr": lr, "loss": loss, "data": desc,
         "doses": "log-uniform [1, 1e4] mean counts/px, TEM or STEM (counts_dataset)",
         "init": str(init) if init else None, "init_notes": init_notes, "sessions": []}
     record["sessions"].append({"from_step": start_step, "to_step": trainer.step,
@@ -256,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-synthetic", type=int, default=64)
     p.add_argument("--cache", type=Path, nargs="*", default=[],
                    help="micrograph caches (em_accel.data.micrographs.build_cache .npz)")
+    p.add_argument("--loss", default="relative", choices=list(LOSSES),
+                   help="mean relative error (ALRC-clipped) or mean log relative error")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -263,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     rec = run(a.out, a.steps, a.batch, a.crop, a.lr, a.seconds, a.init, a.device, a.arch,
-              tuple(a.channels), a.blocks, a.n_synthetic, a.cache, not a.no_progress, a.workers)
+              tuple(a.channels), a.blocks, a.n_synthetic, a.cache, not a.no_progress, a.workers,
+              loss=a.loss)
     print(json.dumps({k: rec[k] for k in ("sessions", "validation", "validation_step")}, indent=2))
     return 0
 

@@ -149,17 +149,21 @@ def classical_methods() -> dict[str, Method]:
     }
 
 
-def conditioned_methods(model: torch.nn.Module, label: str = "conditioned network"
-                        ) -> dict[str, Method]:
-    """The conditioned network with the estimated and with the true noise level."""
+def conditioned_methods(model: torch.nn.Module, label: str = "conditioned network",
+                        ensemble: bool = False) -> dict[str, Method]:
+    """The conditioned network with the estimated and with the true noise level, and with
+    ``ensemble`` also its 8-fold dihedral self-ensemble (estimated noise)."""
     from .conditioned import denoise_micrograph
 
-    return {f"{label} (estimated noise)":
-            lambda c: denoise_micrograph(c.detector, model, tile=512,
-                                         progress=False).image.astype(np.float64),
-            f"{label} (true noise)":
-            lambda c: denoise_micrograph(c.detector, model, noise=c.noise, tile=512,
-                                         progress=False).image.astype(np.float64)}
+    def net(noise: bool, ens: bool = False) -> Method:
+        return lambda c: denoise_micrograph(c.detector, model, noise=c.noise if noise else None,
+                                            tile=512, progress=False,
+                                            ensemble=ens).image.astype(np.float64)
+
+    out = {f"{label} (estimated noise)": net(False), f"{label} (true noise)": net(True)}
+    if ensemble:
+        out[f"{label} (estimated noise, 8× dihedral ensemble)"] = net(False, True)
+    return out
 
 
 def atrous_method() -> Method:
