@@ -12,7 +12,10 @@ choose sizes and peers. Load average is recorded before and after every run.
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -291,9 +294,6 @@ def run_hotpaths(quick: bool = False):
                 ["device", "n", "dim", "total_s", "affinities_s", "optimize_s", "target_s",
                  "ratio", "knn10_sub20k"])
     # The diagnostic runs in a child process: its first call must be that process's first.
-    import json
-    import subprocess
-    import sys
     n_prof = 2000 if quick or rows[0]["device"] == "cpu" else 100_000
     child = subprocess.run([sys.executable, "-m", "bench.bench_tsne", "--profile-first", str(n_prof)],
                            capture_output=True, text=True, timeout=600)
@@ -310,7 +310,6 @@ def run_hotpaths(quick: bool = False):
 
 if __name__ == "__main__":
     import argparse
-    import json
     parser = argparse.ArgumentParser(description="t-SNE first-call profile (fresh process)")
     parser.add_argument("--profile-first", type=int, required=True, metavar="N")
     args = parser.parse_args()
