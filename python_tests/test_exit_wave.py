@@ -237,6 +237,16 @@ def test_recipe_trains_resumes_and_the_cli_reconstructs(tiny_set, tmp_path):
     assert all(r["n"] == (6 if r["split"] == "train" else 2) for r in rec["rows"])
     model, notes = load_exit_wave_weights(run / "weights.safetensors")
     assert notes["steps"] == 5 and model.config["width"] == 0.125
+    # --evaluate scores a weights file alone: the same rows on the same waves, no training
+    rescored = tmp_path / "rescored.json"
+    assert recipe(["--set", "tiny", "--data", str(root), "--evaluate", str(run / "weights.safetensors"),
+                   "--record", str(rescored)]) == 0
+    again = json.loads(rescored.read_text())
+    assert again["steps"] == 5 and not (tmp_path / "rescored").exists()
+    assert [(r["split"], round(r["mae"], 6)) for r in again["rows"]] == \
+        [(r["split"], round(r["mae"], 6)) for r in rec["rows"]]
+    with pytest.raises(SystemExit):
+        recipe(["--set", "tiny", "--data", str(root)])  # neither --out nor --evaluate
     waves, _ = ews.load_set(root, "unseen_transforms")
     src = tmp_path / "amp.npy"
     np.save(src, np.abs(waves[0]))

@@ -8,6 +8,8 @@ same ``RUN`` continues exactly where the last one stopped (``--seconds`` caps th
 wall time; ``--steps`` is the planned total, which fixes the learning-rate schedule).
 ``--init`` starts from another run's weights (fine-tuning). The run's record (command, data,
 seed, steps, wall time, device, every evaluation row) goes to ``RUN/recipe.json``.
+``--evaluate WEIGHTS`` skips training and scores a weights file (e.g. the shipped one) with the
+same rows on the same waves (``--record`` gets the rows).
 
 Training follows the thesis (ch. 7, arXiv:2001.10938): input the amplitude of a random crop with a
 random dihedral transform, target the phasor (cos φ, sin φ), loss ALRC(10 · MSE) per example,
@@ -298,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", required=True, help="set name (recorded), e.g. single, restricted, broad")
     p.add_argument("--data", type=Path, required=True, help="the set's directory (exit_wave_sets)")
-    p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, weights)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (checkpoint, weights)")
+    p.add_argument("--evaluate", type=Path, default=None, metavar="WEIGHTS",
+                   help="no training: score this weights file (rows as after a run)")
     p.add_argument("--seconds", type=float, default=None, help="wall-time cap for this call")
     p.add_argument("--steps", type=int, default=None, help="planned total steps (default: from --seconds)")
     p.add_argument("--batch", type=int, default=16)
@@ -328,13 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", type=Path, default=None, help="also write recipe.json here")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if (a.out is None) == (a.evaluate is None):
+        p.error("give --out RUN (train, then evaluate) or --evaluate WEIGHTS (evaluate only)")
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     t0 = time.perf_counter()
-    rec = train(a.data, a.out, seconds=a.seconds, steps=a.steps, batch=a.batch, crop=a.crop,
-                width=a.width, blocks=a.blocks, skips=a.skips, output=a.output, loss_kind=a.loss, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
-                align=a.align, dose=tuple(a.dose) if a.dose else None,
-                residual_defocus=a.residual_defocus, gan=a.gan, progress=not a.no_progress)
-    model, _ = load_exit_wave_weights(a.out / "weights.safetensors", device=a.device)
+    if a.evaluate is not None:
+        model, notes = load_exit_wave_weights(a.evaluate, device=a.device)
+        rec = {"config": dict(model.config), **notes, "evaluated_weights": str(a.evaluate)}
+    else:
+        rec = _train_call(a)
+        model, _ = load_exit_wave_weights(a.out / "weights.safetensors", device=a.device)
     rows = evaluate(model, a.data, a.device)
     if a.eval_ensemble:
         rows += evaluate(model, a.data, a.device, ensemble=True)
@@ -344,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
            "set": a.set, **rec, "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
            "rows": rows}
     text = json.dumps(rec, indent=1)
-    (a.out / "recipe.json").write_text(text)
+    if a.out is not None:
+        (a.out / "recipe.json").write_text(text)
     if a.record:
         a.record.parent.mkdir(parents=True, exist_ok=True)
         a.record.write_text(text)
@@ -354,6 +362,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['best_constant_mae']:.3f} best unit const {r['best_unit_constant_mae']:.3f} "
               f"flat-aligned {r['flat_phase_mae_aligned']:.3f} | phase-only MAE {r['mae_unit']:.3f}")
     return 0
+
+
+def _train_call(a: argparse.Namespace) -> dict:
+    return train(a.data, a.out, seconds=a.seconds, steps=a.steps, batch=a.batch, crop=a.crop,
+                width=a.width, blocks=a.blocks, skips=a.skips, output=a.output, loss_kind=a.loss, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
+                align=a.align, dose=tuple(a.dose) if a.dose else None,
+                residual_defocus=a.residual_defocus, gan=a.gan, progress=not a.no_progress)
 
 
 if __name__ == "__main__":
