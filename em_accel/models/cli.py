@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--ensemble", action="store_true",
                    help="average the 8 flips/rotations of every tile (8x the compute, lower error)")
+    p.add_argument("--refine", default="sure", choices=["sure", "none"],
+                   help="conditioned model: 'sure' (default) smooths its output by the Gaussian "
+                        "width of least Stein's unbiased risk estimate, picked per frame (a second "
+                        "network pass); 'none': the network's output as is")
     p.add_argument("--format", default="same", choices=["same", "tif", "mrc", "npy"],
                    help="output format ('same' keeps TIFF/MRC, else writes TIFF)")
     p.add_argument("--no-progress", action="store_true")
@@ -173,17 +177,19 @@ def _denoise(args: argparse.Namespace) -> int:
                                 "shifts": res.shifts}
         n_tiles = len(tile_layout(h + 2 * args.margin, tile, args.margin)[1]) * \
             len(tile_layout(w + 2 * args.margin, tile, args.margin)[1])
-        bar = tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile",
+        passes = 2 if kind == "conditioned" and args.refine == "sure" else 1
+        bar = tqdm(total=n_tiles * len(frames) * passes, desc=path.name, unit="tile",
                    disable=args.no_progress)
-        outs, levels = [], []
+        outs, levels, widths = [], [], []
         for f in frames:
             if kind == "conditioned":
                 r = denoise_micrograph(f, model, noise=_noise_override(args, f), tile=tile,
                                        margin=args.margin, batch_size=args.batch_size,
                                        progress=False, ensemble=args.ensemble,
-                                       callback=bar.update)
+                                       refine=args.refine, callback=bar.update)
                 outs.append(r.image)
                 levels.append(r.noise.as_dict())
+                widths.append(r.smoothing_px)
             else:
                 outs.append(denoise_image(model, f, tile=tile, margin=args.margin,
                                           batch_size=args.batch_size, progress=False,
@@ -204,6 +210,8 @@ def _denoise(args: argparse.Namespace) -> int:
                 "source_metadata": mic.metadata}
         if levels:
             meta["em_accel"]["noise"] = levels[0] if len(levels) == 1 else levels
+            meta["em_accel"]["refine"] = args.refine
+            meta["em_accel"]["smoothing_px"] = widths[0] if len(widths) == 1 else widths
         write_image(dest, out.astype(np.float32), mic.pixel_size, meta)
         if args.no_progress:
             print(dest)

@@ -27,9 +27,12 @@ import torch
 from torch import nn
 
 from ..data.noise_estimate import NoiseLevel, estimate_noise
+from .sure import sure_smoothing
 
 #: Shipped weights of the conditioned model.
 PRETRAINED_CONDITIONED = "denoiser_conditioned.safetensors"
+#: Post-processing of :func:`denoise_micrograph`: risk-chosen smoothing, or none.
+REFINE = ("sure", "none")
 
 
 class ResBlock(nn.Module):
@@ -192,11 +195,13 @@ class Denoised(NamedTuple):
 
     image: np.ndarray        # float32 [H, W], in the input's units
     noise: NoiseLevel        # the noise model used (estimated, or the user's)
+    smoothing_px: float = 0.0  # Gaussian post-smoothing picked by ``refine="sure"`` [px]
 
 
 def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None = None, *,
                        noise: NoiseLevel | None = None, tile: int = 512, margin: int = 16,
                        batch_size: int = 4, progress: bool = True, ensemble: bool = False,
+                       refine: str = "sure",
                        callback: Callable[[int], None] | None = None) -> Denoised:
     """Denoise a 2-D micrograph at any dose, in its own units (counts or detector units).
 
@@ -204,6 +209,14 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
     ``noise`` is given (e.g. :func:`noise_level_from_detector` with the detector's gain, offset
     and read noise). The image is turned into equivalent counts, Anscombe-transformed, scaled,
     denoised tile by tile with the noise level σ as a second input, and mapped back.
+
+    With ``refine="sure"`` (default) the network's output is then smoothed by the Gaussian
+    width (0–3 px, 0 = none) of least Stein's unbiased risk estimate, computed from the image
+    itself (:mod:`em_accel.models.sure`): this costs a second network pass and runs in float32
+    on CUDA too (the risk needs the network's response to a small perturbation, below bfloat16's
+    resolution). On held-out micrographs at 5–50 counts/px it lowers the error by 29–56 %
+    (docs/denoise.md); at high dose it mostly picks no or little smoothing. ``refine="none"``
+    returns the network's output as is, in one pass (bfloat16 autocast on CUDA).
 
     Args:
         image: [H, W] array, at least 16×16 px.
@@ -213,6 +226,7 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
         tile, margin, batch_size, progress, ensemble, callback: as
             :func:`em_accel.models.denoise_tiled` (``progress`` draws a bar over the tiles on a
             terminal; ``callback`` gets the number of tiles done after each batch).
+        refine: ``"sure"`` or ``"none"`` (see above).
     """
     from .tiling import denoise_tiled
 
@@ -222,6 +236,8 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
         raise ValueError(f"image must be 2-D [H, W], got shape {list(arr.shape)}")
     if not np.isfinite(arr).all():
         raise ValueError("image contains NaN or infinite values")
+    if refine not in REFINE:
+        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
     if model is None:
         model = load_conditioned()
     nl = noise if noise is not None else estimate_noise(arr)
@@ -229,8 +245,18 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
     s = float(scale_of(float(counts.mean())))
     device = next(model.parameters()).device
     z = (anscombe(counts) / s).float().to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        out = denoise_tiled(WithNoiseMap(model, 1.0 / s), z, tile, margin, batch_size, progress,
-                            ensemble, callback=callback)
+    net = WithNoiseMap(model, 1.0 / s)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return denoise_tiled(net, x, tile, margin, batch_size, progress, ensemble,
+                             callback=callback)
+
+    width = 0.0
+    if refine == "sure":
+        out, choice = sure_smoothing(z, run, 1.0 / s)
+        width = choice.width_px
+    else:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = run(z)
     lam = inverse_anscombe(out.double().cpu() * s)
-    return Denoised(nl.from_counts(lam.numpy()).astype(np.float32), nl)
+    return Denoised(nl.from_counts(lam.numpy()).astype(np.float32), nl, width)

@@ -11,8 +11,9 @@ range 1.
 
 Methods:
 
-- the conditioned network, with the noise level estimated from the image (what a user gets),
-  and with the true noise level (to separate estimator and network errors);
+- the conditioned network, with the noise level estimated from the image and its output
+  smoothed by the SURE-chosen width (what a user gets), the same with the true noise level (to
+  separate estimator and network errors), and its unrefined output;
 - BM3D, oracle-tuned: generalised Anscombe transform with the *true* gain and offset, BM3D at
   σ = f/s for f in :data:`BM3D_FACTORS`, the best f per image by the true error, and the exact
   unbiased inverse (Mäkitalo & Foi 2011, closed form);
@@ -150,17 +151,21 @@ def classical_methods() -> dict[str, Method]:
 
 
 def conditioned_methods(model: torch.nn.Module, label: str = "conditioned network",
-                        ensemble: bool = False) -> dict[str, Method]:
-    """The conditioned network with the estimated and with the true noise level, and with
-    ``ensemble`` also its 8-fold dihedral self-ensemble (estimated noise)."""
+                        ensemble: bool = False, unrefined: bool = True) -> dict[str, Method]:
+    """The conditioned network as users get it (estimated noise, SURE-chosen post-smoothing,
+    :func:`~em_accel.models.conditioned.denoise_micrograph`'s default), with the true noise
+    level (to separate estimator and network errors), with ``unrefined`` also the network's
+    raw output (``refine="none"``), and with ``ensemble`` its 8-fold dihedral self-ensemble."""
     from .conditioned import denoise_micrograph
 
-    def net(noise: bool, ens: bool = False) -> Method:
+    def net(noise: bool, ens: bool = False, refine: str = "sure") -> Method:
         return lambda c: denoise_micrograph(c.detector, model, noise=c.noise if noise else None,
-                                            tile=512, progress=False,
-                                            ensemble=ens).image.astype(np.float64)
+                                            tile=512, progress=False, ensemble=ens,
+                                            refine=refine).image.astype(np.float64)
 
     out = {f"{label} (estimated noise)": net(False), f"{label} (true noise)": net(True)}
+    if unrefined:
+        out[f"{label} (estimated noise, no refinement)"] = net(False, refine="none")
     if ensemble:
         out[f"{label} (estimated noise, 8× dihedral ensemble)"] = net(False, True)
     return out
