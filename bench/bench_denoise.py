@@ -6,7 +6,8 @@ Rows:
   minimal-overlap tiling next to a thesis-style layout (512² tiles, 50 % overlap, i.e. margin
   128) in the same run; ``compute_per_pixel`` is the network pixels per output pixel.
 - ``conditioned``: the noise-level-conditioned model (:mod:`em_accel.models.conditioned`):
-  seconds per 512² image through ``denoise_micrograph`` (noise estimate included) next to the
+  seconds per 512² image through ``denoise_micrograph`` (noise estimate included; default SURE
+  post-smoothing, two network passes, and ``refine="none"``, one) next to the
   shipped atrous small model in the same run, and on CUDA the batch throughput (batches of
   512² tiles, bfloat16 autocast, channels_last) in megapixels/s.
 - ``train_step``: seconds per optimiser step of the small model (batch 2, 256² crops) with the
@@ -68,8 +69,10 @@ def _conditioned_rows(device: str, quick: bool) -> list[dict]:
     img = (37.0 * rng.poisson(20.0, (512, 512)) + 3e6).astype(np.float32)
     reps = 3 if device == "cpu" else 10
     for name, fn, m in (
-            ("conditioned (shipped), noise estimate included",
+            ("conditioned (shipped), noise estimate + SURE smoothing (default)",
              lambda: denoise_micrograph(img, model, progress=False), model),
+            ("conditioned (shipped), noise estimate, refine='none'",
+             lambda: denoise_micrograph(img, model, progress=False, refine="none"), model),
             ("atrous small (shipped)", lambda: denoise_image(small, img, tile=512, progress=False),
              small)):
         sec = median_time(fn, device, warmup=1, repeats=reps)

@@ -26,6 +26,7 @@ import math
 from typing import Callable, NamedTuple
 
 import torch
+from torch.nn import functional as F
 
 #: Gaussian post-smoothing widths tried [px] (0 = none).
 SMOOTHING_PX = (0.0, 0.4, 0.7, 1.0, 1.5, 2.2, 3.0)
@@ -41,15 +42,18 @@ class SureChoice(NamedTuple):
 
 
 def blur(image: torch.Tensor, width_px: float) -> torch.Tensor:
-    """``image`` [H, W] blurred by a Gaussian of σ = ``width_px`` px (reflect edges; 0: copy).
-    The kernel is cut at 3σ and at the image size (reflect padding needs pad < size)."""
+    """``image`` [H, W] blurred by a Gaussian of σ = ``width_px`` px (0: a copy), separably, in
+    float32 (float64 convolutions are ~10x slower on CPU), reflect edges. The kernel is cut at
+    3σ and at the image size (reflect padding needs pad < size)."""
     if width_px <= 0:
         return image.clone()
-    from ..scan.partial import gaussian_blur
-
-    size = 2 * math.ceil(3 * width_px) + 1
-    size = min(size, 2 * (min(image.shape) - 1) - 1)
-    return gaussian_blur(image, max(size, 1), width_px)
+    half = min(math.ceil(3 * width_px), min(image.shape) - 1)
+    x = torch.arange(-half, half + 1, dtype=torch.float64)
+    k = torch.exp(-x * x / (2 * width_px ** 2))
+    k = (k / k.sum()).float().to(image.device)
+    y = F.pad(image.float()[None, None], (half, half, half, half), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1))
+    return F.conv2d(y, k.view(1, 1, -1, 1))[0, 0]
 
 
 def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tensor],
@@ -81,8 +85,8 @@ def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tens
     zd, n = z.double(), z.numel()
     risks, best = {}, None
     for w in widths:
-        est = blur(f0, w)
-        div = float((probe * blur(response, w)).sum())
+        est = blur(f0, w).double()
+        div = float((probe * blur(response, w).double()).sum())
         risk = float(((est - zd) ** 2).mean()) - sigma ** 2 + 2 * sigma ** 2 * div / n
         risks[float(w)] = risk
         if best is None or risk < best[0]:
