@@ -40,9 +40,11 @@ def run(ctx: DemoContext) -> StageResult:
     text = (f"The crystal's simulated exit wave ({spec.formula}, {spec.sampling:.3f} Å/px): only "
             "its amplitude goes in; em_accel.models.reconstruct_exit_wave returns amplitude × "
             f"recovered phasor with the shipped small ExitWaveNet ({PRETRAINED}, trained on the "
-            "CPU broad set: 50–300 Å thick crystals tilted off their zone axes, 1200 steps on one "
-            "CPU core). The demo crystal (40 Å thick, exactly on [001]) is thinner than any "
+            "CPU broad set: 50–300 Å thick crystals tilted off their zone axes, 4430 steps on one "
+            "CPU core, hedged output and L1 loss; the phase shown is the output's direction). "
+            "The demo crystal (40 Å thick, exactly on [001]) is thinner than any "
             "training crystal. Errors are against the simulated phase; the flat-phase and "
             "best-constant rows are baselines on the same wave. This small model does not beat "
-            "them yet (docs/exit_wave.md: the same holds on the held-out test sets).")
+            "them yet (docs/exit_wave.md: on the held-out test sets it at best equals the best "
+            "constant).")
     return StageResult("Exit-wave phase from one amplitude", panels, numbers, text)
