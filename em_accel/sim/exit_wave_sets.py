@@ -259,11 +259,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, required=True, help="one sub-directory per set")
     p.add_argument("--device", default=None, help="torch device (cuda when there is one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-waves", type=int, default=None,
+                   help="training waves per set (default: the preset's); the held-out splits "
+                        "are the same waves whatever this is (draws depend on seed, split, index)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.train_waves is not None and a.train_waves < 1:
+        p.error(f"--train-waves must be >= 1, got {a.train_waves}")
     for name in a.set:
-        out = generate(preset(name, a.profile, a.seed), a.root / name, device=a.device,
-                       progress=not a.no_progress)
+        spec = preset(name, a.profile, a.seed)
+        if a.train_waves is not None:
+            spec.counts = dict(spec.counts, train=a.train_waves)
+        out = generate(spec, a.root / name, device=a.device, progress=not a.no_progress)
         print(json.dumps(out), flush=True)
     return 0
 
