@@ -29,24 +29,25 @@ def test_risk_estimate_matches_true_error_of_a_linear_filter():
     clean = synthetic_images(1, 128, 5)[0].astype(np.float64)
     sigma, n = 0.2, clean.size
     z = _noisy(clean, sigma)
-    _, choice = sure_smoothing(z, lambda x: blur(x.double(), 1.0), sigma)
+    _, choice = sure_smoothing(z, lambda x: blur(x.double(), 1.0), sigma, wiener=False)
     true = {w: float(((blur(blur(z, 1.0), w).numpy() - clean) ** 2).mean())
             for w in choice.risks}
     for w, risk in choice.risks.items():
         assert abs(risk - true[w]) < 4 * sigma ** 2 * (2 / n) ** 0.5 + 0.02 * true[w], w
         d_est, d_true = risk - choice.risks[0.0], true[w] - true[0.0]
-        assert abs(d_est - d_true) < 0.25 * abs(d_true) + 0.03 * true[0.0], w
+        # one probe: the divergence's own error is ~1e-4 here (2σ²·√2·‖A‖_F/N), ~3 % of true[0]
+        assert abs(d_est - d_true) < 0.25 * abs(d_true) + 0.05 * true[0.0], w
     assert choice.width_px == min(true, key=true.get)
 
 
 def test_picks_no_smoothing_for_detail_and_most_for_a_flat_image():
     rng = np.random.default_rng(1)
     texture = rng.random((96, 96))                 # white texture: any blur destroys signal
-    out, c = sure_smoothing(_noisy(texture, 0.01), lambda x: x, 0.01)
+    out, c = sure_smoothing(_noisy(texture, 0.01), lambda x: x, 0.01, wiener=False)
     assert c.width_px == 0.0
     assert torch.equal(out, _noisy(texture, 0.01))
     flat = np.full((96, 96), 0.5)                  # nothing but noise: smooth as much as allowed
-    _, c = sure_smoothing(_noisy(flat, 0.3), lambda x: x, 0.3)
+    _, c = sure_smoothing(_noisy(flat, 0.3), lambda x: x, 0.3, wiener=False)
     assert c.width_px == max(SMOOTHING_PX)
     assert c.risks[max(SMOOTHING_PX)] < c.risks[0.0] / 10
 
@@ -79,3 +80,41 @@ def test_bad_arguments_are_named():
         sure_smoothing(z, lambda x: x, 0.1, widths=())
     with pytest.raises(ValueError, match="refine"):
         denoise_micrograph(np.ones((32, 32)), refine="bm3d")
+
+
+def test_wiener_filter_restores_detail_an_oversmoothing_denoiser_removed():
+    """A lattice with weak fine fringes, "denoised" by a 1.5 px blur that wipes the fringes out:
+    the empirical Wiener filter of the noisy image with that output as pilot must be picked, its
+    true error must be below every Gaussian candidate's, and its risk estimate must be close to
+    its true error (the pilot's dependence on the noisy image included)."""
+    yy, xx = np.mgrid[0:128, 0:128].astype(np.float64)
+    clean = (np.cos(2 * np.pi * xx / 9.5) + np.cos(2 * np.pi * yy / 9.5)
+             + 0.3 * np.cos(2 * np.pi * (xx + yy) / 3.1))
+    sigma = 0.3
+    z = _noisy(clean, sigma, seed=5)
+    out, c = sure_smoothing(z, lambda x: blur(x.double(), 1.5), sigma)
+    assert c.filter == "wiener"
+    err = float(((out.numpy() - clean) ** 2).mean())
+    gauss_true = [float(((blur(blur(z, 1.5), w).numpy() - clean) ** 2).mean())
+                  for w in SMOOTHING_PX]
+    assert err < 0.5 * min(gauss_true)
+    assert abs(c.wiener_risks[c.width_px] - err) < 0.03 * sigma ** 2
+    # without the Wiener family the best Gaussian width is returned
+    _, g = sure_smoothing(z, lambda x: blur(x.double(), 1.5), sigma, wiener=False)
+    assert g.filter == "gaussian" and g.wiener_risks == {}
+
+
+def test_denoiser_uses_the_wiener_filter_only_at_high_dose():
+    from em_accel.models.sure import WIENER_MIN_COUNTS
+
+    clean = synthetic_images(1, 96, 78)[0]
+    rng = np.random.default_rng(6)
+    model = load_conditioned()
+    for dose in (10.0, 3000.0):
+        lam = (0.3 + clean) * (dose / (0.3 + clean).mean())
+        y = rng.poisson(lam).astype(np.float64)
+        r = denoise_micrograph(y, model, noise=noise_level_from_detector(y, gain=1.0),
+                               tile=96, progress=False)
+        assert r.post_filter in ("none", "gaussian", "wiener")
+        if dose < WIENER_MIN_COUNTS:
+            assert r.post_filter != "wiener"

@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from .._api import Seed, as_generator, progress_counter
-from ..data.noise_estimate import NoiseLevel, estimate_noise
+from ..data.noise_estimate import NoiseLevel, estimate_denoiser_noise
 from .conditioned import ConditionedUNet, anscombe, scale_of
 
 
@@ -57,7 +57,7 @@ def align_shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
 def _counts_domain(frames: np.ndarray, noise: NoiseLevel | None) -> tuple[torch.Tensor, float]:
     """Equivalent counts of every frame (one noise model each unless given) and the common
     scale ``s`` of the Anscombe domain."""
-    counts = [(noise or estimate_noise(f)).to_counts(f) for f in frames]
+    counts = [(noise or estimate_denoiser_noise(f)).to_counts(f) for f in frames]
     c = torch.as_tensor(np.stack(counts))
     return c, float(scale_of(float(c.mean())))
 

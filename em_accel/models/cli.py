@@ -180,7 +180,7 @@ def _denoise(args: argparse.Namespace) -> int:
         passes = 2 if kind == "conditioned" and args.refine == "sure" else 1
         bar = tqdm(total=n_tiles * len(frames) * passes, desc=path.name, unit="tile",
                    disable=args.no_progress)
-        outs, levels, widths = [], [], []
+        outs, levels, widths, posts = [], [], [], []
         for f in frames:
             if kind == "conditioned":
                 r = denoise_micrograph(f, model, noise=_noise_override(args, f), tile=tile,
@@ -190,6 +190,7 @@ def _denoise(args: argparse.Namespace) -> int:
                 outs.append(r.image)
                 levels.append(r.noise.as_dict())
                 widths.append(r.smoothing_px)
+                posts.append(r.post_filter)
             else:
                 outs.append(denoise_image(model, f, tile=tile, margin=args.margin,
                                           batch_size=args.batch_size, progress=False,
@@ -212,6 +213,7 @@ def _denoise(args: argparse.Namespace) -> int:
             meta["em_accel"]["noise"] = levels[0] if len(levels) == 1 else levels
             meta["em_accel"]["refine"] = args.refine
             meta["em_accel"]["smoothing_px"] = widths[0] if len(widths) == 1 else widths
+            meta["em_accel"]["post_filter"] = posts[0] if len(posts) == 1 else posts
         write_image(dest, out.astype(np.float32), mic.pixel_size, meta)
         if args.no_progress:
             print(dest)
