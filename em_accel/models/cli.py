@@ -177,8 +177,7 @@ def _denoise(args: argparse.Namespace) -> int:
                                 "shifts": res.shifts}
         n_tiles = len(tile_layout(h + 2 * args.margin, tile, args.margin)[1]) * \
             len(tile_layout(w + 2 * args.margin, tile, args.margin)[1])
-        passes = 2 if kind == "conditioned" and args.refine == "sure" else 1
-        bar = tqdm(total=n_tiles * len(frames) * passes, desc=path.name, unit="tile",
+        bar = tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile",
                    disable=args.no_progress)
         outs, levels, widths, posts = [], [], [], []
         for f in frames:

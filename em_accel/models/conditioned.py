@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..data.noise_estimate import NoiseLevel, estimate_denoiser_noise
-from .sure import WIENER_MIN_COUNTS, sure_smoothing
+from .sure import WIENER_MIN_COUNTS, SureChoice, apply_post_filter, sure_smoothing
 
 #: Shipped weights of the conditioned model.
 PRETRAINED_CONDITIONED = "denoiser_conditioned.safetensors"
@@ -190,6 +190,30 @@ def conditioned_notes(path: str | Path | None = None) -> dict:
     return json.loads(_meta(_read(path)).get("notes", "{}"))
 
 
+#: Side [px] of the central crop on which a larger image's post-filter is chosen (the risk
+#: estimate needs a second network pass; on a crop it costs a fraction of one).
+SURE_CROP = 256
+
+
+def _sure_refined(z: torch.Tensor, run: Callable, run_quiet: Callable, sigma: float,
+                  wiener: bool) -> tuple[torch.Tensor, SureChoice]:
+    """The network's output on ``z`` post-filtered by the SURE choice; on images larger than
+    :data:`SURE_CROP` in both sides the choice is made on the central crop (both of its network
+    passes on the crop alone) and then applied to the whole output. ``run`` reports progress,
+    ``run_quiet`` does not."""
+    h, w = z.shape
+    if min(h, w) <= SURE_CROP * 1.25:
+        passes = iter((run, run_quiet))            # progress counts the first pass only
+        return sure_smoothing(z, lambda x: next(passes)(x), sigma, wiener=wiener)
+    f0 = run(z).double()
+    r0, c0 = (h - SURE_CROP) // 2, (w - SURE_CROP) // 2
+    crop = z[r0:r0 + SURE_CROP, c0:c0 + SURE_CROP]
+    _, choice = sure_smoothing(crop, run_quiet, sigma, wiener=wiener)
+    if choice.filter == "gaussian" and choice.width_px == 0:
+        return f0, choice
+    return apply_post_filter(z.double(), f0, sigma, choice), choice
+
+
 class Denoised(NamedTuple):
     """Result of :func:`denoise_micrograph`."""
 
@@ -257,8 +281,9 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
 
     width, post = 0.0, "none"
     if refine == "sure":
-        out, choice = sure_smoothing(z, run, 1.0 / s,
-                                     wiener=float(counts.mean()) >= WIENER_MIN_COUNTS)
+        out, choice = _sure_refined(z, run, lambda x: denoise_tiled(
+            net, x, tile, margin, batch_size, False, ensemble), 1.0 / s,
+            wiener=float(counts.mean()) >= WIENER_MIN_COUNTS)
         width = choice.width_px
         post = "none" if choice.filter == "gaussian" and width == 0 else choice.filter
     else:

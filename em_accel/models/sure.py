@@ -115,6 +115,19 @@ def _wiener(z: torch.Tensor, pilot: torch.Tensor, noise: torch.Tensor) -> torch.
     return z * torch.where(noise > 0, p2 / (p2 + noise), torch.zeros_like(p2))
 
 
+def apply_post_filter(z: torch.Tensor, f0: torch.Tensor, sigma: float,
+                      choice: SureChoice) -> torch.Tensor:
+    """Apply the post-filter ``choice`` (from :func:`sure_smoothing`, possibly priced on a crop)
+    to a whole image: ``G_t f0``, or the Wiener filter of ``z`` with pilot ``G_t f0`` (float64)."""
+    if choice.filter == "gaussian":
+        return blur(f0, choice.width_px)
+    m = _Mirror(tuple(z.shape), z.device)
+    pilot = m.forward(f0)
+    if choice.width_px > 0:
+        pilot = pilot * m.gaussian(choice.width_px)
+    return m.inverse(_wiener(m.forward(z), pilot, sigma ** 2 * m.noise_power))
+
+
 def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tensor],
                    sigma: float, widths: tuple[float, ...] = SMOOTHING_PX,
                    seed: int = 0, wiener: bool = True) -> tuple[torch.Tensor, SureChoice]:
