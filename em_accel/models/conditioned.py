@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..data.noise_estimate import NoiseLevel, estimate_denoiser_noise
-from .sure import WIENER_MIN_COUNTS, SureChoice, apply_post_filter, sure_smoothing
+from .sure import SureChoice, apply_post_filter, sure_smoothing
 
 #: Shipped weights of the conditioned model.
 PRETRAINED_CONDITIONED = "denoiser_conditioned.safetensors"
@@ -195,23 +195,23 @@ def conditioned_notes(path: str | Path | None = None) -> dict:
 SURE_CROP = 256
 
 
-def _sure_refined(z: torch.Tensor, run: Callable, run_quiet: Callable, sigma: float,
-                  wiener: bool) -> tuple[torch.Tensor, SureChoice]:
+def _sure_refined(z: torch.Tensor, run: Callable, run_quiet: Callable,
+                  s: float) -> tuple[torch.Tensor, SureChoice]:
     """The network's output on ``z`` post-filtered by the SURE choice; on images larger than
     :data:`SURE_CROP` in both sides the choice is made on the central crop (both of its network
     passes on the crop alone) and then applied to the whole output. ``run`` reports progress,
-    ``run_quiet`` does not."""
+    ``run_quiet`` does not; ``s`` is the Anscombe scale of ``z`` (noise σ = 1/s)."""
     h, w = z.shape
     if min(h, w) <= SURE_CROP * 1.25:
         passes = iter((run, run_quiet))            # progress counts the first pass only
-        return sure_smoothing(z, lambda x: next(passes)(x), sigma, wiener=wiener)
+        return sure_smoothing(z, lambda x: next(passes)(x), 1.0 / s, counts_scale=s)
     f0 = run(z).double()
     r0, c0 = (h - SURE_CROP) // 2, (w - SURE_CROP) // 2
     crop = z[r0:r0 + SURE_CROP, c0:c0 + SURE_CROP]
-    _, choice = sure_smoothing(crop, run_quiet, sigma, wiener=wiener)
+    _, choice = sure_smoothing(crop, run_quiet, 1.0 / s, counts_scale=s)
     if choice.filter == "gaussian" and choice.width_px == 0:
         return f0, choice
-    return apply_post_filter(z.double(), f0, sigma, choice), choice
+    return apply_post_filter(z.double(), f0, 1.0 / s, choice), choice
 
 
 class Denoised(NamedTuple):
@@ -242,8 +242,9 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
     Wiener filter of the noisy image with the (smoothed) network output as its pilot. This
     costs a second network pass and runs in float32 on CUDA too (the risk needs the network's
     response to a small perturbation, below bfloat16's resolution). On held-out micrographs at
-    5–50 counts/px the smoothing lowers the error by 29–56 %, at 500–5000 counts/px the Wiener
-    filter (tried from 100 counts/px up) by about 10 % (docs/denoise.md). ``refine="none"`` returns the network's output as
+    5–50 counts/px the smoothing lowers the error by 29–56 %, and at 500–5000 counts/px the
+    Wiener filter by about 10 % (docs/denoise.md). The risk is estimated in counts, where the
+    error is measured. ``refine="none"`` returns the network's output as
     is, in one pass (bfloat16 autocast on CUDA).
 
     Args:
@@ -282,8 +283,7 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
     width, post = 0.0, "none"
     if refine == "sure":
         out, choice = _sure_refined(z, run, lambda x: denoise_tiled(
-            net, x, tile, margin, batch_size, False, ensemble), 1.0 / s,
-            wiener=float(counts.mean()) >= WIENER_MIN_COUNTS)
+            net, x, tile, margin, batch_size, False, ensemble), s)
         width = choice.width_px
         post = "none" if choice.filter == "gaussian" and width == 0 else choice.filter
     else:
