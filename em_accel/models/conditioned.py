@@ -211,7 +211,7 @@ def _sure_refined(z: torch.Tensor, run: Callable, run_quiet: Callable,
     _, choice = sure_smoothing(crop, run_quiet, 1.0 / s, counts_scale=s)
     if choice.filter == "gaussian" and choice.width_px == 0:
         return f0, choice
-    return apply_post_filter(z.double(), f0, 1.0 / s, choice), choice
+    return apply_post_filter(z.double(), f0, 1.0 / s, choice, counts_scale=s), choice
 
 
 class Denoised(NamedTuple):
@@ -220,7 +220,7 @@ class Denoised(NamedTuple):
     image: np.ndarray        # float32 [H, W], in the input's units
     noise: NoiseLevel        # the noise model used (estimated, or the user's)
     smoothing_px: float = 0.0  # Gaussian width of the post-filter picked by ``refine="sure"`` [px]
-    post_filter: str = "none"  # "none", "gaussian" (G_t f) or "wiener" (pilot G_t f)
+    post_filter: str = "none"  # "none", "gaussian" (G_t f), "wiener" (pilot G_t f) or "mix"
 
 
 def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None = None, *,

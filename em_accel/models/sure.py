@@ -59,10 +59,14 @@ FILTERS = ("gaussian", "wiener")
 class SureChoice(NamedTuple):
     """The post-filter picked by :func:`sure_smoothing` and the risk of every one tried."""
 
-    width_px: float                  # Gaussian σ of the smoothing or of the pilot [px] (0: none)
+    width_px: float                  # Gaussian σ of the smoothing [px] (0: none); the Wiener
+                                     # pilot's if ``filter == "wiener"``
     risks: dict[float, float]        # estimated MSE per px of G_t f, per width t
-    filter: str = "gaussian"         # "gaussian" (G_t f) or "wiener" (pilot G_t f)
+    filter: str = "gaussian"         # "gaussian" (G_t f), "wiener" (pilot G_t f) or "mix"
     wiener_risks: dict[float, float] = {}  # estimated MSE per px of the Wiener filter, per t
+    wiener_px: float = 0.0           # for "mix": the Wiener filter's pilot width [px]
+    mix: float = 0.0                 # for "mix": the Wiener filter's weight, in (0, 1)
+    risk: float = float("nan")       # estimated MSE per px of the result
 
 
 class _Mirror:
@@ -119,17 +123,41 @@ def _wiener(z: torch.Tensor, pilot: torch.Tensor, noise: torch.Tensor) -> torch.
     return z * torch.where(noise > 0, p2 / (p2 + noise), torch.zeros_like(p2))
 
 
-def apply_post_filter(z: torch.Tensor, f0: torch.Tensor, sigma: float,
-                      choice: SureChoice) -> torch.Tensor:
+def _to_counts(z: torch.Tensor, s: float) -> torch.Tensor:
+    return ((s * z.clamp_min(0) / 2) ** 2 - 0.375).clamp_min(0)
+
+
+def _from_counts(c: torch.Tensor, s: float) -> torch.Tensor:
+    return 2 * torch.sqrt(c + 0.375) / s
+
+
+def _mixed(g: torch.Tensor, w: torch.Tensor, theta: float, s: float | None) -> torch.Tensor:
+    """``(1 − θ)·g + θ·w``, in counts if ``s`` (the Anscombe scale) is given."""
+    if s is None:
+        return g + theta * (w - g)
+    cg = _to_counts(g, s)
+    return _from_counts(cg + theta * (_to_counts(w, s) - cg), s)
+
+
+def apply_post_filter(z: torch.Tensor, f0: torch.Tensor, sigma: float, choice: SureChoice,
+                      counts_scale: float | None = None) -> torch.Tensor:
     """Apply the post-filter ``choice`` (from :func:`sure_smoothing`, possibly priced on a crop)
-    to a whole image: ``G_t f0``, or the Wiener filter of ``z`` with pilot ``G_t f0`` (float64)."""
+    to a whole image: ``G_t f0``, the Wiener filter of ``z`` with pilot ``G_t f0``, or their
+    mix (in counts if ``counts_scale``, as priced). Returns float64 [H, W]."""
+    m = _Mirror(tuple(z.shape), z.device)
+
+    def wiener(width: float) -> torch.Tensor:
+        pilot = m.forward(f0)
+        if width > 0:
+            pilot = pilot * m.gaussian(width)
+        return m.inverse(_wiener(m.forward(z), pilot, sigma ** 2 * m.noise_power))
+
     if choice.filter == "gaussian":
         return blur(f0, choice.width_px)
-    m = _Mirror(tuple(z.shape), z.device)
-    pilot = m.forward(f0)
-    if choice.width_px > 0:
-        pilot = pilot * m.gaussian(choice.width_px)
-    return m.inverse(_wiener(m.forward(z), pilot, sigma ** 2 * m.noise_power))
+    if choice.filter == "wiener":
+        return wiener(choice.width_px)
+    return _mixed(blur(f0, choice.width_px), wiener(choice.wiener_px), choice.mix,
+                  counts_scale)
 
 
 def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tensor],
@@ -171,43 +199,67 @@ def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tens
     n, s2 = z.numel(), sigma ** 2
     noise = s2 * m.noise_power
 
-    if counts_scale is None:
-        def risk(est: torch.Tensor, response: torch.Tensor) -> float:
-            d = est - Z
-            return m.dot(d, d) / n - s2 + 2 * s2 * m.dot(B, response) / n
+    s = None if counts_scale is None else float(counts_scale)
+    if s is None:
+        y = z.double()
+
+        def values(spec: torch.Tensor) -> torch.Tensor:
+            return m.inverse(spec)
+
+        def divergence(spec: torch.Tensor, response: torch.Tensor) -> float:
+            return s2 * m.dot(B, response)
+        noise_energy = n * s2
     else:
-        s, zd, b = float(counts_scale), z.double(), probe
-        c = (s * zd / 2) ** 2 - 0.375
-        # weight c_i·dĉ/dc of the divergence, per unit of ẑ: c·ẑ/z; a pixel of no counts (z at
-        # its floor) has no say in Hudson's lemma, whatever its estimate
-        w_c = torch.where(zd > 0, c.clamp_min(0) / zd.clamp_min(1e-300), torch.zeros_like(zd))
+        zd = z.double()
+        y = (s * zd / 2) ** 2 - 0.375
+        # Poisson: E‖ĉ − λ‖² = E[‖ĉ − c‖² − Σc + 2Σ c_i ∂ĉ_i/∂c_i] (Hudson's lemma, to first
+        # order); ∂ĉ_i/∂c_i = (dĉ/dẑ)(∂ẑ_i/∂z_i)(dz/dc) = (s²ẑ/2)·J_ii·2/(s²z), so the weight is
+        # c·ẑ/z; a pixel of no counts (z at its floor) has no say, whatever its estimate
+        w_c = torch.where(zd > 0, y.clamp_min(0) / zd.clamp_min(1e-300), torch.zeros_like(zd))
 
-        def risk(est: torch.Tensor, response: torch.Tensor) -> float:
-            # Poisson: E‖ĉ − λ‖² = E[‖ĉ − c‖² − Σc + 2Σ c_i ∂ĉ_i/∂c_i] (Hudson's lemma, to
-            # first order); ∂ĉ_i/∂c_i = (dĉ/dẑ)(∂ẑ_i/∂z_i)(dz/dc) = (s²ẑ/2)·J_ii·2/(s²z)
-            e = m.inverse(est)
-            chat = ((s * e.clamp_min(0) / 2) ** 2 - 0.375).clamp_min(0)
-            div = float((b * w_c * e * m.inverse(response)).sum())
-            return float(((chat - c) ** 2).sum() - c.sum() + 2 * div) / n
+        def values(spec: torch.Tensor) -> torch.Tensor:
+            return _to_counts(m.inverse(spec), s)
 
-    cands: list[tuple[float, str, float, torch.Tensor]] = []
+        def divergence(spec: torch.Tensor, response: torch.Tensor) -> float:
+            return float((probe * w_c * m.inverse(spec) * m.inverse(response)).sum())
+        noise_energy = float(y.sum())
+
+    def risk(v: torch.Tensor, div: float) -> float:
+        return (float(((v - y) ** 2).sum()) - noise_energy + 2 * div) / n
+
+    # per family: (risk, width, spectrum, values in the risk's domain, divergence term)
+    best: dict[str, tuple] = {}
     risks, wiener_risks = {}, {}
     for w in widths:
         h = m.gaussian(w) if w > 0 else None
         est = F0 * h if h is not None else F0
         resp = R * h if h is not None else R
-        r = risk(est, resp)
-        risks[float(w)] = r
-        cands.append((r, "gaussian", float(w), est))
+        v, div = values(est), divergence(est, resp)
+        risks[float(w)] = r = risk(v, div)
+        if "gaussian" not in best or r < best["gaussian"][0]:
+            best["gaussian"] = (r, float(w), est, v, div)
         if wiener:
             west = _wiener(Z, est, noise)
             moved = _wiener(Z + eps * B, est + eps * resp, noise)
-            r = risk(west, (moved - west) / eps)
-            wiener_risks[float(w)] = r
-            cands.append((r, "wiener", float(w), west))
-    best = min(cands, key=lambda c: c[0])
-    if best[1] == "gaussian" and best[2] == 0.0:
-        out = f0                                   # the network's output, bit for bit
-    else:
-        out = m.inverse(best[3])
-    return out, SureChoice(best[2], risks, best[1], wiener_risks)
+            v, div = values(west), divergence(west, (moved - west) / eps)
+            wiener_risks[float(w)] = r = risk(v, div)
+            if "wiener" not in best or r < best["wiener"][0]:
+                best["wiener"] = (r, float(w), west, v, div)
+    rg, wg, eg, vg, dg = best["gaussian"]
+    gauss_out = f0 if wg == 0.0 else m.inverse(eg)   # t = 0: the network's output, bit for bit
+    if "wiener" not in best:
+        return gauss_out, SureChoice(wg, risks, "gaussian", wiener_risks, risk=rg)
+    # the convex mix of the two families' best of least risk (a quadratic in its weight θ):
+    # at low dose the two err in different places and the mix beats both
+    rw, ww, ew, vw, dw = best["wiener"]
+    u = vw - vg
+    uu = float((u * u).sum())
+    theta = 0.0 if uu <= 0 else -(float((u * (vg - y)).sum()) + dw - dg) / uu
+    theta = min(max(theta, 0.0), 1.0)
+    if theta == 0.0:
+        return gauss_out, SureChoice(wg, risks, "gaussian", wiener_risks, risk=rg)
+    if theta == 1.0:
+        return m.inverse(ew), SureChoice(ww, risks, "wiener", wiener_risks, risk=rw)
+    r = risk(vg + theta * u, dg + theta * (dw - dg))
+    out = _mixed(gauss_out, m.inverse(ew), theta, s)
+    return out, SureChoice(wg, risks, "mix", wiener_risks, ww, theta, r)
