@@ -11,8 +11,7 @@ Unser 2008): ``div f ≈ bᵀ(f(y + εb) − f(y))/ε`` with ``b`` standard norm
 piecewise linear, so a small ε makes this the exact directional derivative; one probe suffices
 for the images of 10⁴ px and more that micrographs are.
 
-Two families of post-filters of the conditioned denoiser's output ``f = f(y)`` are priced, and
-the one of least estimated risk is returned:
+Two families of post-filters of the conditioned denoiser's output ``f = f(y)`` are priced:
 
 * Gaussian smoothing ``G_t f`` with ``t`` in :data:`SMOOTHING_PX` (``t = 0``: the network
   alone). Why: at low dose the small shipped network under-smooths images whose detail is buried
@@ -33,6 +32,11 @@ Luisier, Blu & Unser 2010), the same probe giving the weighted divergence. Why: 
 counts/px the Anscombe-domain estimate favoured the Wiener filters on 23 of 24 images and was
 wrong on 10 (it weighs dark pixels as much as bright ones); the counts-domain estimate chose
 within 1 % of the best candidate in hindsight on the test suite.
+
+The result is the convex mix ``(1 − θ)·ĉ_G + θ·ĉ_W`` of the best of each family, θ in [0, 1]
+of least estimated risk (the risk is quadratic in θ): at low dose the two err in different
+places and the mix beats both (an unconstrained combination's noisy coefficients cost at high
+dose).
 
 Everything is computed in the Fourier domain of the image's mirror-symmetric extension (so a
 cosine basis, with no wrap-around at the edges): one network pass on ``y`` and one on the
