@@ -207,11 +207,9 @@ def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tens
     if s is None:
         y = z.double()
 
-        def values(spec: torch.Tensor) -> torch.Tensor:
-            return m.inverse(spec)
-
-        def divergence(spec: torch.Tensor, response: torch.Tensor) -> float:
-            return s2 * m.dot(B, response)
+        def priced(spec: torch.Tensor, response: torch.Tensor) -> tuple[torch.Tensor, float]:
+            """The candidate's values in the risk's domain and its divergence term."""
+            return m.inverse(spec), s2 * m.dot(B, response)
         noise_energy = n * s2
     else:
         zd = z.double()
@@ -221,11 +219,9 @@ def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tens
         # c·ẑ/z; a pixel of no counts (z at its floor) has no say, whatever its estimate
         w_c = torch.where(zd > 0, y.clamp_min(0) / zd.clamp_min(1e-300), torch.zeros_like(zd))
 
-        def values(spec: torch.Tensor) -> torch.Tensor:
-            return _to_counts(m.inverse(spec), s)
-
-        def divergence(spec: torch.Tensor, response: torch.Tensor) -> float:
-            return float((probe * w_c * m.inverse(spec) * m.inverse(response)).sum())
+        def priced(spec: torch.Tensor, response: torch.Tensor) -> tuple[torch.Tensor, float]:
+            e = m.inverse(spec)
+            return _to_counts(e, s), float((probe * w_c * e * m.inverse(response)).sum())
         noise_energy = float(y.sum())
 
     def risk(v: torch.Tensor, div: float) -> float:
@@ -238,14 +234,14 @@ def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tens
         h = m.gaussian(w) if w > 0 else None
         est = F0 * h if h is not None else F0
         resp = R * h if h is not None else R
-        v, div = values(est), divergence(est, resp)
+        v, div = priced(est, resp)
         risks[float(w)] = r = risk(v, div)
         if "gaussian" not in best or r < best["gaussian"][0]:
             best["gaussian"] = (r, float(w), est, v, div)
         if wiener:
             west = _wiener(Z, est, noise)
             moved = _wiener(Z + eps * B, est + eps * resp, noise)
-            v, div = values(west), divergence(west, (moved - west) / eps)
+            v, div = priced(west, (moved - west) / eps)
             wiener_risks[float(w)] = r = risk(v, div)
             if "wiener" not in best or r < best["wiener"][0]:
                 best["wiener"] = (r, float(w), west, v, div)
