@@ -145,6 +145,10 @@ def test_large_image_choice_is_made_on_a_crop_and_applied_to_the_whole():
                              callback=done_raw.append)
     assert sum(done) == sum(done_raw) > 0                   # one reported pass, as without SURE
     assert ref.post_filter in ("gaussian", "wiener", "mix")
+    share = {"gaussian": (0.0, 0.0), "wiener": (1.0, 1.0), "mix": (1e-9, 1 - 1e-9)}
+    lo, hi = share[ref.post_filter]
+    assert lo <= ref.wiener_weight <= hi
+    assert (ref.wiener_px in SMOOTHING_PX) and (ref.post_filter != "wiener" or ref.smoothing_px == 0)
     e_ref, e_raw = (float(np.mean((r.image - lam) ** 2)) for r in (ref, raw))
     assert e_ref < e_raw
     # the border, outside the crop, is filtered too

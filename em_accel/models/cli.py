@@ -179,7 +179,7 @@ def _denoise(args: argparse.Namespace) -> int:
             len(tile_layout(w + 2 * args.margin, tile, args.margin)[1])
         bar = tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile",
                    disable=args.no_progress)
-        outs, levels, widths, posts = [], [], [], []
+        outs, levels, posts = [], [], []
         for f in frames:
             if kind == "conditioned":
                 r = denoise_micrograph(f, model, noise=_noise_override(args, f), tile=tile,
@@ -188,8 +188,8 @@ def _denoise(args: argparse.Namespace) -> int:
                                        refine=args.refine, callback=bar.update)
                 outs.append(r.image)
                 levels.append(r.noise.as_dict())
-                widths.append(r.smoothing_px)
-                posts.append(r.post_filter)
+                posts.append({"filter": r.post_filter, "smoothing_px": r.smoothing_px,
+                              "wiener_px": r.wiener_px, "wiener_weight": r.wiener_weight})
             else:
                 outs.append(denoise_image(model, f, tile=tile, margin=args.margin,
                                           batch_size=args.batch_size, progress=False,
@@ -211,7 +211,6 @@ def _denoise(args: argparse.Namespace) -> int:
         if levels:
             meta["em_accel"]["noise"] = levels[0] if len(levels) == 1 else levels
             meta["em_accel"]["refine"] = args.refine
-            meta["em_accel"]["smoothing_px"] = widths[0] if len(widths) == 1 else widths
             meta["em_accel"]["post_filter"] = posts[0] if len(posts) == 1 else posts
         write_image(dest, out.astype(np.float32), mic.pixel_size, meta)
         if args.no_progress:

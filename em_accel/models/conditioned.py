@@ -221,6 +221,8 @@ class Denoised(NamedTuple):
     noise: NoiseLevel        # the noise model used (estimated, or the user's)
     smoothing_px: float = 0.0  # Gaussian width of the post-filter picked by ``refine="sure"`` [px]
     post_filter: str = "none"  # "none", "gaussian" (G_t f), "wiener" (pilot G_t f) or "mix"
+    wiener_px: float = 0.0     # the Wiener filter's pilot width [px] ("wiener" or "mix")
+    wiener_weight: float = 0.0  # the Wiener filter's share of the result (1 for "wiener")
 
 
 def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None = None, *,
@@ -280,14 +282,19 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
         return denoise_tiled(net, x, tile, margin, batch_size, progress, ensemble,
                              callback=callback)
 
-    width, post = 0.0, "none"
+    width, post, wiener_px, wiener_weight = 0.0, "none", 0.0, 0.0
     if refine == "sure":
         out, choice = _sure_refined(z, run, lambda x: denoise_tiled(
             net, x, tile, margin, batch_size, False, ensemble), s)
         width = choice.width_px
         post = "none" if choice.filter == "gaussian" and width == 0 else choice.filter
+        wiener = {"wiener": (width, 1.0), "mix": (choice.wiener_px, choice.mix)}
+        wiener_px, wiener_weight = wiener.get(choice.filter, (0.0, 0.0))
+        if choice.filter == "wiener":
+            width = 0.0                        # no Gaussian smoothing in the result
     else:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = run(z)
     lam = inverse_anscombe(out.double().cpu() * s)
-    return Denoised(nl.from_counts(lam.numpy()).astype(np.float32), nl, width, post)
+    return Denoised(nl.from_counts(lam.numpy()).astype(np.float32), nl, width, post,
+                    wiener_px, wiener_weight)
