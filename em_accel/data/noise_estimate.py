@@ -185,10 +185,10 @@ def limit_pedestal(noise: NoiseLevel, image: np.ndarray,
     if not max_ratio > 0:
         raise ValueError(f"max_ratio must be > 0, got {max_ratio}")
     y = np.asarray(image, dtype=np.float64)
-    smooth = ndimage.uniform_filter(y - float(np.median(y)), 4, mode="reflect")
-    lo, hi = np.percentile(smooth, [1, 99])
+    shift = float(np.median(y))                          # work near 0 for precision at 3e6
+    lo, hi = np.percentile(ndimage.uniform_filter(y - shift, 4, mode="reflect"), [1, 99])
     span = float(hi - lo)
-    mean = float(y.mean()) - float(np.median(y))
+    mean = float(y.mean()) - shift
     var = noise.a * float(y.mean()) + noise.b            # noise variance at the mean level
     if not (span > 0 and var > 0):
         return noise

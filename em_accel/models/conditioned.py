@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..data.noise_estimate import NoiseLevel, estimate_denoiser_noise
+from .anscombe import anscombe, inverse_anscombe
 from .sure import SureChoice, apply_post_filter, sure_smoothing
 
 #: Shipped weights of the conditioned model.
@@ -128,16 +129,6 @@ class WithNoiseMap(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(torch.cat([x, torch.full_like(x, self.sigma)], 1))
-
-
-def anscombe(counts: torch.Tensor) -> torch.Tensor:
-    """``2·sqrt(c + 3/8)`` (clamped at c = −3/8): Poisson noise → unit variance."""
-    return 2.0 * torch.sqrt((counts + 0.375).clamp_min(0.0))
-
-
-def inverse_anscombe(z: torch.Tensor) -> torch.Tensor:
-    """Algebraic inverse of :func:`anscombe` for a *clean* estimate, clamped at 0 counts."""
-    return ((z.clamp_min(0.0) / 2.0) ** 2 - 0.375).clamp_min(0.0)
 
 
 def scale_of(mean_counts: float | torch.Tensor) -> torch.Tensor:
@@ -286,12 +277,8 @@ def denoise_micrograph(image: np.ndarray | torch.Tensor, model: nn.Module | None
     if refine == "sure":
         out, choice = _sure_refined(z, run, lambda x: denoise_tiled(
             net, x, tile, margin, batch_size, False, ensemble), s)
-        width = choice.width_px
+        width, wiener_px, wiener_weight = choice.width_px, choice.wiener_px, choice.mix
         post = "none" if choice.filter == "gaussian" and width == 0 else choice.filter
-        wiener = {"wiener": (width, 1.0), "mix": (choice.wiener_px, choice.mix)}
-        wiener_px, wiener_weight = wiener.get(choice.filter, (0.0, 0.0))
-        if choice.filter == "wiener":
-            width = 0.0                        # no Gaussian smoothing in the result
     else:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = run(z)

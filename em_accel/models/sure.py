@@ -52,24 +52,23 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from .anscombe import anscombe, inverse_anscombe
+
 #: Gaussian widths of the post-smoothing and of the Wiener pilot tried [px] (0 = none).
 SMOOTHING_PX = (0.0, 0.4, 0.7, 1.0, 1.5, 2.2, 3.0)
 #: Probe step as a fraction of σ (small: the network is piecewise linear).
 PROBE_STEP = 0.02
-#: Post-filter families: ``"gaussian"`` (``G_t f``) and ``"wiener"`` (pilot ``G_t f``).
-FILTERS = ("gaussian", "wiener")
 
 
 class SureChoice(NamedTuple):
     """The post-filter picked by :func:`sure_smoothing` and the risk of every one tried."""
 
-    width_px: float                  # Gaussian σ of the smoothing [px] (0: none); the Wiener
-                                     # pilot's if ``filter == "wiener"``
+    width_px: float                  # Gaussian σ of the smoothing in the result [px] (0: none)
     risks: dict[float, float]        # estimated MSE per px of G_t f, per width t
     filter: str = "gaussian"         # "gaussian" (G_t f), "wiener" (pilot G_t f) or "mix"
     wiener_risks: dict[float, float] = {}  # estimated MSE per px of the Wiener filter, per t
-    wiener_px: float = 0.0           # for "mix": the Wiener filter's pilot width [px]
-    mix: float = 0.0                 # for "mix": the Wiener filter's weight, in (0, 1)
+    wiener_px: float = 0.0           # the Wiener filter's pilot width [px] ("wiener", "mix")
+    mix: float = 0.0                 # the Wiener filter's weight: 0, in (0, 1) for "mix", or 1
     risk: float = float("nan")       # estimated MSE per px of the result
 
 
@@ -127,20 +126,12 @@ def _wiener(z: torch.Tensor, pilot: torch.Tensor, noise: torch.Tensor) -> torch.
     return z * torch.where(noise > 0, p2 / (p2 + noise), torch.zeros_like(p2))
 
 
-def _to_counts(z: torch.Tensor, s: float) -> torch.Tensor:
-    return ((s * z.clamp_min(0) / 2) ** 2 - 0.375).clamp_min(0)
-
-
-def _from_counts(c: torch.Tensor, s: float) -> torch.Tensor:
-    return 2 * torch.sqrt(c + 0.375) / s
-
-
 def _mixed(g: torch.Tensor, w: torch.Tensor, theta: float, s: float | None) -> torch.Tensor:
     """``(1 − θ)·g + θ·w``, in counts if ``s`` (the Anscombe scale) is given."""
     if s is None:
         return g + theta * (w - g)
-    cg = _to_counts(g, s)
-    return _from_counts(cg + theta * (_to_counts(w, s) - cg), s)
+    cg = inverse_anscombe(s * g)
+    return anscombe(cg + theta * (inverse_anscombe(s * w) - cg)) / s
 
 
 def apply_post_filter(z: torch.Tensor, f0: torch.Tensor, sigma: float, choice: SureChoice,
@@ -159,7 +150,7 @@ def apply_post_filter(z: torch.Tensor, f0: torch.Tensor, sigma: float, choice: S
     if choice.filter == "gaussian":
         return blur(f0, choice.width_px)
     if choice.filter == "wiener":
-        return wiener(choice.width_px)
+        return wiener(choice.wiener_px)
     return _mixed(blur(f0, choice.width_px), wiener(choice.wiener_px), choice.mix,
                   counts_scale)
 
@@ -221,7 +212,7 @@ def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tens
 
         def priced(spec: torch.Tensor, response: torch.Tensor) -> tuple[torch.Tensor, float]:
             e = m.inverse(spec)
-            return _to_counts(e, s), float((probe * w_c * e * m.inverse(response)).sum())
+            return inverse_anscombe(s * e), float((probe * w_c * e * m.inverse(response)).sum())
         noise_energy = float(y.sum())
 
     def risk(v: torch.Tensor, div: float) -> float:
@@ -259,7 +250,7 @@ def sure_smoothing(z: torch.Tensor, denoise: Callable[[torch.Tensor], torch.Tens
     if theta == 0.0:
         return gauss_out, SureChoice(wg, risks, "gaussian", wiener_risks, risk=rg)
     if theta == 1.0:
-        return m.inverse(ew), SureChoice(ww, risks, "wiener", wiener_risks, risk=rw)
+        return m.inverse(ew), SureChoice(0.0, risks, "wiener", wiener_risks, ww, 1.0, rw)
     r = risk(vg + theta * u, dg + theta * (dw - dg))
     out = _mixed(gauss_out, m.inverse(ew), theta, s)
     return out, SureChoice(wg, risks, "mix", wiener_risks, ww, theta, r)
