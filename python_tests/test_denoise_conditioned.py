@@ -194,6 +194,9 @@ def test_cli_conditioned_on_detector_units_counts_and_a_stack(tmp_path):
     out = read_image(tmp_path / "o" / "det_denoised.tif")
     meta = out.metadata["description"]["em_accel"]
     assert meta["denoised_by"] == "em_accel.models.ConditionedUNet" and meta["noise"]["estimated"]
+    post = meta["post_filter"]                      # what the SURE post-filter chose
+    assert meta["refine"] == "sure" and post["filter"] in ("none", "gaussian", "wiener", "mix")
+    assert 0.0 <= post["wiener_weight"] <= 1.0
     truth = 25.0 * lam + 3e6
     assert np.mean((out.data - truth) ** 2) < 0.5 * np.mean((det - truth) ** 2)
     assert out.pixel_size == 0.5
