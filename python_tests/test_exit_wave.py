@@ -245,6 +245,12 @@ def test_recipe_trains_resumes_and_the_cli_reconstructs(tiny_set, tmp_path):
     assert again["steps"] == 5 and not (tmp_path / "rescored").exists()
     assert [(r["split"], round(r["mae"], 6)) for r in again["rows"]] == \
         [(r["split"], round(r["mae"], 6)) for r in rec["rows"]]
+    # --eval-max-waves caps each split at its first N waves (a large set's train split)
+    capped = tmp_path / "capped.json"
+    assert recipe(["--set", "tiny", "--data", str(root), "--evaluate", str(run / "weights.safetensors"),
+                   "--eval-max-waves", "4", "--record", str(capped)]) == 0
+    assert [r["n"] for r in json.loads(capped.read_text())["rows"]] == \
+        [min(4, r["n"]) for r in rec["rows"]]
     with pytest.raises(SystemExit):
         recipe(["--set", "tiny", "--data", str(root)])  # neither --out nor --evaluate
     waves, _ = ews.load_set(root, "unseen_transforms")

@@ -327,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gan", action="store_true", help="the thesis's LSGAN variant")
     p.add_argument("--eval-doses", type=float, nargs="*", default=[],
                    help="also evaluate unseen_transforms at these doses [e-/Å²]")
+    p.add_argument("--eval-max-waves", type=int, default=None, metavar="N",
+                   help="score at most the first N waves of each split (the train split of a "
+                        "large set; the held-out splits hold fewer)")
     p.add_argument("--eval-ensemble", action="store_true",
                    help="also evaluate every split with the 8-fold dihedral self-ensemble")
     p.add_argument("--record", type=Path, default=None, help="also write recipe.json here")
@@ -342,11 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rec = _train_call(a)
         model, _ = load_exit_wave_weights(a.out / "weights.safetensors", device=a.device)
-    rows = evaluate(model, a.data, a.device)
+    cap = a.eval_max_waves
+    rows = evaluate(model, a.data, a.device, max_waves=cap)
     if a.eval_ensemble:
-        rows += evaluate(model, a.data, a.device, ensemble=True)
+        rows += evaluate(model, a.data, a.device, ensemble=True, max_waves=cap)
     for d in a.eval_doses:
-        rows += evaluate(model, a.data, a.device, splits=("unseen_transforms",), dose=d)
+        rows += evaluate(model, a.data, a.device, splits=("unseen_transforms",), dose=d, max_waves=cap)
     rec = {"command": "python -m em_accel.models.exit_wave_recipe " + " ".join(sys.argv[1:] if argv is None else argv),
            "set": a.set, **rec, "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
            "rows": rows}
