@@ -35,7 +35,8 @@ from ..train.alrc import ALRC
 from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .exit_wave import (ExitWaveDiscriminator, ExitWaveNet, LSGANBalance, load_exit_wave_weights,
                         phasor_loss, wave_channels)
-from .exit_wave_metrics import baselines, constant_errors, fit_constants, phase_errors, summarize
+from .exit_wave_metrics import (FittedConstants, baselines, constant_errors, fit_constants, phase_errors,
+                                summarize)
 
 EVAL_SPLITS = ("train", "unseen_transforms", "unseen_settings", "unseen_materials")
 
@@ -116,13 +117,14 @@ def _lr(base: float, step: int, total: int) -> float:
 def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
              splits: tuple[str, ...] = EVAL_SPLITS, dose: float | None = None,
              defocus: float = 0.0, max_waves: int | None = None,
-             ensemble: bool = False) -> list[dict]:
+             ensemble: bool = False, fitted: FittedConstants | None = None) -> list[dict]:
     """One row per split: counts, mean errors ± SE and the baselines on the same waves.
 
     Each wave's whole stored crop (cut to a multiple of the network's stride) is the input
     (amplitude normalised to mean 1 over the stored crop, no
     augmentation); ``dose`` / ``defocus`` perturb the input like :func:`perturb_amplitude`
-    (the same noise seed for every model); ``ensemble`` averages the 8 dihedral transforms."""
+    (the same noise seed for every model); ``ensemble`` averages the 8 dihedral transforms;
+    ``fitted``: the training constants (:func:`train_constants`; computed here when None)."""
     from .exit_wave import unit_phasor
     from .tiling import dihedral_ensemble
 
@@ -146,8 +148,8 @@ def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
         sl = (..., slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw))
         return amp[sl], target[sl]
 
-    # the constants a predictor could know: fitted on the training waves, scored on each split
-    fitted = fit_constants(inputs(*load_set(data, "train"))[1])
+    if fitted is None:
+        fitted = train_constants(data)
     rows = []
     for split in splits:
         waves, metas = load_set(data, split)
@@ -166,6 +168,17 @@ def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
         row["materials"] = len({m["material"] for m in metas})
         rows.append(row)
     return rows
+
+
+def train_constants(data: str | Path, max_waves: int = 1024) -> FittedConstants:
+    """The constants a predictor could know, fitted on the set's training waves (at most
+    ``max_waves`` of them, evenly spaced: the unit constant's angle search costs O(waves))."""
+    from ..sim.exit_wave_sets import load_set
+
+    waves, _ = load_set(data, "train")
+    step = max(1, -(-len(waves) // max_waves))
+    ph = torch.angle(torch.from_numpy(waves[::step]))
+    return fit_constants(torch.stack([torch.cos(ph), torch.sin(ph)], 1))
 
 
 def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
@@ -345,12 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rec = _train_call(a)
         model, _ = load_exit_wave_weights(a.out / "weights.safetensors", device=a.device)
-    cap = a.eval_max_waves
-    rows = evaluate(model, a.data, a.device, max_waves=cap)
+    kw = dict(max_waves=a.eval_max_waves, fitted=train_constants(a.data))
+    rows = evaluate(model, a.data, a.device, **kw)
     if a.eval_ensemble:
-        rows += evaluate(model, a.data, a.device, ensemble=True, max_waves=cap)
+        rows += evaluate(model, a.data, a.device, ensemble=True, **kw)
     for d in a.eval_doses:
-        rows += evaluate(model, a.data, a.device, splits=("unseen_transforms",), dose=d, max_waves=cap)
+        rows += evaluate(model, a.data, a.device, splits=("unseen_transforms",), dose=d, **kw)
     rec = {"command": "python -m em_accel.models.exit_wave_recipe " + " ".join(sys.argv[1:] if argv is None else argv),
            "set": a.set, **rec, "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
            "rows": rows}
