@@ -265,6 +265,20 @@ def test_recipe_trains_resumes_and_the_cli_reconstructs(tiny_set, tmp_path):
     assert json.loads((out / "amp_exit_wave.json").read_text())["input"] == "amplitude"
 
 
+def test_train_constants_fit_every_training_wave_or_an_even_subset(tiny_set):
+    from em_accel.models.exit_wave_metrics import fit_constants, phasor
+    from em_accel.models.exit_wave_recipe import train_constants
+
+    root, _, _ = tiny_set
+    waves, _ = ews.load_set(root, "train")
+    targets = phasor(torch.angle(torch.from_numpy(waves)))
+    for cap, keep in ((1024, slice(None)), (3, slice(None, None, 2))):
+        got, want = train_constants(root, max_waves=cap), fit_constants(targets[keep])
+        torch.testing.assert_close(got.median, want.median)
+        assert got.unit_angle == pytest.approx(want.unit_angle)
+    assert len(waves) == 6  # so max_waves=3 keeps every second wave
+
+
 def test_recipe_gan_variant_runs_and_balances(tiny_set, tmp_path):
     from em_accel.models.exit_wave_recipe import train
 

@@ -36,7 +36,7 @@ from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .exit_wave import (ExitWaveDiscriminator, ExitWaveNet, LSGANBalance, load_exit_wave_weights,
                         phasor_loss, wave_channels)
 from .exit_wave_metrics import (FittedConstants, baselines, constant_errors, fit_constants, phase_errors,
-                                summarize)
+                                phasor, summarize)
 
 EVAL_SPLITS = ("train", "unseen_transforms", "unseen_settings", "unseen_materials")
 
@@ -177,8 +177,7 @@ def train_constants(data: str | Path, max_waves: int = 1024) -> FittedConstants:
 
     waves, _ = load_set(data, "train")
     step = max(1, -(-len(waves) // max_waves))
-    ph = torch.angle(torch.from_numpy(waves[::step]))
-    return fit_constants(torch.stack([torch.cos(ph), torch.sin(ph)], 1))
+    return fit_constants(phasor(torch.angle(torch.from_numpy(waves[::step]))))
 
 
 def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
