@@ -18,7 +18,7 @@ from em_accel.models.exit_wave import (AmplitudeError, AmplitudeTypeError,  # no
                                        global_offset, load_exit_wave_weights, phasor_loss,
                                        reconstruct_exit_wave, rotate)
 from em_accel.models.exit_wave_metrics import (baselines, constant_errors, fit_constants,  # noqa: E402
-                                               phase_errors, phasor)
+                                               paired_vs_constant, phase_errors, phasor)
 from em_accel.sim import exit_wave_sets as ews  # noqa: E402
 from em_accel.sim.crystal_block import crystal_block  # noqa: E402
 
@@ -158,6 +158,12 @@ def test_unit_phasors_cannot_hedge_and_the_baselines_say_so():
     assert np.allclose(e.mae_unit, e_half.mae_unit) and np.allclose(e.mae_aligned, e_half.mae_aligned)
     assert np.allclose(e.mae, e.mae_unit) and not np.allclose(e.mae, e_half.mae)
     assert torch.allclose(phasor_loss(y, narrow[:2], kind="l1"), (y - narrow[:2]).abs().mean((1, 2, 3)))
+    # paired against the split's constant: the constant itself ties (ratio 1), half its error is 0.5×
+    const_mae = phase_errors(torch.tensor(nb["best_constant"]).view(1, 2, 1, 1).expand_as(narrow).clone(),
+                             narrow).mae
+    tie, half = paired_vs_constant(const_mae, narrow), paired_vs_constant(0.5 * const_mae, narrow)
+    assert tie["ratio"] == pytest.approx(1) and tie["diff"] == pytest.approx(0, abs=1e-12) and tie["lower"] == 0
+    assert half["ratio"] == pytest.approx(0.5) and half["lower"] == 4 and half["diff_ci"][1] < 0
     with pytest.raises(ValueError, match="output"):
         ExitWaveNet(width=0.125, output="polar")
     with pytest.raises(ValueError, match="kind"):
@@ -233,6 +239,8 @@ def test_recipe_trains_resumes_and_the_cli_reconstructs(tiny_set, tmp_path):
     rec = json.loads((run / "recipe.json").read_text())
     assert rec["steps"] == 5 and rec["total_steps"] == 5
     assert all("train_constant_mae" in r and "best_unit_constant_mae" in r for r in rec["rows"])
+    assert all(r["vs_constant"]["ratio"] == pytest.approx(r["mae"] / r["best_constant_mae"])
+               for r in rec["rows"])
     assert {r["split"] for r in rec["rows"]} == set(ews.SPLITS)
     assert all(r["n"] == (6 if r["split"] == "train" else 2) for r in rec["rows"])
     model, notes = load_exit_wave_weights(run / "weights.safetensors")

@@ -188,6 +188,10 @@ def test_paired_bootstrap():
     c = paired_bootstrap(a + torch.tensor([0.1, 0.2, 0.1, 0.2]), a)
     assert 0.1 - 1e-6 <= c.ci_low <= c.diff <= c.ci_high <= 0.2 + 1e-6
     assert c.relative == pytest.approx(0.15 / 2.5)
+    assert c.ratio == pytest.approx(2.65 / 2.5) and c.lower == 0
+    assert c.ratio_low <= c.ratio <= c.ratio_high
+    with pytest.raises(ValueError, match="equal"):
+        paired_bootstrap(a, a[:3])
 
 
 def test_cli_run_on_a_file(tmp_path):

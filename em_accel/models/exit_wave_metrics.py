@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..train.metrics import paired_bootstrap
 from .exit_wave import global_offset, rotate, unit_phasor
 
 RANDOM_COMPONENTS = 0.75
@@ -104,7 +105,7 @@ def baselines(target: torch.Tensor, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     uni = torch.rand(target.shape, generator=g, dtype=torch.float64) * 2 - 1
     ang = torch.rand(target[:, 0].shape, generator=g, dtype=torch.float64) * 2 * math.pi
-    const = target.transpose(0, 1).reshape(2, -1).median(1).values
+    const = _split_constant(target)
     cpred = const.view(1, 2, 1, 1).expand_as(target)
     flat = torch.zeros_like(target)
     flat[:, 0] = 1.0
@@ -119,6 +120,22 @@ def baselines(target: torch.Tensor, seed: int = 0) -> dict:
             "flat_phase_rmse": float(e_flat.rmse.mean())}
 
 
+def _split_constant(target: torch.Tensor) -> torch.Tensor:
+    """The per-channel median [2] over every pixel of targets [B, 2, H, W] (L1-optimal)."""
+    return target.double().transpose(0, 1).reshape(2, -1).median(1).values
+
+
+def paired_vs_constant(mae: np.ndarray, target: torch.Tensor, resamples: int = 10_000) -> dict:
+    """A network's per-wave phasor MAE [N] against the split's best constant (:func:`baselines`)
+    on the same waves, paired: the ratio of mean errors and the mean difference, each with its
+    bootstrap 95 % interval, and the count of waves where the network is lower."""
+    t = target.double()
+    const_mae = (_split_constant(t).view(1, 2, 1, 1) - t).abs().mean((1, 2, 3)).numpy()
+    c = paired_bootstrap(mae, const_mae, resamples=resamples)
+    return {"ratio": c.ratio, "ratio_ci": [c.ratio_low, c.ratio_high], "diff": c.diff,
+            "diff_ci": [c.ci_low, c.ci_high], "lower": c.lower, "n": len(const_mae)}
+
+
 class FittedConstants(NamedTuple):
     """Constant predictors fitted on training targets: the per-channel median [2] and the
     angle [rad] of the best constant unit phasor."""
@@ -130,8 +147,7 @@ class FittedConstants(NamedTuple):
 def fit_constants(target: torch.Tensor) -> FittedConstants:
     """The L1-optimal constant and constant unit phasor of targets [B, 2, H, W] (e.g. a set's
     training waves): what a predictor that ignores the amplitude would learn."""
-    median = target.double().transpose(0, 1).reshape(2, -1).median(1).values
-    return FittedConstants(median, best_unit_constant(target)[1])
+    return FittedConstants(_split_constant(target), best_unit_constant(target)[1])
 
 
 def constant_errors(fitted: FittedConstants, target: torch.Tensor) -> dict:

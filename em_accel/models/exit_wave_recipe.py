@@ -35,8 +35,8 @@ from ..train.alrc import ALRC
 from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .exit_wave import (ExitWaveDiscriminator, ExitWaveNet, LSGANBalance, load_exit_wave_weights,
                         phasor_loss, wave_channels)
-from .exit_wave_metrics import (FittedConstants, baselines, constant_errors, fit_constants, phase_errors,
-                                phasor, summarize)
+from .exit_wave_metrics import (FittedConstants, baselines, constant_errors, fit_constants,
+                                paired_vs_constant, phase_errors, phasor, summarize)
 
 EVAL_SPLITS = ("train", "unseen_transforms", "unseen_settings", "unseen_materials")
 
@@ -162,9 +162,10 @@ def evaluate(model: ExitWaveNet, data: str | Path, device: str = "cpu",
         post = unit_phasor if model.config.get("output", "unit") == "unit" else (lambda x: x)
         fwd = (lambda x: post(dihedral_ensemble(model, x))) if ensemble else model
         pred = torch.cat([fwd(amp[i:i + 32].to(device)).float().cpu() for i in range(0, len(amp), 32)])
+        errors = phase_errors(pred, target)
         row = {"split": split, "dose_e_per_A2": dose, "defocus_A": defocus, "ensemble": ensemble,
-               **summarize(phase_errors(pred, target)), **baselines(target),
-               **constant_errors(fitted, target)}
+               **summarize(errors), **baselines(target), **constant_errors(fitted, target),
+               "vs_constant": paired_vs_constant(errors.mae, target)}
         row["materials"] = len({m["material"] for m in metas})
         rows.append(row)
     return rows
@@ -307,6 +308,13 @@ def markdown_rows(record: dict) -> list[str]:
     return out
 
 
+def _paired_text(p: dict | None) -> str:
+    if not p:
+        return ""
+    return (f" | vs best const {p['ratio']:.3f}x (95% {p['ratio_ci'][0]:.3f}-{p['ratio_ci'][1]:.3f}),"
+            f" lower on {p['lower']}/{p['n']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m em_accel.models.exit_wave_recipe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -376,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{a.set:>10} {r['split']:>18} dose={r['dose_e_per_A2']} ens={r['ensemble']:d} n={r['n']:4d} MAE {r['mae']:.3f}"
               f" aligned {r['mae_aligned']:.3f} RMSE {r['rmse']:.3f} rad | best const "
               f"{r['best_constant_mae']:.3f} best unit const {r['best_unit_constant_mae']:.3f} "
-              f"flat-aligned {r['flat_phase_mae_aligned']:.3f} | phase-only MAE {r['mae_unit']:.3f}")
+              f"flat-aligned {r['flat_phase_mae_aligned']:.3f} | phase-only MAE {r['mae_unit']:.3f}"
+              + _paired_text(r.get("vs_constant")))
     return 0
 
 

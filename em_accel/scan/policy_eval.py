@@ -9,13 +9,14 @@ per image against the blurred crop (crops in [-1, 1]); differences are paired, w
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..ops.scan import scan_rasterize
+from ..train.metrics import Comparison, paired_bootstrap
 from .rollout import ScanBudget, angle_path, env_rollout, partial_input, scan_fixed
 from .static_paths import path_length, random_walk_angles, spiral_positions
 
@@ -99,28 +100,6 @@ def slads_positions(generator, images: torch.Tensor, budget: ScanBudget = ScanBu
             score = score.masked_fill(near, -1.0)
         pos = torch.cat([pos, torch.stack(picks, 1)], 1)
     return pos
-
-
-class Comparison(NamedTuple):
-    """Paired comparison of strategy A against B on the same images."""
-
-    mean_a: float
-    mean_b: float
-    diff: float              # mean(A - B) RMS
-    ci_low: float            # bootstrap 95% interval of diff
-    ci_high: float
-    relative: float          # diff / mean_b
-
-
-def paired_bootstrap(a: torch.Tensor, b: torch.Tensor, *, resamples: int = 10_000,
-                     seed: int = 0) -> Comparison:
-    """Bootstrap 95% interval of mean(a - b) over paired per-image errors a, b [N]."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    d = a - b
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return Comparison(a.mean(), b.mean(), d.mean(), float(lo), float(hi), d.mean() / b.mean())
 
 
 def actor_positions(actor, budget: ScanBudget = ScanBudget(), batch: int = 64) -> PositionsFn:

@@ -7,6 +7,7 @@ differentiable batched tensors.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -58,3 +59,36 @@ def mean_and_sem(values: np.ndarray | list[float]) -> tuple[float, float]:
         raise ValueError("values must not be empty")
     sem = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
     return float(v.mean()), sem
+
+
+class Comparison(NamedTuple):
+    """Paired comparison of per-item errors A against B on the same items (images, waves)."""
+
+    mean_a: float
+    mean_b: float
+    diff: float              # mean(A - B)
+    ci_low: float            # bootstrap 95% interval of diff
+    ci_high: float
+    relative: float          # diff / mean_b
+    ratio_low: float = float("nan")   # bootstrap 95% interval of mean(A) / mean(B)
+    ratio_high: float = float("nan")
+    lower: int = 0           # items where A < B
+
+    @property
+    def ratio(self) -> float:
+        return self.mean_a / self.mean_b
+
+
+def paired_bootstrap(a, b, *, resamples: int = 10_000, seed: int = 0) -> Comparison:
+    """Bootstrap 95% intervals of mean(a - b) and of mean(a) / mean(b) over paired per-item
+    errors a, b [N] (one resampling of the items serves both)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"a and b must be equal non-empty 1-D arrays, got {a.shape} and {b.shape}")
+    d = a - b
+    idx = np.random.default_rng(seed).integers(0, len(d), (resamples, len(d)))
+    lo, hi = np.percentile(d[idx].mean(1), [2.5, 97.5])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rlo, rhi = np.percentile(a[idx].mean(1) / b[idx].mean(1), [2.5, 97.5])
+    return Comparison(float(a.mean()), float(b.mean()), float(d.mean()), float(lo), float(hi),
+                      float(d.mean() / b.mean()), float(rlo), float(rhi), int((d < 0).sum()))
