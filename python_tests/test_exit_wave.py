@@ -235,9 +235,13 @@ def test_recipe_trains_resumes_and_the_cli_reconstructs(tiny_set, tmp_path):
     args = ["--set", "tiny", "--data", str(root), "--out", str(run), "--batch", "2", "--crop", "16",
             "--width", "0.125", "--blocks", "1", "--no-progress", "--dose", "50", "500"]
     assert recipe(args + ["--steps", "3"]) == 0
-    assert recipe(args + ["--steps", "5"]) == 0
+    first = run / "first.safetensors"
+    first.write_bytes((run / "weights.safetensors").read_bytes())
+    # a resumed call continues the checkpoint; an --init given now is not what the run grew from
+    assert recipe(args + ["--steps", "5", "--init", str(first)]) == 0
     rec = json.loads((run / "recipe.json").read_text())
     assert rec["steps"] == 5 and rec["total_steps"] == 5
+    assert rec["init"] is None and rec["resumed_from_step"] == 3
     assert all("train_constant_mae" in r and "best_unit_constant_mae" in r for r in rec["rows"])
     assert all(r["vs_constant"]["ratio"] == pytest.approx(r["mae"] / r["best_constant_mae"])
                for r in rec["rows"])

@@ -213,7 +213,9 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
         balance = LSGANBalance()
         objects.update(disc=disc, d_opt=d_opt)
     ckpt = out / "checkpoint.safetensors"
-    step, extra = 0, {}
+    # the weights the run started from: a resumed run keeps its first call's (the checkpoint
+    # overrides --init, so recording this call's --init would misstate the lineage)
+    step, extra = 0, {"init": str(init) if init else None}
     if ckpt.exists():
         step, extra = load_checkpoint(ckpt, objects, map_location=device)
         if balance is not None:
@@ -267,24 +269,25 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
         if bar is not None:
             bar.update(1)
         if time.perf_counter() - last_save > 120:
-            _save(ckpt, objects, step, total, spent + time.perf_counter() - t_start, history, balance)
+            _save(ckpt, objects, step, total, spent + time.perf_counter() - t_start, history, balance,
+                  extra.get("init"))
             last_save = time.perf_counter()
     if bar is not None:
         bar.close()
     spent += time.perf_counter() - t_start
-    _save(ckpt, objects, step, total, spent, history, balance)
+    _save(ckpt, objects, step, total, spent, history, balance, extra.get("init"))
     config = dict(model.config)
     notes = {"steps": step, "batch": batch, "crop": crop, "train_seconds": round(spent, 1),
              "data": str(data), "align": align, "loss": loss_kind, "dose": dose, "residual_defocus_A": residual_defocus,
-             "gan": gan, "init": str(init) if init else None,
+             "gan": gan, "init": extra.get("init"), "resumed_from_step": start_step or None,
              "device": torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"}
     save_weights(out / "weights.safetensors", model, config, dtype=torch.float16, notes=notes)
     return {"config": config, **notes, "total_steps": total, "lr": lr, "seed": seed,
             "n_train_waves": len(waves), "history": history[-50:]}
 
 
-def _save(path, objects, step, total, spent, history, balance) -> None:
-    extra = {"total_steps": total, "train_seconds": spent, "history": history}
+def _save(path, objects, step, total, spent, history, balance, init: str | None) -> None:
+    extra = {"total_steps": total, "train_seconds": spent, "history": history, "init": init}
     if balance is not None:
         extra["balance"] = balance.state_dict()
     save_checkpoint(path, objects, step, extra)
