@@ -83,6 +83,21 @@ def test_generate_records_every_parameter_and_resumes(tiny_set):
         ews.generate(dataclasses.replace(spec, seed=4), root, progress=False)
 
 
+def test_growing_a_set_reuses_the_waves_it_has(tiny_set, tmp_path):
+    root, spec, _ = tiny_set
+    # 8 training waves in shards of 4: the first shard (train 0-3) is the old set's first
+    grown = dataclasses.replace(spec, counts=dict(spec.counts, train=8))
+    assert ews.reuse_shards(grown, tmp_path, root) == 1
+    assert ews.reuse_shards(grown, tmp_path, root) == 0  # kept, not linked twice
+    summary = ews.generate(grown, tmp_path, progress=False)
+    assert summary["skipped"] == 1 and summary["written"] == 3
+    for split, n in (("train", 6), ("unseen_materials", 2)):
+        (old, old_meta), (new, new_meta) = ews.load_set(root, split), ews.load_set(tmp_path, split)
+        assert np.array_equal(new[:n], old) and new_meta[:n] == old_meta
+    with pytest.raises(ValueError, match="seed"):
+        ews.reuse_shards(dataclasses.replace(grown, seed=4), tmp_path / "x", root)
+
+
 def test_network_outputs_unit_phasors_at_any_multiple_size():
     torch.manual_seed(0)
     net = ExitWaveNet(width=0.125, blocks=1)  # train mode: batch statistics scale the head

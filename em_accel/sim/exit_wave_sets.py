@@ -216,10 +216,56 @@ def write_shard(spec_dict: dict, units: list[dict], path: str, device: str | Non
     return _ds.write_waves(path, list(waves), list(metas))
 
 
+def _unit_keys(counts: dict) -> list[tuple[str, int]]:
+    """(split, index) of every wave, in the order of the set's shards."""
+    return [(split, i) for split in SPLITS for i in range(counts.get(split, 0))]
+
+
 def plan(spec: ExitWaveSetSpec) -> list[dict]:
     """Every wave's parameters, split by split."""
     spec.validate()
-    return [draw_parameters(spec, split, i) for split in SPLITS for i in range(spec.counts.get(split, 0))]
+    return [draw_parameters(spec, split, i) for split, i in _unit_keys(spec.counts)]
+
+
+def _shard_keys(counts: dict, shard_size: int) -> list[tuple[tuple[str, int], ...]]:
+    keys = _unit_keys(counts)
+    return [tuple(keys[i:i + shard_size]) for i in range(0, len(keys), shard_size)]
+
+
+def reuse_shards(spec: ExitWaveSetSpec, out_dir: str | Path, source: str | Path) -> int:
+    """Link into ``out_dir`` every finished shard of an earlier set under ``source`` that holds
+    exactly the waves a shard of ``spec`` holds; returns how many. Draws depend only on the
+    spec, split and index, so a set that differs from ``spec`` in its split counts alone (e.g.
+    fewer training waves) made those waves already: growing a set then simulates only the new
+    ones. Hard links where the file system allows (copies otherwise); existing shards are kept."""
+    import json
+    import os
+    import shutil
+
+    source, out_dir = Path(source), Path(out_dir)
+    old = json.loads((source / "manifest.json").read_text())["spec"]
+    new = json.loads(json.dumps(dataclasses.asdict(spec)))
+    differ = sorted(k for k in set(old) | set(new) if k != "counts" and old.get(k) != new.get(k))
+    if differ:
+        raise ValueError(f"{source} was made with a different spec (fields {differ}); only the "
+                         "split counts may differ for its shards to be reused")
+    have = {k: j for j, k in enumerate(_shard_keys(old["counts"], old["shard_size"]))}
+    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+    linked = 0
+    for i, key in enumerate(_shard_keys(spec.counts, spec.shard_size)):
+        j = have.get(key)
+        dst = _ds._shard_path(out_dir, i)
+        if j is None or dst.exists() or not _ds._shard_path(source, j).exists():
+            continue
+        src = _ds._shard_path(source, j)
+        try:
+            os.link(src, dst)
+        except OSError:
+            tmp = dst.with_name(dst.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        linked += 1
+    return linked
 
 
 def generate(spec: ExitWaveSetSpec, out_dir: str | Path, scheduler: str | None = "synchronous", *,
@@ -262,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-waves", type=int, default=None,
                    help="training waves per set (default: the preset's); the held-out splits "
                         "are the same waves whatever this is (draws depend on seed, split, index)")
+    p.add_argument("--reuse", type=Path, default=None, metavar="ROOT",
+                   help="an earlier --root of the same sets with other split counts (e.g. fewer "
+                        "training waves): its waves are linked in, not simulated again")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.train_waves is not None and a.train_waves < 1:
@@ -270,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         spec = preset(name, a.profile, a.seed)
         if a.train_waves is not None:
             spec.counts = dict(spec.counts, train=a.train_waves)
+        reused = reuse_shards(spec, a.root / name, a.reuse / name) if a.reuse is not None else 0
         out = generate(spec, a.root / name, device=a.device, progress=not a.no_progress)
-        print(json.dumps(out), flush=True)
+        print(json.dumps({**out, "shards_reused": reused}), flush=True)
     return 0
 
 
