@@ -117,7 +117,7 @@ def _cuda_rows(quick: bool) -> list[dict]:
 
 def run(quick: bool = False) -> Path:
     devices = available_devices()
-    rows = _cpu_rows(quick)
+    rows = _cpu_rows(quick) if "cpu" in devices else []
     if "cuda" in devices:
         rows += _cuda_rows(quick)
     print_table("partial-scan completion at 512^2", rows,

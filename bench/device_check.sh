@@ -8,6 +8,9 @@
 # fresh process) and 1M x 50 / 60k x 784 end to end, fused ALRC vs plain MSE forward+backward
 # (B = 2..128 at 512^2, float32/bfloat16, eager / CUDA graph / compiled) and a training step
 # with vs without ALRC, and the exact structure factor at 2048^2 (auto, GEMM) vs abTEM+CuPy.
+# STAGES=targets measures the wave's open GPU targets, CUDA rows only: completions/s at 512^2
+# (issue 11), exit-wave ms per 224^2 at batch 64 (issue 13), the conditioned denoiser's bf16
+# MPix/s (issue 17) and the 20k-image map (issue 14).
 # Records and logs land in $OUT (at most 8 files come back). Training continues from TRAIN_INIT (default: the shipped low-dose weights).
 # abTEM and the packages it imports that the machine lacks travel as wheels in .whl/ (see
 # bench/README or the device tool's notes); without them the multislice bench times us alone.
@@ -73,6 +76,13 @@ stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
     stamp "hot paths: t-SNE"; bench_fn bench_tsne run_hotpaths 300 16
     stamp "hot paths: ALRC"; bench_fn bench_alrc run_hotpaths 240 40
     stamp "hot paths: multislice"; bench_fn bench_multislice run_hotpaths 180 14
+  fi
+  if has targets; then
+    for family in complete exit_wave denoise embed; do
+      stamp "targets: bench $family (cuda rows)"
+      EM_ACCEL_BENCH_DEVICES=cuda EM_ACCEL_BENCH_OUT="$OUT" timeout "${TARGET_TIMEOUT:-150}" \
+          python3 -m bench "$family" 2>&1 | tail -25
+    done
   fi
   if has tsne; then
     stamp "t-SNE bench"

@@ -76,9 +76,13 @@ def environment(devices: list[str]) -> dict:
 
 
 def available_devices() -> list[str]:
+    """cpu, and cuda where torch and the native build both have it; ``EM_ACCEL_BENCH_DEVICES``
+    (e.g. ``cuda``) keeps only the listed ones (a short GPU session skips the CPU rows)."""
     import em_accel
 
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() and em_accel.cuda_available() else [])
+    found = ["cpu"] + (["cuda"] if torch.cuda.is_available() and em_accel.cuda_available() else [])
+    wanted = os.environ.get("EM_ACCEL_BENCH_DEVICES")
+    return [d for d in found if d in wanted.replace(",", " ").split()] if wanted else found
 
 
 def print_table(title: str, rows: list[dict], columns: list[str]) -> None:

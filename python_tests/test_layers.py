@@ -78,3 +78,15 @@ def test_repository_cites_no_document_it_lacks():
     readme = (root / "README.md").read_text(encoding="utf-8")
     hits += [f"README.md: {m.group(0)}" for m in pattern.finditer(readme)]
     assert not hits, hits
+
+
+def test_bench_devices_can_be_narrowed_by_the_environment(monkeypatch):
+    from bench.harness import available_devices
+
+    monkeypatch.delenv("EM_ACCEL_BENCH_DEVICES", raising=False)
+    found = available_devices()
+    assert found[0] == "cpu"
+    monkeypatch.setenv("EM_ACCEL_BENCH_DEVICES", "cuda")
+    assert available_devices() == [d for d in found if d == "cuda"]
+    monkeypatch.setenv("EM_ACCEL_BENCH_DEVICES", "cpu,cuda")
+    assert available_devices() == found
