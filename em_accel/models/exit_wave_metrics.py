@@ -125,12 +125,16 @@ def _split_constant(target: torch.Tensor) -> torch.Tensor:
     return target.double().transpose(0, 1).reshape(2, -1).median(1).values
 
 
+def _constant_mae(const: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-wave phasor MAE [B] of one constant phasor [2] on targets [B, 2, H, W] (float64)."""
+    return (const.double().view(1, 2, 1, 1) - target.double()).abs().mean((1, 2, 3))
+
+
 def paired_vs_constant(mae: np.ndarray, target: torch.Tensor, resamples: int = 10_000) -> dict:
     """A network's per-wave phasor MAE [N] against the split's best constant (:func:`baselines`)
     on the same waves, paired: the ratio of mean errors and the mean difference, each with its
     bootstrap 95 % interval, and the count of waves where the network is lower."""
-    t = target.double()
-    const_mae = (_split_constant(t).view(1, 2, 1, 1) - t).abs().mean((1, 2, 3)).numpy()
+    const_mae = _constant_mae(_split_constant(target), target).numpy()
     c = paired_bootstrap(mae, const_mae, resamples=resamples)
     return {"ratio": c.ratio, "ratio_ci": [c.ratio_low, c.ratio_high], "diff": c.diff,
             "diff_ci": [c.ci_low, c.ci_high], "lower": c.lower, "n": len(const_mae)}
@@ -153,10 +157,9 @@ def fit_constants(target: torch.Tensor) -> FittedConstants:
 def constant_errors(fitted: FittedConstants, target: torch.Tensor) -> dict:
     """Phasor MAE on targets [B, 2, H, W] of constants fitted elsewhere (:func:`fit_constants`):
     ``train_constant_mae`` (the median) and ``train_unit_constant_mae`` (the unit phasor)."""
-    t = target.double()
     unit = torch.tensor([math.cos(fitted.unit_angle), math.sin(fitted.unit_angle)], dtype=torch.float64)
-    return {"train_constant_mae": float((fitted.median.view(1, 2, 1, 1) - t).abs().mean()),
-            "train_unit_constant_mae": float((unit.view(1, 2, 1, 1) - t).abs().mean())}
+    return {"train_constant_mae": float(_constant_mae(fitted.median, target).mean()),
+            "train_unit_constant_mae": float(_constant_mae(unit, target).mean())}
 
 
 def summarize(errors: PhaseErrors) -> dict:

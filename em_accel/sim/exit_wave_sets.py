@@ -254,10 +254,9 @@ def reuse_shards(spec: ExitWaveSetSpec, out_dir: str | Path, source: str | Path)
     linked = 0
     for i, key in enumerate(_shard_keys(spec.counts, spec.shard_size)):
         j = have.get(key)
-        dst = _ds._shard_path(out_dir, i)
-        if j is None or dst.exists() or not _ds._shard_path(source, j).exists():
+        src, dst = (_ds._shard_path(source, j) if j is not None else None), _ds._shard_path(out_dir, i)
+        if src is None or dst.exists() or not src.exists():
             continue
-        src = _ds._shard_path(source, j)
         try:
             os.link(src, dst)
         except OSError:

@@ -70,16 +70,17 @@ class Comparison(NamedTuple):
     ci_low: float            # bootstrap 95% interval of diff
     ci_high: float
     relative: float          # diff / mean_b
-    ratio_low: float = float("nan")   # bootstrap 95% interval of mean(A) / mean(B)
-    ratio_high: float = float("nan")
-    lower: int = 0           # items where A < B
+    ratio_low: float         # bootstrap 95% interval of mean(A) / mean(B)
+    ratio_high: float
+    lower: int               # items where A < B
 
     @property
     def ratio(self) -> float:
         return self.mean_a / self.mean_b
 
 
-def paired_bootstrap(a, b, *, resamples: int = 10_000, seed: int = 0) -> Comparison:
+def paired_bootstrap(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, *,
+                     resamples: int = 10_000, seed: int = 0) -> Comparison:
     """Bootstrap 95% intervals of mean(a - b) and of mean(a) / mean(b) over paired per-item
     errors a, b [N] (one resampling of the items serves both)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
