@@ -108,13 +108,32 @@ def test_network_outputs_unit_phasors_at_any_multiple_size():
     with pytest.raises(ValueError, match="multiples of 16"):
         net(torch.rand(1, 1, 40, 40))
     skip = ExitWaveNet(width=0.125, blocks=1, skips=True)
-    assert sum(p.numel() for p in skip.parameters()) == sum(p.numel() for p in net.parameters())
+    # the skips add one gate per scale and nothing else
+    assert sum(p.numel() for p in skip.parameters()) == sum(p.numel() for p in net.parameters()) + 4
     y = skip(torch.rand(2, 1, 32, 48) + 0.5)
     assert y.shape == (2, 2, 32, 48)
     y.sum().backward()
     assert skip.stem[0].weight.grad.abs().sum() > 0
     d = ExitWaveDiscriminator(width=0.1, stages=2)
     assert d(torch.randn(3, 2, 32, 32)).shape == (3,)
+
+
+def test_enable_skips_keeps_the_function_and_trains_the_gates(tmp_path):
+    from em_accel.train.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    net = ExitWaveNet(width=0.125, blocks=1, output="hedged").eval()
+    x = torch.rand(2, 1, 32, 32) + 0.5
+    before = net(x)
+    net.enable_skips()
+    assert net.config["skips"] and torch.equal(net.skip_gates, torch.zeros(4))
+    assert torch.equal(net(x), before)  # closed skips: the same function
+    net.train()
+    net(x).square().sum().backward()
+    assert net.skip_gates.grad.abs().sum() > 0  # training can open them
+    save_weights(tmp_path / "w.safetensors", net, net.config)
+    back = load_exit_wave_weights(tmp_path / "w.safetensors").model
+    assert back.config["skips"] and torch.allclose(back(x), net.eval()(x))
 
 
 def test_lsgan_balance_lowers_the_discriminator_rate_when_it_wins():

@@ -118,6 +118,8 @@ class ExitWaveNet(nn.Module):
         self.tail = _ConvAct(chans[0], chans[0])
         self.head = nn.Conv2d(chans[0], 2, 3, 1, 1, bias=False)
         self.head_norm = nn.BatchNorm2d(2)
+        # one scale per skip; 1 = plain U-Net-like adds, 0 = closed (see enable_skips)
+        self.skip_gates = nn.Parameter(torch.ones(stages)) if skips else None
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.xavier_uniform_(m.weight)
@@ -141,9 +143,22 @@ class ExitWaveNet(nn.Module):
             for layer in self.down:
                 feats.append(layer(feats[-1]))
             x = self.middle(feats.pop())
-            for layer in self.up:
-                x = layer(x) + feats.pop()
+            for layer, gate in zip(self.up, self.skip_gates):
+                x = layer(x) + gate * feats.pop()
         return OUTPUTS[self.config["output"]](self.head_norm(self.head(self.tail(x))))
+
+    def enable_skips(self) -> None:
+        """Add the skip connections to a model trained without them, keeping its function.
+
+        The skips start closed (gates 0), so the model computes exactly what it did and
+        fine-tuning opens them: the decoder of the thesis network sees only the 1/16-scale
+        bottleneck, and this lets a trained model gain the full-resolution path without
+        starting over. No-op on a model that has skips."""
+        if self.config["skips"]:
+            return
+        self.config["skips"] = True
+        ref = self.head.weight
+        self.skip_gates = nn.Parameter(torch.zeros(self.config["stages"], device=ref.device, dtype=ref.dtype))
 
 
 class ExitWaveDiscriminator(nn.Module):
@@ -244,6 +259,8 @@ def _from_bytes(data: bytes, device) -> LoadedModel:
     state, cfg, notes = read_weights(data)
     model = ExitWaveNet(cfg["width"], cfg["blocks"], cfg["stages"], cfg.get("skips", False),
                         cfg.get("output", "unit"))
+    if model.skip_gates is not None and "skip_gates" not in state:  # weights from before the gates
+        state = dict(state, skip_gates=torch.ones_like(model.skip_gates))
     model.load_state_dict(state)
     return LoadedModel(model.to(device if device is not None else "cpu").eval(), notes)
 

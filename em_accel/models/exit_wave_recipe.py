@@ -198,6 +198,8 @@ def train(data: str | Path, out: str | Path, *, seconds: float | None = None,
     sampler = CropSampler(waves, metas, crop, seed, dose, residual_defocus)
     if init is not None:
         model, _ = load_exit_wave_weights(init)
+        if skips:  # a warm start may add the skips (closed at first, see enable_skips)
+            model.enable_skips()
         model.train()
     else:
         model = ExitWaveNet(width, blocks, 3 if gan else stages, skips, output)
