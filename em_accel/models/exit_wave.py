@@ -157,8 +157,7 @@ class ExitWaveNet(nn.Module):
         if self.config["skips"]:
             return
         self.config["skips"] = True
-        ref = self.head.weight
-        self.skip_gates = nn.Parameter(torch.zeros(self.config["stages"], device=ref.device, dtype=ref.dtype))
+        self.skip_gates = nn.Parameter(self.head.weight.new_zeros(self.config["stages"]))
 
 
 class ExitWaveDiscriminator(nn.Module):

@@ -254,8 +254,10 @@ def reuse_shards(spec: ExitWaveSetSpec, out_dir: str | Path, source: str | Path)
     linked = 0
     for i, key in enumerate(_shard_keys(spec.counts, spec.shard_size)):
         j = have.get(key)
-        src, dst = (_ds._shard_path(source, j) if j is not None else None), _ds._shard_path(out_dir, i)
-        if src is None or dst.exists() or not src.exists():
+        if j is None:
+            continue
+        src, dst = _ds._shard_path(source, j), _ds._shard_path(out_dir, i)
+        if dst.exists() or not src.exists():
             continue
         try:
             os.link(src, dst)
