@@ -214,6 +214,15 @@ def test_evaluation_rows_and_calibration():
     assert "paired" in E.format_summary(res)
 
 
+def test_heldout_images_at_mixed_magnifications():
+    from em_accel.models import completion_eval as E
+
+    atomic, desc = E.heldout_images(2, 24, seed=3)
+    wide, wdesc = E.heldout_images(2, 24, seed=3, pixel_range=(1.0, 2.0))
+    assert wide.shape == atomic.shape == (2, 24, 24) and not np.array_equal(wide, atomic)
+    assert "pixel 1.0-2.0" in wdesc and "pixel" not in desc
+
+
 def test_cli_complete_keeps_pixel_size(tmp_path):
     import tifffile
 

@@ -65,6 +65,19 @@ def test_held_out_split_uses_only_held_out_materials():
         assert split_of(m.params["scene"]["material"]) == "heldout"
 
 
+def test_pixel_range_draws_mixed_magnifications_and_leaves_the_default_draw_alone():
+    sizes = [mg.micrograph(24, "haadf", seed=(9, k), pixel_range=(0.5, 2.0)).params["pixel_size_A"]
+             for k in range(4)]
+    assert all(0.5 <= s <= 2.0 for s in sizes) and max(sizes) > 0.45  # beyond atomic resolution
+    # the same seed without a range: the atomic-resolution ranges, the same image as before
+    a, b = mg.micrograph(24, "haadf", seed=(9, 0)), mg.micrograph(24, "haadf", seed=(9, 0), pixel_range=None)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert a.params["pixel_size_A"] <= 0.45
+    for bad in ((0.5, 0.2), (0.001, 1.0), (0.1, 3.0)):
+        with pytest.raises(ValueError, match="pixel_range"):
+            mg.micrograph(24, pixel_range=bad)
+
+
 def test_bad_arguments_are_named_errors():
     with pytest.raises(ValueError, match="kind"):
         mg.micrograph(32, "sem")
@@ -104,3 +117,7 @@ def test_cli_writes_a_cache_and_reports_bad_input(tmp_path, capsys):
     assert cache.images.shape == (2, 24, 24) and cache.meta["kwargs"] == {"scene": "amorphous"}
     assert main(["simulate-micrographs", str(out), "-n", "2", "--size", "24", "--kind", "hrtem"]) == 2
     assert "kind" in capsys.readouterr().err
+    wide = tmp_path / "w.npz"
+    assert main(["simulate-micrographs", str(wide), "-n", "1", "--size", "24", "--pixel-range", "1", "2"]) == 0
+    cache = mg.load_cache(wide)
+    assert cache.meta["kwargs"] == {"pixel_range": [1.0, 2.0]} and cache.params[0]["pixel_size_A"] >= 1.0

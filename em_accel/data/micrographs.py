@@ -83,6 +83,7 @@ def _check(size: int, kind: str) -> None:
 
 def micrograph(size: int, kind: str = "haadf", seed: int | Sequence[int] | None = None, *,
                scene: str | None = None, pixel_size: float | None = None,
+               pixel_range: Sequence[float] | None = None,
                split: str | None = None, materials: Sequence[str] | None = None,
                device=None) -> Micrograph:
     """One clean ``size`` x ``size`` micrograph of a random scene.
@@ -91,10 +92,14 @@ def micrograph(size: int, kind: str = "haadf", seed: int | Sequence[int] | None 
         size: image side [px] (>= 16).
         kind: ``"haadf"`` (STEM, incoherent approximation) or ``"hrtem"`` (multislice + CTF).
         seed: int or sequence of ints for ``numpy.random.default_rng``; the image is a pure
-            function of (size, kind, seed, scene, pixel_size, split, materials). None: fresh.
+            function of (size, kind, seed, scene, pixel_size, pixel_range, split, materials).
+            None: fresh.
         scene: ``"crystal"``, ``"interface"``, ``"particles"``, ``"amorphous"`` or None (drawn).
-        pixel_size: [Å/px]; None draws it log-uniformly from :data:`HAADF_PIXEL` /
-            :data:`HRTEM_PIXEL` (coarser for particle and film scenes).
+        pixel_size: [Å/px]; None draws it log-uniformly from ``pixel_range``.
+        pixel_range: (lo, hi) [Å/px] within [0.01, 2] for every scene; None: the atomic-resolution
+            ranges :data:`HAADF_PIXEL` / :data:`HRTEM_PIXEL` (coarser for particle and film
+            scenes). Wide ranges (e.g. 0.05-2) give the mixed magnifications of a real
+            collection; a field of view scales with the pixel, and so does the time.
         split: only ``"train"`` or ``"heldout"`` materials (:func:`em_accel.sim.materials.split_of`).
         materials: material IDs to draw from instead of the catalogue.
         device: torch device for the FFTs and multislice (None: CPU).
@@ -103,8 +108,14 @@ def micrograph(size: int, kind: str = "haadf", seed: int | Sequence[int] | None 
     rng = np.random.default_rng(seed)
     if scene is None:
         scene = scenes.SCENES[int(rng.choice(len(scenes.SCENES), p=scenes.SCENE_WEIGHTS))]
-    ranges = HAADF_PIXEL if kind == "haadf" else HRTEM_PIXEL
-    lo, hi = ranges["lattice" if scene in ("crystal", "interface") else "particles"]
+    if pixel_range is None:
+        ranges = HAADF_PIXEL if kind == "haadf" else HRTEM_PIXEL
+        lo, hi = ranges["lattice" if scene in ("crystal", "interface") else "particles"]
+    else:
+        lo, hi = (float(v) for v in pixel_range)
+        if not (0.01 <= lo <= hi <= 2.0):
+            raise ValueError(f"pixel_range must be (lo, hi) with 0.01 <= lo <= hi <= 2 Å/px, "
+                             f"got {tuple(pixel_range)}")
     if pixel_size is None:
         pixel_size = _loguniform(rng, lo, hi)
     pixel_size = float(pixel_size)

@@ -47,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "images for every path kind and coverage; plot with the thesis's points.")
     e.add_argument("-n", type=int, default=6, help="held-out simulated images")
     e.add_argument("--size", type=int, default=512, help="image side [px]")
+    e.add_argument("--seed", type=int, default=None,
+                   help="seed of the held-out images (default 7100, the documented set)")
+    e.add_argument("--pixel-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="held-out images at mixed magnifications: pixel size log-uniform in "
+                        "[LO, HI] Å/px (default: atomic resolution, 0.05-0.45)")
     e.add_argument("--images", nargs="*", type=Path, default=[],
                    help="also score these real micrograph files (2-D), as their own truth")
     e.add_argument("--counts-per-intensity", type=float, default=None,
@@ -151,10 +156,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model = _model(args.model)
     covs = tuple(args.coverages) if args.coverages else E.COVERAGES
-    images, desc = E.heldout_images(args.n, args.size)
+    seed = E.HELDOUT_SEED if args.seed is None else args.seed
+    images, desc = E.heldout_images(args.n, args.size, seed, args.pixel_range)
     calibration = float(getattr(model, "calibration", 1.0))
     if args.calibration_n > 0:
-        cal_images, _ = E.heldout_images(args.calibration_n, args.size, E.CALIBRATION_SEED)
+        cal_images, _ = E.heldout_images(args.calibration_n, args.size, E.CALIBRATION_SEED,
+                                         args.pixel_range)
         calibration = E.fit_calibration(model, cal_images, args.counts_per_intensity, covs,
                                         tuple(args.kinds))
     from .completion_baselines import METHODS

@@ -36,8 +36,10 @@ LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 HELDOUT_SEED, CALIBRATION_SEED = 7100, 7200
 
 
-def heldout_images(n: int, size: int, seed: int = HELDOUT_SEED) -> tuple[np.ndarray, str]:
-    """(images [n, size, size] in [0, 1], description) of held-out HAADF micrographs."""
+def heldout_images(n: int, size: int, seed: int = HELDOUT_SEED,
+                   pixel_range: tuple[float, float] | None = None) -> tuple[np.ndarray, str]:
+    """(images [n, size, size] in [0, 1], description) of held-out HAADF micrographs;
+    ``pixel_range`` (lo, hi) [Å/px]: mixed magnifications (None: atomic resolution)."""
     try:
         from ..data.micrographs import micrograph
     except ImportError:  # older checkouts: synthetic micrographs
@@ -45,8 +47,10 @@ def heldout_images(n: int, size: int, seed: int = HELDOUT_SEED) -> tuple[np.ndar
 
         return (np.stack([synthetic_micrograph(size, seed * 1000 + i) for i in range(n)]),
                 f"{n} synthetic micrographs (seed {seed})")
-    ims = [micrograph(size, "haadf", seed=(seed, i), split="heldout").image for i in range(n)]
-    return np.stack(ims), f"{n} HAADF micrographs of held-out materials (seed {seed})"
+    ims = [micrograph(size, "haadf", seed=(seed, i), split="heldout", pixel_range=pixel_range).image
+           for i in range(n)]
+    where = "" if pixel_range is None else f", pixel {pixel_range[0]}-{pixel_range[1]} Å"
+    return np.stack(ims), f"{n} HAADF micrographs of held-out materials (seed {seed}{where})"
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -89,7 +89,8 @@ def _simulate_micrographs(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     kwargs = {k: v for k, v in (("scene", args.scene), ("split", args.split),
-                                ("pixel_size", args.pixel_size)) if v is not None}
+                                ("pixel_size", args.pixel_size),
+                                ("pixel_range", args.pixel_range)) if v is not None}
     meta = build_cache(args.out, args.n, size=args.size, kind=args.kind, seed=args.seed,
                        progress=True, **kwargs)
     print(json.dumps({k: meta.get(k) for k in ("kind", "size", "seed", "count", "seconds",
@@ -153,6 +154,10 @@ def register(subparsers) -> None:
     m.add_argument("--split", choices=("train", "heldout"), default=None,
                    help="materials from one split of em_accel.sim.materials")
     m.add_argument("--pixel-size", type=float, default=None, help="fixed pixel size [Å/px]")
+    m.add_argument("--pixel-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="draw the pixel size log-uniformly in [LO, HI] Å/px for every scene "
+                        "(default: atomic resolution, 0.05-0.45); e.g. 0.05 2 for mixed "
+                        "magnifications")
     m.add_argument("--threads", type=int, default=None, help="torch threads")
     m.set_defaults(func=_simulate_micrographs)
 
