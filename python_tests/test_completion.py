@@ -180,6 +180,11 @@ def test_recipe_trains_resumes_and_records(tmp_path):
     assert notes["steps"] == 5 and model.config["widths"] == [8, 8, 8, 8]
     logged = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert "rms_blur_delaunay" in logged["runs"][-1]["val_after"]
+    # several caches are pooled, each holding back its own last 5% for validation
+    np.savez(tmp_path / "d.npz", images=np.stack([_smooth(32, s) for s in range(10, 32)]))
+    rec = R.run(tmp_path / "run2", 1, **{**args, "cache": [tmp_path / "c.npz", tmp_path / "d.npz"]})
+    assert rec["n_train_images"] == 3 + 21 and rec["n_val_images"] == 1 + 1
+    assert len(rec["cache"]) == 2
 
 
 def test_relative_loss_is_one_at_delaunay_and_kind_probs():

@@ -1,7 +1,8 @@
 """Compare completion weights on the same held-out images/masks: thesis metric (RMS vs 5x5
 sigma 2.5 blurred truth), raw RMS, SSIM, sharpness, 90%-interval coverage.
 
-usage: python eval_adv.py OUT.json SEED N SIZE NAME=WEIGHTS [NAME=WEIGHTS ...]
+usage: python compare_finetunes.py OUT.json SEED N SIZE [--pixel-range=LO,HI] NAME=WEIGHTS [NAME=WEIGHTS ...]
+(--pixel-range: held-out images at mixed magnifications, pixel size log-uniform in [LO, HI] Å/px)
 Same scans as `em-accel evaluate complete` (completion_eval.scan, seed = image index, noise-free,
 COVERAGES x KINDS); each model uses its own stored calibration factor.
 Sharpness (raw output vs raw truth, per case, then averaged):
@@ -35,11 +36,14 @@ def hf_power(a, f0=0.125):
 
 def main():
     out, seed, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    models = {}
+    models, pixel_range = {}, None
     for spec in sys.argv[5:]:
         name, path = spec.split("=", 1)
+        if name == "--pixel-range":
+            pixel_range = tuple(float(v) for v in path.split(","))
+            continue
         models[name] = load_weights(path).model
-    images, desc = E.heldout_images(n, size, seed)
+    images, desc = E.heldout_images(n, size, seed, pixel_range)
     rows = []
     t0 = time.perf_counter()
     for i, img in enumerate(images.astype(np.float64)):

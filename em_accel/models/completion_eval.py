@@ -92,14 +92,20 @@ def fit_calibration(model: PartialScanCompleter, images: np.ndarray, counts: flo
 
 
 def calibrate_weights(path: str | Path, n: int = 2, size: int = 256,
-                      counts: float | None = None) -> float:
+                      counts: float | None = None,
+                      pixel_ranges: tuple[tuple[float, float] | None, ...] = (None,)) -> float:
     """Fit the calibration factor on ``n`` held-out images (seed :data:`CALIBRATION_SEED`,
-    never used for evaluation) and store it in the weights file's config; returns it."""
+    never used for evaluation) and store it in the weights file's config; returns it.
+    ``pixel_ranges``: the images are shared evenly between these magnification ranges
+    (:func:`heldout_images`; None: atomic resolution)."""
     from ..train.checkpoint import save_weights
     from .completion import load_weights
 
     model, notes = load_weights(path)
-    images, desc = heldout_images(n, size, CALIBRATION_SEED)
+    shares = np.array_split(np.arange(n), len(pixel_ranges))
+    parts = [heldout_images(len(k), size, CALIBRATION_SEED + j, r)
+             for j, (k, r) in enumerate(zip(shares, pixel_ranges)) if len(k)]
+    images, desc = np.concatenate([p[0] for p in parts]), "; ".join(p[1] for p in parts)
     s = fit_calibration(model, images, counts)
     notes = {**notes, "calibration": {"factor": s, "images": desc, "size": size,
                                       "counts_per_intensity": counts}}

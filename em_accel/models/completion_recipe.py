@@ -1,6 +1,7 @@
 """How the shipped completion network is trained: ``python -m em_accel.models.completion_recipe``.
 
-Each example: a clean micrograph (a HAADF-STEM cache from :mod:`em_accel.data.micrographs`, or
+Each example: a clean micrograph (one or several pooled HAADF-STEM caches from
+:mod:`em_accel.data.micrographs`, e.g. atomic-resolution and mixed-magnification ones, or
 synthetic micrographs without one), a random dihedral transform, a random path kind (spiral,
 gridlike, grid) and coverage in [1/100, 1/10] from a bank of paths at the image size, Poisson
 shot noise at a log-uniform 30-3000 counts per unit intensity (40% noise-free), a random crop,
@@ -71,6 +72,14 @@ def load_images(cache: str | Path | None, size: int, n_synthetic: int = 64,
     from ..data import synthetic_micrograph
 
     return np.stack([synthetic_micrograph(size, seed * 100003 + i) for i in range(n_synthetic)])
+
+
+def _split_validation(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) images: the last 5% of each cache (at least one image) is
+    validation only, so a run on several caches validates on all of them."""
+    n_val = [max(1, len(p) // 20) for p in parts]
+    return (np.concatenate([p[:-k] for p, k in zip(parts, n_val)]),
+            np.concatenate([p[-k:] for p, k in zip(parts, n_val)]))
 
 
 def make_example(image: np.ndarray | torch.Tensor, kind: str, coverage: float, path,
@@ -221,7 +230,8 @@ def _train(model, data, val, opt, sched, alrc, gan, objects, ckpt, log, step, st
     return step
 
 
-def run(out: Path, steps: int, batch: int, size: int, cache: str | None, seconds: float | None,
+def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list | None,
+        seconds: float | None,
         init: Path | None, device: str, widths: tuple[int, ...], lr: float, n_val: int,
         threads: int | None, adversarial: bool = False, progress: bool = True,
         crop: int | None = None, warmup: int = 50, loss: str = "mse",
@@ -234,9 +244,9 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | None, seconds
         torch.set_num_threads(threads)
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    images = load_images(cache, size)
-    n_val_images = max(1, len(images) // 20)  # last 5% of the cache: validation only
-    train_images, val_images = images[:-n_val_images], images[-n_val_images:]
+    caches = [cache] if cache is None or isinstance(cache, (str, Path)) else list(cache)
+    train_images, val_images = _split_validation([load_images(c, size) for c in caches])
+    cache_desc = str(caches[0]) if len(caches) == 1 else [str(c) for c in caches]
     crop = crop or size
     bank = path_bank(crop)
     data = CompletionData(train_images, bank, kind_probs=kind_probs)
@@ -268,7 +278,7 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | None, seconds
     record_path = out / "recipe.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {
         "command": " ".join(sys.argv), "steps_planned": steps, "batch": batch, "size": size, "crop": crop,
-        "cache": str(cache), "n_train_images": len(train_images), "n_val_images": len(val_images),
+        "cache": cache_desc, "n_train_images": len(train_images), "n_val_images": len(val_images),
         "widths": list(model.config["widths"]), "lr": lr, "adversarial": adversarial,
         "init": str(init) if init else None, "device": device, "seed": TRAIN_SEED,
         "loss": loss, "kind_probs": list(kind_probs) if kind_probs else None,
@@ -291,7 +301,7 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | None, seconds
     record["steps_done"] = step
     record_path.write_text(json.dumps(record, indent=2))
     notes = {"steps": step, "batch": batch, "size": size, "data": record["data"],
-             "cache": str(cache), "train_seconds_total": sum(r["train_seconds"] for r in record["runs"]),
+             "cache": cache_desc, "train_seconds_total": sum(r["train_seconds"] for r in record["runs"]),
              "device": device, "val": run_rec["val_after"]}
     save_weights(out / "completion_small.safetensors", model, model.config, dtype=torch.float16,
                  notes=notes)
@@ -307,9 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256, help="image side [px]")
     p.add_argument("--crop", type=int, default=128, help="training crop side [px] (paths are "
                    "made at this size)")
-    p.add_argument("--cache", default=None,
-                   help=".npz micrograph cache (em_accel.data.micrographs.build_cache); "
-                        "default: synthetic micrographs")
+    p.add_argument("--cache", nargs="+", default=None,
+                   help=".npz micrograph cache(s) (em_accel.data.micrographs.build_cache), "
+                        "pooled, each with its last 5%% held back for validation; default: "
+                        "synthetic micrographs")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop this invocation after this many seconds (checkpointed; rerun "
                         "the same command to continue)")
