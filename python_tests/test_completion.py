@@ -185,6 +185,10 @@ def test_recipe_trains_resumes_and_records(tmp_path):
     rec = R.run(tmp_path / "run2", 1, **{**args, "cache": [tmp_path / "c.npz", tmp_path / "d.npz"]})
     assert rec["n_train_images"] == 3 + 21 and rec["n_val_images"] == 1 + 1
     assert len(rec["cache"]) == 2
+    # another seed draws another example sequence (a continuation sees new examples)
+    a, b = (R.CompletionData(images, R.path_bank(32), seed=s)[0]["x"] for s in (R.TRAIN_SEED, 5))
+    assert not torch.equal(a, b)
+    assert R.run(tmp_path / "run3", 1, **args, seed=5)["seed"] == 5
 
 
 def test_relative_loss_is_one_at_delaunay_and_kind_probs():

@@ -235,7 +235,7 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
         init: Path | None, device: str, widths: tuple[int, ...], lr: float, n_val: int,
         threads: int | None, adversarial: bool = False, progress: bool = True,
         crop: int | None = None, warmup: int = 50, loss: str = "mse",
-        kind_probs: tuple[float, ...] | None = None) -> dict:
+        kind_probs: tuple[float, ...] | None = None, seed: int = TRAIN_SEED) -> dict:
     from ..train.alrc import ALRC
     from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
     from .completion import load_weights
@@ -249,7 +249,7 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
     cache_desc = str(caches[0]) if len(caches) == 1 else [str(c) for c in caches]
     crop = crop or size
     bank = path_bank(crop)
-    data = CompletionData(train_images, bank, kind_probs=kind_probs)
+    data = CompletionData(train_images, bank, seed=seed, kind_probs=kind_probs)
     val = validation_examples(val_images, bank, n_val)
     torch.manual_seed(0)
     model = load_weights(init)[0].train() if init is not None else PartialScanCompleter(widths)
@@ -280,7 +280,7 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
         "command": " ".join(sys.argv), "steps_planned": steps, "batch": batch, "size": size, "crop": crop,
         "cache": cache_desc, "n_train_images": len(train_images), "n_val_images": len(val_images),
         "widths": list(model.config["widths"]), "lr": lr, "adversarial": adversarial,
-        "init": str(init) if init else None, "device": device, "seed": TRAIN_SEED,
+        "init": str(init) if init else None, "device": device, "seed": seed,
         "loss": loss, "kind_probs": list(kind_probs) if kind_probs else None,
         "data": f"clean micrographs, random {crop} px crops, dihedral, spiral/gridlike/grid "
                 f"at coverage 1/100-1/10, Poisson {COUNTS[0]:g}-{COUNTS[1]:g} counts per unit "
@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                    metavar=("SPIRAL", "GRIDLIKE", "GRID"),
                    help="sampling weights of the path kinds (default: equal)")
     p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
+    p.add_argument("--seed", type=int, default=TRAIN_SEED,
+                   help="seed of the example sequence (a continuation with a new seed sees new "
+                        "crops, paths and noise instead of replaying its parent's)")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="then fit the uncertainty calibration on N held-out images (stored in "
                         "the weights)")
@@ -347,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     rec = run(a.out, a.steps, a.batch, a.size, a.cache, a.seconds, a.init, a.device,
               tuple(a.widths), a.lr, a.n_val, a.threads, a.adversarial, not a.no_progress,
-              a.crop, a.warmup, a.loss, tuple(a.kind_probs) if a.kind_probs else None)
+              a.crop, a.warmup, a.loss, tuple(a.kind_probs) if a.kind_probs else None, a.seed)
     print(json.dumps(rec["runs"][-1], indent=2))
     if a.calibrate:
         from .completion_eval import calibrate_weights
