@@ -231,8 +231,8 @@ def _train(model, data, val, opt, sched, alrc, gan, objects, ckpt, log, step, st
 
 
 def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list | None,
-        seconds: float | None, init: Path | None, device: str, widths: tuple[int, ...], lr: float, n_val: int,
-        threads: int | None, adversarial: bool = False, progress: bool = True,
+        seconds: float | None, init: Path | None, device: str, widths: tuple[int, ...],
+        lr: float, n_val: int, threads: int | None, adversarial: bool = False, progress: bool = True,
         crop: int | None = None, warmup: int = 50, loss: str = "mse",
         kind_probs: tuple[float, ...] | None = None, seed: int = TRAIN_SEED) -> dict:
     from ..train.alrc import ALRC
