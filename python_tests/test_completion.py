@@ -258,6 +258,10 @@ def test_cli_complete_keeps_pixel_size(tmp_path):
                  "--mask", str(tmp_path / "m.tif"), "--model", str(w), "--no-panel"]) == 0
     got = read_image(tmp_path / "out2" / "a_completed.tif").data
     np.testing.assert_allclose(got[mask], img[mask], rtol=1e-3)
+    assert main(["complete", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out4"), "--ensemble",
+                 "--mask", str(tmp_path / "m.tif"), "--model", str(w), "--no-panel"]) == 0
+    np.testing.assert_allclose(read_image(tmp_path / "out4" / "a_completed.tif").data[mask],
+                               img[mask], rtol=1e-3)
     np.save(tmp_path / "s.npy", np.zeros((2, 16, 16), np.float32))
     with pytest.raises(C.ImageShapeError):
         main(["complete", str(tmp_path / "s.npy"), "-o", str(tmp_path / "o3"),
@@ -300,3 +304,30 @@ def test_shipped_weights_load_and_complete():
     assert np.isfinite(res.uncertainty).all() and (res.uncertainty > 0).all()
     with pytest.raises(FileNotFoundError):
         C.load_pretrained("no_such_weights.safetensors")
+
+
+def test_dihedral_ensemble_averages_the_eight_transforms_and_is_scored():
+    from em_accel.data.augment import dihedral, dihedral_inverse
+    from em_accel.models import completion_eval as E
+
+    model = C.load_pretrained("completion")
+    img = _smooth(64, 11)
+    r = partial_scan(torch.from_numpy(img), make_path("spiral", img.shape, 0.1, seed=2)).raster
+    v, m = r.image.numpy(), r.mask.numpy() > 0
+    single = C.complete_scan(v, mask=m, kind="spiral", model=model)
+    ens = C.complete_scan(v, mask=m, kind="spiral", model=model, ensemble=True)
+    # by hand: the network on each flip/rotation of the input stack, mapped back, averaged
+    inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float())
+    cond = C.conditioning(torch.tensor([float(m.mean())]), torch.tensor([C.kind_index("spiral")]))
+    packed = C._Packed(model.eval(), cond, False)
+    with torch.inference_mode():
+        out = sum(dihedral_inverse(packed(dihedral(inp.x, k)), k) for k in range(8)) / 8
+    lo, span = float(inp.lo[0]), float(inp.span[0])
+    np.testing.assert_allclose(ens.completion, out[0, 0].numpy() * span + lo, atol=1e-5)
+    np.testing.assert_allclose(ens.uncertainty, model.calibration * C.Z90 * span
+                               * np.exp(out[0, 1].numpy()), rtol=1e-4)
+    assert np.abs(ens.completion - single.completion).max() > 1e-3
+    res = E.evaluate(model, img[None], counts=None, coverages=(0.1,), kinds=("grid",),
+                     slow_n=0, progress=False, ensemble=True)
+    assert {"network", "network-ens8"} <= {row["method"] for row in res["rows"]}
+    assert "network-ens8 - network" in E.format_summary(res)

@@ -376,9 +376,11 @@ def _as_2d(name: str, a) -> np.ndarray:
 
 def run_network(model: PartialScanCompleter, values: np.ndarray, mask: np.ndarray,
                 kind: str | None, *, tile: int = 512, margin: int = 32,
-                device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+                device: str | torch.device | None = None, ensemble: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
     """(completion, uncalibrated Laplace scale b), [H, W] float64 in the values' units, of
-    checked sampled ``values`` and bool ``mask``: the network step of :func:`complete_scan`."""
+    checked sampled ``values`` and bool ``mask``: the network step of :func:`complete_scan`.
+    ``ensemble``: mean of the 8 flips/rotations of the input (mean and log-scale averaged)."""
     from .tiling import apply_tiled
 
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -390,7 +392,8 @@ def run_network(model: PartialScanCompleter, values: np.ndarray, mask: np.ndarra
     # An image that fits in one tile goes through whole (no padding: 1.0x compute at 512^2).
     margin = 0 if max(mask.shape) <= tile else margin
     with torch.inference_mode():
-        out = apply_tiled(packed, inp.x[0].to(dev), tile=tile, margin=margin).double().cpu()
+        out = apply_tiled(packed, inp.x[0].to(dev), tile=tile, margin=margin,
+                          ensemble=ensemble).double().cpu()
     lo, span = float(inp.lo[0]), float(inp.span[0])
     return out[0].numpy() * span + lo, np.exp(out[1].numpy()) * span
 
@@ -399,8 +402,8 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
                   kind: str | None = "spiral", coverage: float | None = None,
                   counts_per_intensity: float | None = None, seed: int = 0,
                   model: PartialScanCompleter | None = None, tile: int = 512, margin: int = 32,
-                  device: str | torch.device | None = None, progress: bool = True
-                  ) -> CompletionResult:
+                  device: str | torch.device | None = None, progress: bool = True,
+                  ensemble: bool = False) -> CompletionResult:
     """Complete a partial scan with one call (any image size, CPU or CUDA).
 
     Two ways in:
@@ -423,6 +426,9 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
             :func:`em_accel.models.tiling.apply_tiled`).
         device: None: the model's device (CPU for the shipped one); bf16 autocast on CUDA.
         progress: accepted for API uniformity (one tile per 512^2 image; no bar).
+        ensemble: average the network over the 8 flips/rotations of the scan (8x the time;
+            about 2% lower RMS error on held-out images, see docs/complete.md). The
+            uncertainty is the single pass's calibration applied to the ensemble's scale.
 
     Raises:
         ImageShapeError, NonFiniteImageError, CoverageRangeError, UnknownPathKindError,
@@ -465,7 +471,7 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     if model is None:
         model = load_pretrained("completion")
     completion, scale = run_network(model, values, m, kind, tile=tile, margin=margin,
-                                    device=device)
+                                    device=device, ensemble=ensemble)
     uncertainty = float(getattr(model, "calibration", 1.0)) * Z90 * scale
     return CompletionResult(completion.astype(np.float32), uncertainty.astype(np.float32),
                             values.astype(np.float32), m, cov, kind)

@@ -60,11 +60,12 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def network_outputs(model: PartialScanCompleter, values: np.ndarray, mask: np.ndarray,
-                    kind: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(completion, uncalibrated Laplace scale b) [H, W] in the values' units."""
+                    kind: str | None, ensemble: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(completion, uncalibrated Laplace scale b) [H, W] in the values' units; ``ensemble``:
+    the 8-fold dihedral self-ensemble."""
     from .completion import run_network
 
-    return run_network(model, values, mask, kind)
+    return run_network(model, values, mask, kind, ensemble=ensemble)
 
 
 def scan(image: np.ndarray, kind: str, coverage: float, counts: float | None, seed: int
@@ -117,10 +118,12 @@ def calibrate_weights(path: str | Path, n: int = 2, size: int = 256,
 def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: float | None,
              coverages=COVERAGES, kinds=KINDS, methods: dict | None = None,
              slow_methods: tuple[str, ...] = ("biharmonic", "wavelet-cs"), slow_n: int = 2,
-             slow_size: int = 256, calibration: float = 1.0, progress: bool = True) -> dict:
+             slow_size: int = 256, calibration: float = 1.0, progress: bool = True,
+             ensemble: bool = False) -> dict:
     """Score every method on every (image, kind, coverage). Slow methods run on the first
     ``slow_n`` images, centre-cropped to ``slow_size`` (all methods are also scored on those
-    crops, rows marked ``crop``, so paired comparisons stay like for like)."""
+    crops, rows marked ``crop``, so paired comparisons stay like for like). ``ensemble``: also
+    score the network's 8-fold dihedral self-ensemble (method ``network-ens8``, full images)."""
     methods = dict(baselines.METHODS if methods is None else methods)
     rows, rel = [], {p: [] for p in LEVELS}
     from tqdm.auto import tqdm
@@ -145,6 +148,10 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
             err = np.abs(mean - img)
             for p in LEVELS:
                 rel[p].append(float((err <= calibration * math.log(1 / (1 - p)) * b).mean()))
+            if ensemble:
+                t0 = time.perf_counter()
+                outs["network-ens8"] = network_outputs(model, v, m, kind, ensemble=True)[0]
+                times["network-ens8"] = time.perf_counter() - t0
         for name, out in outs.items():
             rows.append(_row(name, i, kind, c, m, out, img, truth_blur, times[name], "full"))
         if i < slow_n:
@@ -278,11 +285,11 @@ def format_summary(results: dict) -> str:
             for method, pts in sorted(ms.items()):
                 scale = 1 if metric == "ssim" else 100
                 lines.append(f"  {method:14s}"[:16] + " ".join(f"{scale * y:8.3f}" for _, y, _ in pts))
-    for other in ("delaunay", "wavelet-cs"):
-        pd = paired(results["rows"], "network", other, "rms_blur",
-                    "full" if other == "delaunay" else "crop")
+    for net, other, subset in (("network", "delaunay", "full"), ("network", "wavelet-cs", "crop"),
+                               ("network-ens8", "network", "full")):
+        pd = paired(results["rows"], net, other, "rms_blur", subset)
         if pd:
-            lines.append(f"\npaired rms_blur difference network - {other} (%, mean ± SE, network "
+            lines.append(f"\npaired rms_blur difference {net} - {other} (%, mean ± SE, {net} "
                          f"lower on n/N):")
             for kind, pts in sorted(pd.items()):
                 lines.append(f"  {kind:9s} " + "  ".join(
