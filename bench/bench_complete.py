@@ -5,7 +5,8 @@ Rows, all in one process on the same image and masks:
 - ``complete``: seconds per 512^2 completion through :func:`complete_scan` with the shipped
   network, a spiral path at 1/17.9 and 1/87 coverage: ``cold`` includes triangulating the
   mask (first image of a path), ``cached`` reuses it (every later image of the same path);
-  ``network`` is the forward pass alone.
+  ``8x ensemble`` is the dihedral self-ensemble (``ensemble=True``); ``network`` is the forward
+  pass alone.
 - ``baseline``: the same for nearest-neighbour infill, Delaunay-linear (cold and cached),
   Delaunay + blur, wavelet compressive sensing and scikit-image biharmonic inpainting (the
   last at 1/17.9 only; skipped with --quick).
@@ -57,6 +58,8 @@ def _cpu_rows(quick: bool) -> list[dict]:
             return run
 
         full = lambda: C.complete_scan(v, mask=m, kind="spiral", model=model)  # noqa: E731
+        ens = lambda: C.complete_scan(v, mask=m, kind="spiral", model=model,  # noqa: E731
+                                      ensemble=True)
         inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float())
         cond = C.conditioning(torch.tensor([float(m.mean())]), torch.tensor([0]))
 
@@ -65,6 +68,7 @@ def _cpu_rows(quick: bool) -> list[dict]:
                 model(inp.x, cond)
         for name, fn, kind in (("network: complete_scan, cold (triangulates)", cold(full), "complete"),
                                ("network: complete_scan, cached path", full, "complete"),
+                               ("network: complete_scan, cached, 8x ensemble", ens, "complete"),
                                ("network: forward only", net, "complete"),
                                ("nearest", lambda: B.nearest(v, m), "baseline"),
                                ("delaunay, cold", cold(lambda: B.delaunay(v, m)), "baseline"),
