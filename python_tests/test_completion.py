@@ -331,3 +331,89 @@ def test_dihedral_ensemble_averages_the_eight_transforms_and_is_scored():
                      slow_n=0, progress=False, ensemble=True)
     assert {"network", "network-ens8"} <= {row["method"] for row in res["rows"]}
     assert "network-ens8 - network" in E.format_summary(res)
+
+
+def _lattice(n: int = 128, seed: int = 0) -> np.ndarray:
+    """A few plane waves on exact DFT frequencies: exactly Fourier-sparse."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n] / n
+    img = np.zeros((n, n))
+    for _ in range(6):
+        fy, fx = rng.integers(-20, 21, 2)
+        img += rng.uniform(0.3, 1) * np.cos(2 * np.pi * (fy * yy + fx * xx) + rng.uniform(0, 6))
+    return (img - img.min()) / np.ptp(img)
+
+
+def test_fourier_infill_recovers_a_lattice_where_delaunay_cannot():
+    from em_accel.scan.fourier_infill import fourier_infill
+
+    img = _lattice()
+    r = partial_scan(torch.from_numpy(img), make_path("spiral", img.shape, 1 / 17.9)).raster
+    v, m = r.image.float(), r.mask
+    lin = linear_infill(v, m)
+    out = fourier_infill(v, m, lin)
+    rms = lambda a: float(((a.double() - torch.from_numpy(img)) ** 2).mean().sqrt())  # noqa: E731
+    assert rms(out) < 0.1 * rms(lin)                 # the lattice, not a local interpolation
+    assert torch.equal(out[m > 0], v[m > 0])          # samples kept
+    batch = fourier_infill(torch.stack([v, v]), m)    # batched, shared mask, mean start
+    assert batch.shape == (2, *img.shape) and torch.allclose(batch[0], batch[1])
+    with pytest.raises(ValueError, match="no sampled pixel"):
+        fourier_infill(v, torch.zeros_like(m))
+    with pytest.raises(ValueError, match="iterations"):
+        fourier_infill(v, m, iterations=0)
+    # the baseline of the same name, in the evaluation's method table
+    cs = B.METHODS["fourier-cs"](v.double().numpy(), m.numpy() > 0)
+    assert np.sqrt(((cs - img) ** 2).mean()) < 0.1 * rms(lin)
+
+
+def test_fourier_input_channel_starts_as_the_network_and_round_trips(tmp_path):
+    from em_accel.train.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    model = C.PartialScanCompleter((8, 8, 8, 8))
+    with torch.no_grad():   # a non-trivial network: its correction is not zero
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    img = _lattice(64, 1)
+    r = partial_scan(torch.from_numpy(img), make_path("spiral", img.shape, 0.05)).raster
+    x4 = C.completion_inputs(r.image.float(), r.mask)
+    x5 = C.completion_inputs(r.image.float(), r.mask, fourier=True)
+    assert x5.x.shape[1] == 5 and torch.equal(x5.x[:, :4], x4.x)
+    cond = C.conditioning(torch.tensor([0.05]), torch.tensor([0]))
+    five = model.with_fourier_input()
+    assert five.uses_fourier and not model.uses_fourier
+    with torch.no_grad():
+        assert torch.equal(model(x4.x, cond).mean, five(x5.x, cond).mean)
+        on_fourier = model.with_fourier_input(base_on_fourier=True)
+        assert on_fourier.config["base_channel"] == C.FOURIER_CHANNEL
+        start = C.PartialScanCompleter((8, 8, 8, 8), 5, base_channel=4)(x5.x, cond).mean
+        assert torch.equal(start, x5.x[:, 4:5])      # untrained: the Fourier infill itself
+    with pytest.raises(ValueError, match="already"):
+        five.with_fourier_input()
+    with pytest.raises(ValueError, match="in_channels"):
+        C.PartialScanCompleter((8, 8, 8, 8), 6)
+    save_weights(tmp_path / "w.safetensors", on_fourier, on_fourier.config)
+    loaded = C.load_weights(tmp_path / "w.safetensors").model
+    assert loaded.config == on_fourier.config
+    res = C.complete_scan(img, kind="spiral", coverage=0.05, model=loaded)
+    assert res.completion.shape == img.shape and np.isfinite(res.completion).all()
+
+
+def test_recipe_converts_init_weights_to_the_fourier_input(tmp_path):
+    from em_accel.models import completion_recipe as R
+    from em_accel.train.checkpoint import save_weights
+
+    images = np.stack([_lattice(32, s) for s in range(4)]).astype(np.float32)
+    np.savez(tmp_path / "c.npz", images=images)
+    init = C.PartialScanCompleter((8, 8, 8, 8))
+    save_weights(tmp_path / "init.safetensors", init, init.config)
+    args = dict(batch=2, size=32, cache=str(tmp_path / "c.npz"), seconds=None,
+                init=tmp_path / "init.safetensors", device="cpu", widths=(8, 8, 8, 8), lr=1e-3,
+                n_val=2, threads=None, progress=False, fourier_input="fourier")
+    R.run(tmp_path / "run", 2, **args)
+    rec = R.run(tmp_path / "run", 3, **args)         # resumes the converted model
+    assert rec["steps_done"] == 3 and rec["in_channels"] == 5 and rec["base_channel"] == 4
+    model = C.load_weights(tmp_path / "run" / "completion_small.safetensors").model
+    assert model.uses_fourier and model.config["base_channel"] == 4
+    with pytest.raises(ValueError, match="fourier_input"):
+        R.run(tmp_path / "bad", 1, **{**args, "fourier_input": "wavelet"})

@@ -4,16 +4,20 @@ One network completes sparse STEM scans for every coverage from 1/100 to 1/10 an
 jittered gridlike and uniform grid paths; coverage and path kind are conditioning inputs
 (FiLM: a per-channel scale and shift of each encoder level, from a small MLP).
 
-Input channels ([B, 4, H, W], see :func:`completion_inputs`), intensities min-max scaled by the
-sampled values:
+Input channels ([B, 4 or 5, H, W], see :func:`completion_inputs`), intensities min-max scaled
+by the sampled values:
 
 0. Delaunay-linear interpolation of the samples (:func:`em_accel.scan.linear_infill`);
 1. nearest-neighbour infill (the thesis's input);
 2. the mask (1 where sampled);
-3. distance to the nearest sample, min(d, 64 px) / 16.
+3. distance to the nearest sample, min(d, 64 px) / 16;
+4. (models with 5 input channels) the Fourier-sparse infill
+   (:func:`em_accel.scan.fourier_infill.fourier_infill`), which sees a crystal lattice through
+   the whole scan where a local interpolation cannot.
 
-The network predicts a correction to channel 0 (so an untrained network is the Delaunay-linear
-baseline) and a per-pixel Laplace scale ``b`` of its error, trained by likelihood. Structure: a
+The network predicts a correction to its base channel (config ``base_channel``: 0, or 4 for
+the Fourier infill; an untrained network is that baseline) and a per-pixel Laplace scale ``b``
+of its error, trained by likelihood. Structure: a
 2x2 space-to-depth, a four-level U-Net at 1/2 ... 1/16 resolution (3x3 convolutions, ReLU,
 nearest upsampling, skip concatenation), a depth-to-space head. This is far cheaper than the
 thesis's inner/outer generator (:class:`ThesisGenerator`, kept for reference and cost
@@ -43,6 +47,8 @@ STRIDE = 16
 DIST_CLIP, DIST_SCALE = 64.0, 16.0
 #: Output scale of the correction head (see forward).
 CORRECTION_SCALE = 0.1
+#: Index of the Fourier-sparse infill among the input channels (5-channel models).
+FOURIER_CHANNEL = 4
 #: Two-sided interval of a Laplace(b): P(|e| <= b * ln(1 / (1 - p))) = p.
 Z90 = math.log(10.0)
 
@@ -108,7 +114,8 @@ class CompletionInputs(NamedTuple):
 
 
 def completion_inputs(image: torch.Tensor, mask: torch.Tensor,
-                      infilled: torch.Tensor | None = None) -> CompletionInputs:
+                      infilled: torch.Tensor | None = None, *, fourier: bool = False
+                      ) -> CompletionInputs:
     """Network input from a partial scan.
 
     Args:
@@ -117,7 +124,9 @@ def completion_inputs(image: torch.Tensor, mask: torch.Tensor,
         mask: [H, W] shared by the batch, or [B, H, W].
         infilled: the native nearest-neighbour infill (``raster.infilled``); None: from the
             mask's cached nearest-sample map.
+        fourier: append channel 4, the Fourier-sparse infill (for 5-channel models).
     """
+    from ..scan.fourier_infill import fourier_infill
     from ..scan.interpolate import linear_infill, nearest_infill, sample_distance
 
     x = image[None] if image.dim() == 2 else image
@@ -133,8 +142,10 @@ def completion_inputs(image: torch.Tensor, mask: torch.Tensor,
     hi = torch.where(m > 0, x, -big).flatten(1).amax(1)
     span = (hi - lo).clamp_min(1e-6 * hi.abs().clamp_min(1.0))
     sc = lambda t: (t - lo[:, None, None]) / span[:, None, None]  # noqa: E731
-    feats = torch.stack([sc(lin), sc(nn_.to(x.dtype)), m,
-                         dist.clamp(max=DIST_CLIP) / DIST_SCALE], 1)
+    chans = [sc(lin), sc(nn_.to(x.dtype)), m, dist.clamp(max=DIST_CLIP) / DIST_SCALE]
+    if fourier:
+        chans.append(sc(fourier_infill(x, m, lin).to(x.dtype)))
+    feats = torch.stack(chans, 1)
     return CompletionInputs(feats.float(), lo, span)
 
 
@@ -152,20 +163,24 @@ class PartialScanCompleter(nn.Module):
 
     Args:
         widths: channels at 1/2, 1/4, 1/8 and 1/16 resolution.
-        in_channels: input channels (4, see the module docstring).
+        in_channels: input channels (4, or 5 with the Fourier infill; see the module docstring).
         cond_dim: conditioning vector length (4: log coverage + one-hot of 3 path kinds).
+        base_channel: the input channel the network corrects (0: Delaunay-linear).
 
     ``forward(x, cond)``: x [B, in_channels, H, W] (H, W multiples of 16), cond [B, cond_dim]
-    (:func:`conditioning`). Returns :class:`Completion`; ``mean = x[:, :1] + correction``.
+    (:func:`conditioning`). Returns :class:`Completion`; ``mean = x[:, base] + correction``.
     """
 
     def __init__(self, widths: tuple[int, ...] = (32, 48, 64, 96), in_channels: int = 4,
-                 cond_dim: int = 4) -> None:
+                 cond_dim: int = 4, base_channel: int = 0) -> None:
         super().__init__()
         if len(widths) != 4 or min(widths) < 1:
             raise ValueError(f"widths must be 4 positive channel counts, got {widths}")
+        if in_channels not in (4, 5) or not 0 <= base_channel < in_channels:
+            raise ValueError(f"in_channels must be 4 or 5 and base_channel one of them, got "
+                             f"{in_channels}, {base_channel}")
         self.config = {"widths": [int(w) for w in widths], "in_channels": int(in_channels),
-                       "cond_dim": int(cond_dim)}
+                       "cond_dim": int(cond_dim), "base_channel": int(base_channel)}
         w = list(widths)
         self.stem = _conv(4 * in_channels, w[0])
         self.enc = nn.ModuleList([_conv(w[0], w[0])] + [_conv(w[i], w[i]) for i in range(1, 4)])
@@ -216,8 +231,31 @@ class PartialScanCompleter(nn.Module):
         out = F.pixel_shuffle(self.head(h), 2)
         # The correction is scaled down so that Adam's first steps (about lr per weight,
         # whatever the gradient) move the output gently away from the Delaunay start.
-        mean = x[:, :1] + CORRECTION_SCALE * out[:, :1]
+        base = c["base_channel"]
+        mean = x[:, base:base + 1] + CORRECTION_SCALE * out[:, :1]
         return Completion(mean, out[:, 1:2].clamp(-12.0, 3.0))
+
+    @property
+    def uses_fourier(self) -> bool:
+        """Whether the input has the Fourier-sparse infill channel (:data:`FOURIER_CHANNEL`)."""
+        return self.config["in_channels"] > FOURIER_CHANNEL
+
+    def with_fourier_input(self, base_on_fourier: bool = False) -> "PartialScanCompleter":
+        """A 5-channel copy that also reads the Fourier-sparse infill. The new channel's stem
+        weights start at zero, so with ``base_on_fourier=False`` the copy computes exactly what
+        this network does until fine-tuning opens it; ``base_on_fourier=True`` corrects the
+        Fourier infill instead of the Delaunay one (a different function from the start)."""
+        if self.uses_fourier:
+            raise ValueError("the network already reads the Fourier infill")
+        c = self.config
+        new = PartialScanCompleter(tuple(c["widths"]), 5, c["cond_dim"],
+                                   FOURIER_CHANNEL if base_on_fourier else c["base_channel"])
+        state = dict(self.state_dict())
+        w = state["stem.weight"]  # [out, 4 * in, 3, 3]: pixel_unshuffle puts channel i at 4i..4i+3
+        state["stem.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 4, *w.shape[2:])], 1)
+        new.load_state_dict(state)
+        new.calibration = getattr(self, "calibration", 1.0)
+        return new.to(w.device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +315,8 @@ def _from_bytes(data: bytes, device: str | torch.device | None):
     from .denoiser import LoadedModel
 
     state, cfg, notes = read_weights(data)
-    model = PartialScanCompleter(tuple(cfg["widths"]), cfg["in_channels"], cfg["cond_dim"])
+    model = PartialScanCompleter(tuple(cfg["widths"]), cfg["in_channels"], cfg["cond_dim"],
+                                 cfg.get("base_channel", 0))
     model.load_state_dict(state)
     model.calibration = float(cfg.get("calibration", 1.0))
     return LoadedModel(model.to(device if device is not None else "cpu").eval(), notes)
@@ -385,7 +424,8 @@ def run_network(model: PartialScanCompleter, values: np.ndarray, mask: np.ndarra
 
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev).eval()
-    inp = completion_inputs(torch.from_numpy(values).float(), torch.from_numpy(mask).float())
+    inp = completion_inputs(torch.from_numpy(values).float(), torch.from_numpy(mask).float(),
+                            fourier=model.uses_fourier)
     cond = conditioning(torch.tensor([float(mask.mean())]),
                         torch.tensor([kind_index(kind)])).to(dev)
     packed = _Packed(model, cond, dev.type == "cuda")

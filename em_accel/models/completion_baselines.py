@@ -10,7 +10,10 @@ the values' units):
   unsampled pixels; slow, seconds to minutes per 512^2 image);
 * ``wavelet-cs``: compressive-sensing reconstruction with a wavelet sparsity prior
   (Daubechies-4, PyWavelets), by iterative soft thresholding with data consistency and a
-  geometrically decreasing threshold, started from the Delaunay-linear image.
+  geometrically decreasing threshold, started from the Delaunay-linear image;
+* ``fourier-cs``: compressive sensing with a Fourier sparsity prior (a crystal's lattice),
+  iterative hard thresholding started from the Delaunay-linear image
+  (:func:`em_accel.scan.fourier_infill.fourier_infill`; fast, about 0.2 s per 512^2).
 """
 from __future__ import annotations
 
@@ -78,6 +81,15 @@ def wavelet_cs(values: np.ndarray, mask: np.ndarray, iterations: int = 40,
     return x * span + lo
 
 
+def fourier_cs(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fourier-sparse completion (iterative hard thresholding, data-consistent)."""
+    from ..scan.fourier_infill import fourier_infill
+
+    v = torch.from_numpy(np.where(mask, values, 0.0))
+    start = torch.from_numpy(delaunay(values, mask))
+    return fourier_infill(v, torch.from_numpy(mask), start).double().numpy()
+
+
 METHODS: dict[str, Method] = {"nearest": nearest, "delaunay": delaunay,
                               "delaunay+blur": delaunay_blur, "biharmonic": biharmonic,
-                              "wavelet-cs": wavelet_cs}
+                              "wavelet-cs": wavelet_cs, "fourier-cs": fourier_cs}

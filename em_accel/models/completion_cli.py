@@ -64,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--kinds", nargs="*", default=["spiral", "gridlike", "grid"])
     e.add_argument("--baselines", nargs="*", default=None, metavar="NAME",
                    help="baselines to score (default: all of nearest, delaunay, delaunay+blur, "
-                        "biharmonic, wavelet-cs; none: the network and its uncertainty only)")
+                        "biharmonic, wavelet-cs, fourier-cs; none: the network and its "
+                        "uncertainty only)")
     e.add_argument("--slow-n", type=int, default=2,
                    help="images on which biharmonic and wavelet-CS run (centre crops)")
     e.add_argument("--slow-size", type=int, default=256, help="centre-crop side for those")

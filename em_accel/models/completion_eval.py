@@ -285,7 +285,8 @@ def format_summary(results: dict) -> str:
             for method, pts in sorted(ms.items()):
                 scale = 1 if metric == "ssim" else 100
                 lines.append(f"  {method:14s}"[:16] + " ".join(f"{scale * y:8.3f}" for _, y, _ in pts))
-    for net, other, subset in (("network", "delaunay", "full"), ("network", "wavelet-cs", "crop"),
+    for net, other, subset in (("network", "delaunay", "full"), ("network", "fourier-cs", "full"),
+                               ("network", "wavelet-cs", "crop"),
                                ("network-ens8", "network", "full")):
         pd = paired(results["rows"], net, other, "rms_blur", subset)
         if pd:

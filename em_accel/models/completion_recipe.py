@@ -83,14 +83,16 @@ def _split_validation(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_example(image: np.ndarray | torch.Tensor, kind: str, coverage: float, path,
-                 counts: float | None, seed: int, dihedral_k: int = 0) -> dict:
-    """One training/evaluation example from a clean image: input, conditioning, target."""
+                 counts: float | None, seed: int, dihedral_k: int = 0,
+                 fourier: bool = False) -> dict:
+    """One training/evaluation example from a clean image: input, conditioning, target
+    (``fourier``: with the Fourier-infill channel, for 5-channel models)."""
     from ..data.augment import dihedral
 
     clean = dihedral(torch.as_tensor(image, dtype=torch.float32), dihedral_k).contiguous()
     ps = partial_scan(clean, path, counts_per_intensity=counts, seed=seed)
     r = ps.raster
-    inp = completion_inputs(r.image, r.mask, r.infilled)
+    inp = completion_inputs(r.image, r.mask, r.infilled, fourier=fourier)
     target = (clean - inp.lo[0]) / inp.span[0]
     cov = float(r.mask.mean())
     return {"x": inp.x[0], "cond": conditioning(torch.tensor([cov]),
@@ -104,8 +106,8 @@ class CompletionData:
 
     def __init__(self, images: np.ndarray, bank: list, seed: int = TRAIN_SEED,
                  unknown_kind_fraction: float = 0.1,
-                 kind_probs: tuple[float, ...] | None = None) -> None:
-        self.images, self.bank, self.seed = images, bank, seed
+                 kind_probs: tuple[float, ...] | None = None, fourier: bool = False) -> None:
+        self.images, self.bank, self.seed, self.fourier = images, bank, seed, fourier
         self.unknown = unknown_kind_fraction
         self.by_kind = {k: [b for b in bank if b[0] == k] for k in KINDS}
         self.kind_cdf = None  # None: equal weights (the draw of the runs before kind_probs)
@@ -130,7 +132,7 @@ class CompletionData:
         s = path.shape[0]
         y0, x0 = (int(rng.integers(image.shape[-2] - s + 1)), int(rng.integers(image.shape[-1] - s + 1)))
         ex = make_example(image[y0:y0 + s, x0:x0 + s], kind, cov, path, counts,
-                          int(rng.integers(2**31)), int(rng.integers(8)))
+                          int(rng.integers(2**31)), int(rng.integers(8)), self.fourier)
         if rng.random() < self.unknown:  # train the "kind unknown" conditioning too
             ex["cond"] = ex["cond"].clone()
             ex["cond"][1:] = 0
@@ -192,8 +194,10 @@ def validate(model: PartialScanCompleter, examples: list[dict]) -> dict:
             "inside90_uncalibrated": float(np.mean(inside))}
 
 
-def validation_examples(images: np.ndarray, bank: list, n: int = 12) -> list[dict]:
-    data = CompletionData(images, bank, seed=HELDOUT_SEED, unknown_kind_fraction=0.0)
+def validation_examples(images: np.ndarray, bank: list, n: int = 12,
+                        fourier: bool = False) -> list[dict]:
+    data = CompletionData(images, bank, seed=HELDOUT_SEED, unknown_kind_fraction=0.0,
+                          fourier=fourier)
     return [data[i] for i in range(n)]
 
 
@@ -234,7 +238,8 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
         seconds: float | None, init: Path | None, device: str, widths: tuple[int, ...],
         lr: float, n_val: int, threads: int | None, adversarial: bool = False, progress: bool = True,
         crop: int | None = None, warmup: int = 50, loss: str = "mse",
-        kind_probs: tuple[float, ...] | None = None, seed: int = TRAIN_SEED) -> dict:
+        kind_probs: tuple[float, ...] | None = None, seed: int = TRAIN_SEED,
+        fourier_input: str | None = None) -> dict:
     from ..train.alrc import ALRC
     from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
     from .completion import load_weights
@@ -248,11 +253,17 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
     cache_desc = str(caches[0]) if len(caches) == 1 else [str(c) for c in caches]
     crop = crop or size
     bank = path_bank(crop)
-    data = CompletionData(train_images, bank, seed=seed, kind_probs=kind_probs)
-    val = validation_examples(val_images, bank, n_val)
     torch.manual_seed(0)
     model = load_weights(init)[0].train() if init is not None else PartialScanCompleter(widths)
+    if fourier_input not in (None, "delaunay", "fourier"):
+        raise ValueError(f"fourier_input must be None, 'delaunay' or 'fourier', got "
+                         f"{fourier_input!r}")
+    if fourier_input is not None and not model.uses_fourier:
+        model = model.with_fourier_input(base_on_fourier=fourier_input == "fourier").train()
     model = model.to(device)
+    data = CompletionData(train_images, bank, seed=seed, kind_probs=kind_probs,
+                          fourier=model.uses_fourier)
+    val = validation_examples(val_images, bank, n_val, model.uses_fourier)
     if loss not in ("mse", "relative"):
         raise ValueError(f"loss must be 'mse' or 'relative', got {loss!r}")
     relative = loss == "relative"
@@ -281,6 +292,7 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
         "widths": list(model.config["widths"]), "lr": lr, "adversarial": adversarial,
         "init": str(init) if init else None, "device": device, "seed": seed,
         "loss": loss, "kind_probs": list(kind_probs) if kind_probs else None,
+        "in_channels": model.config["in_channels"], "base_channel": model.config["base_channel"],
         "data": f"clean micrographs, random {crop} px crops, dihedral, spiral/gridlike/grid "
                 f"at coverage 1/100-1/10, Poisson {COUNTS[0]:g}-{COUNTS[1]:g} counts per unit "
                 f"intensity ({100 * NOISE_FREE_FRACTION:.0f}% noise-free)",
@@ -341,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=TRAIN_SEED,
                    help="seed of the example sequence (a continuation with a new seed sees new "
                         "crops, paths and noise instead of replaying its parent's)")
+    p.add_argument("--fourier-input", choices=["delaunay", "fourier"], default=None,
+                   help="add the Fourier-sparse infill as input channel 4 (zero-initialised "
+                        "when converting --init weights); the network corrects the Delaunay "
+                        "infill (delaunay) or the Fourier one (fourier)")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="then fit the uncertainty calibration on N held-out images (stored in "
                         "the weights)")
@@ -349,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     rec = run(a.out, a.steps, a.batch, a.size, a.cache, a.seconds, a.init, a.device,
               tuple(a.widths), a.lr, a.n_val, a.threads, a.adversarial, not a.no_progress,
-              a.crop, a.warmup, a.loss, tuple(a.kind_probs) if a.kind_probs else None, a.seed)
+              a.crop, a.warmup, a.loss, tuple(a.kind_probs) if a.kind_probs else None, a.seed,
+              a.fourier_input)
     print(json.dumps(rec["runs"][-1], indent=2))
     if a.calibrate:
         from .completion_eval import calibrate_weights
