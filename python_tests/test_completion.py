@@ -384,17 +384,29 @@ def test_fourier_input_channel_starts_as_the_network_and_round_trips(tmp_path):
     assert five.uses_fourier and not model.uses_fourier
     with torch.no_grad():
         assert torch.equal(model(x4.x, cond).mean, five(x5.x, cond).mean)
-        on_fourier = model.with_fourier_input(base_on_fourier=True)
+        on_fourier = model.with_fourier_input("fourier")
         assert on_fourier.config["base_channel"] == C.FOURIER_CHANNEL
+        assert torch.equal(on_fourier(x5.x, cond).mean, x5.x[:, 4:5])   # starts at the infill
+        assert torch.equal(on_fourier(x5.x, cond).log_scale, model(x4.x, cond).log_scale)
         start = C.PartialScanCompleter((8, 8, 8, 8), 5, base_channel=4)(x5.x, cond).mean
         assert torch.equal(start, x5.x[:, 4:5])      # untrained: the Fourier infill itself
+        gated = model.with_fourier_input("gated")
+        g = torch.sigmoid(torch.tensor(C.GATE_START))
+        mix = x5.x[:, :1] + g * (x5.x[:, 4:5] - x5.x[:, :1])
+        expect = mix + (model(x4.x, cond).mean - x4.x[:, :1])    # the same correction
+        assert torch.allclose(gated(x5.x, cond).mean, expect, atol=1e-5)
     with pytest.raises(ValueError, match="already"):
         five.with_fourier_input()
+    with pytest.raises(ValueError, match="base"):
+        model.with_fourier_input("wavelet")
+    with pytest.raises(ValueError, match="gate"):
+        C.PartialScanCompleter((8, 8, 8, 8), 4, gate=True)
     with pytest.raises(ValueError, match="in_channels"):
         C.PartialScanCompleter((8, 8, 8, 8), 6)
-    save_weights(tmp_path / "w.safetensors", on_fourier, on_fourier.config)
-    loaded = C.load_weights(tmp_path / "w.safetensors").model
-    assert loaded.config == on_fourier.config
+    for net in (on_fourier, gated):
+        save_weights(tmp_path / "w.safetensors", net, net.config)
+        loaded = C.load_weights(tmp_path / "w.safetensors").model
+        assert loaded.config == net.config
     res = C.complete_scan(img, kind="spiral", coverage=0.05, model=loaded)
     assert res.completion.shape == img.shape and np.isfinite(res.completion).all()
 
@@ -409,11 +421,32 @@ def test_recipe_converts_init_weights_to_the_fourier_input(tmp_path):
     save_weights(tmp_path / "init.safetensors", init, init.config)
     args = dict(batch=2, size=32, cache=str(tmp_path / "c.npz"), seconds=None,
                 init=tmp_path / "init.safetensors", device="cpu", widths=(8, 8, 8, 8), lr=1e-3,
-                n_val=2, threads=None, progress=False, fourier_input="fourier")
+                n_val=2, threads=None, progress=False, fourier_input="gated")
     R.run(tmp_path / "run", 2, **args)
     rec = R.run(tmp_path / "run", 3, **args)         # resumes the converted model
-    assert rec["steps_done"] == 3 and rec["in_channels"] == 5 and rec["base_channel"] == 4
+    assert rec["steps_done"] == 3 and rec["in_channels"] == 5 and rec["gate"]
     model = C.load_weights(tmp_path / "run" / "completion_small.safetensors").model
-    assert model.uses_fourier and model.config["base_channel"] == 4
+    assert model.uses_fourier and model.config["gate"]
     with pytest.raises(ValueError, match="fourier_input"):
         R.run(tmp_path / "bad", 1, **{**args, "fourier_input": "wavelet"})
+
+
+def test_whole_image_scans_serve_several_crops():
+    from em_accel.models import completion_recipe as R
+
+    images = np.stack([_lattice(64, s) for s in range(3)]).astype(np.float32)
+    data = R.CompletionData(images, R.path_bank(64), crops_per_scan=4, crop=32, fourier=True)
+    crops = [data[i] for i in range(8)]
+    assert all(c["x"].shape == (5, 32, 32) and c["target"].shape == (1, 32, 32) for c in crops)
+    # the 4 crops of a scan share its conditioning and scaling; the next scan is another draw
+    assert all(torch.equal(c["cond"], crops[0]["cond"]) and c["span"] == crops[0]["span"]
+               for c in crops[:4])
+    assert not torch.equal(crops[0]["x"], crops[1]["x"])
+    again = R.CompletionData(images, R.path_bank(64), crops_per_scan=4, crop=32, fourier=True)
+    assert torch.equal(again[5]["x"], crops[5]["x"])        # a pure function of (seed, i)
+    b = data.batch(1, 4)
+    assert b["x"].shape == (4, 5, 32, 32)
+    with pytest.raises(ValueError, match="image size"):
+        R.CompletionData(images, R.path_bank(32), crops_per_scan=2, crop=16)[0]
+    with pytest.raises(ValueError, match="crops_per_scan"):
+        R.CompletionData(images, R.path_bank(64), crops_per_scan=2)

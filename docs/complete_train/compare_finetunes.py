@@ -52,7 +52,8 @@ def main():
         for kind in KINDS:
             for c in E.COVERAGES:
                 v, m = E.scan(img, kind, c, None, seed=i)
-                outs = {"delaunay": (B.delaunay(v, m), None, 1.0)}
+                outs = {"delaunay": (B.delaunay(v, m), None, 1.0),
+                        "fourier-cs": (B.fourier_cs(v, m), None, 1.0)}
                 for name, model in models.items():
                     mean, b = E.network_outputs(model, v, m, kind)
                     outs[name] = (mean, b, model.calibration)
@@ -66,7 +67,7 @@ def main():
                     rows.append(r)
         print(f"image {i} done {time.perf_counter() - t0:.0f}s", flush=True)
     summary = {}
-    for name in ["delaunay", *models]:
+    for name in ["delaunay", "fourier-cs", *models]:
         s = {}
         for kind in KINDS:
             s[kind] = {}
@@ -92,7 +93,7 @@ def main():
         wins[name] = f"{w}/{len(KINDS) * len(E.COVERAGES)}"
     json.dump({"images": desc, "size": size, "summary": summary, "wins_vs_first": wins,
                "rows": rows, "seconds": time.perf_counter() - t0}, open(out, "w"), indent=1)
-    for name in ["delaunay", *models]:
+    for name in ["delaunay", "fourier-cs", *models]:
         print(name, json.dumps(summary[name]["all"]))
         for kind in KINDS:
             print("  ", kind, " ".join(f"{100 * v['rms_blur']:.2f}" for v in summary[name][kind].values()))

@@ -15,9 +15,10 @@ by the sampled values:
    (:func:`em_accel.scan.fourier_infill.fourier_infill`), which sees a crystal lattice through
    the whole scan where a local interpolation cannot.
 
-The network predicts a correction to its base channel (config ``base_channel``: 0, or 4 for
-the Fourier infill; an untrained network is that baseline) and a per-pixel Laplace scale ``b``
-of its error, trained by likelihood. Structure: a
+The network predicts a correction to its base (config ``base_channel``: 0, or 4 for the
+Fourier infill; an untrained network is that baseline; with config ``gate`` the base is a
+per-pixel learned mix of channels 0 and 4) and a per-pixel Laplace scale ``b`` of its error,
+trained by likelihood. Structure: a
 2x2 space-to-depth, a four-level U-Net at 1/2 ... 1/16 resolution (3x3 convolutions, ReLU,
 nearest upsampling, skip concatenation), a depth-to-space head. This is far cheaper than the
 thesis's inner/outer generator (:class:`ThesisGenerator`, kept for reference and cost
@@ -49,6 +50,8 @@ DIST_CLIP, DIST_SCALE = 64.0, 16.0
 CORRECTION_SCALE = 0.1
 #: Index of the Fourier-sparse infill among the input channels (5-channel models).
 FOURIER_CHANNEL = 4
+#: Initial logit of a gated model's Fourier share (sigmoid(-4) = 1.8%).
+GATE_START = -4.0
 #: Two-sided interval of a Laplace(b): P(|e| <= b * ln(1 / (1 - p))) = p.
 Z90 = math.log(10.0)
 
@@ -166,21 +169,26 @@ class PartialScanCompleter(nn.Module):
         in_channels: input channels (4, or 5 with the Fourier infill; see the module docstring).
         cond_dim: conditioning vector length (4: log coverage + one-hot of 3 path kinds).
         base_channel: the input channel the network corrects (0: Delaunay-linear).
+        gate: correct a per-pixel mix ``(1 - g) x[:, 0] + g x[:, 4]`` instead, ``g`` a third
+            output (sigmoid); needs the Fourier channel and ``base_channel=0``.
 
     ``forward(x, cond)``: x [B, in_channels, H, W] (H, W multiples of 16), cond [B, cond_dim]
     (:func:`conditioning`). Returns :class:`Completion`; ``mean = x[:, base] + correction``.
     """
 
     def __init__(self, widths: tuple[int, ...] = (32, 48, 64, 96), in_channels: int = 4,
-                 cond_dim: int = 4, base_channel: int = 0) -> None:
+                 cond_dim: int = 4, base_channel: int = 0, gate: bool = False) -> None:
         super().__init__()
         if len(widths) != 4 or min(widths) < 1:
             raise ValueError(f"widths must be 4 positive channel counts, got {widths}")
         if in_channels not in (4, 5) or not 0 <= base_channel < in_channels:
             raise ValueError(f"in_channels must be 4 or 5 and base_channel one of them, got "
                              f"{in_channels}, {base_channel}")
+        if gate and (in_channels <= FOURIER_CHANNEL or base_channel != 0):
+            raise ValueError("gate needs the Fourier channel (in_channels=5) and base_channel=0")
         self.config = {"widths": [int(w) for w in widths], "in_channels": int(in_channels),
-                       "cond_dim": int(cond_dim), "base_channel": int(base_channel)}
+                       "cond_dim": int(cond_dim), "base_channel": int(base_channel),
+                       "gate": bool(gate)}
         w = list(widths)
         self.stem = _conv(4 * in_channels, w[0])
         self.enc = nn.ModuleList([_conv(w[0], w[0])] + [_conv(w[i], w[i]) for i in range(1, 4)])
@@ -188,7 +196,7 @@ class PartialScanCompleter(nn.Module):
         self.mid = _conv(w[3], w[3])
         self.dec = nn.ModuleList(_conv(w[i] + w[i + 1], w[i]) for i in range(3))
         self.dec2 = nn.ModuleList(_conv(w[i], w[i]) for i in range(3))
-        self.head = nn.Conv2d(w[0], 2 * 4, 3, 1, 1)
+        self.head = nn.Conv2d(w[0], (3 if gate else 2) * 4, 3, 1, 1)
         self.film_sizes = [w[0], w[1], w[2], w[3]]
         self.film = nn.Sequential(nn.Linear(cond_dim, 64), nn.ReLU(),
                                   nn.Linear(64, 2 * sum(self.film_sizes)))
@@ -197,7 +205,8 @@ class PartialScanCompleter(nn.Module):
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():  # start: zero correction, error scale b = 0.05 (of the range)
             self.head.bias.zero_()
-            self.head.bias[4:].fill_(math.log(0.05))
+            self.head.bias[4:8].fill_(math.log(0.05))
+            self.head.bias[8:].fill_(GATE_START)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> Completion:
         c = self.config
@@ -232,7 +241,10 @@ class PartialScanCompleter(nn.Module):
         # The correction is scaled down so that Adam's first steps (about lr per weight,
         # whatever the gradient) move the output gently away from the Delaunay start.
         base = c["base_channel"]
-        mean = x[:, base:base + 1] + CORRECTION_SCALE * out[:, :1]
+        start = x[:, base:base + 1]
+        if c["gate"]:
+            start = start + torch.sigmoid(out[:, 2:3]) * (x[:, FOURIER_CHANNEL:] - start)
+        mean = start + CORRECTION_SCALE * out[:, :1]
         return Completion(mean, out[:, 1:2].clamp(-12.0, 3.0))
 
     @property
@@ -240,19 +252,34 @@ class PartialScanCompleter(nn.Module):
         """Whether the input has the Fourier-sparse infill channel (:data:`FOURIER_CHANNEL`)."""
         return self.config["in_channels"] > FOURIER_CHANNEL
 
-    def with_fourier_input(self, base_on_fourier: bool = False) -> "PartialScanCompleter":
-        """A 5-channel copy that also reads the Fourier-sparse infill. The new channel's stem
-        weights start at zero, so with ``base_on_fourier=False`` the copy computes exactly what
-        this network does until fine-tuning opens it; ``base_on_fourier=True`` corrects the
-        Fourier infill instead of the Delaunay one (a different function from the start)."""
+    def with_fourier_input(self, base: str = "delaunay") -> "PartialScanCompleter":
+        """A 5-channel copy that also reads the Fourier-sparse infill; its stem weights for
+        the new channel start at zero.
+
+        ``base``: ``"delaunay"``: the copy computes exactly what this network does until
+        fine-tuning opens the new channel. ``"fourier"``: it corrects the Fourier infill
+        instead; the correction head starts at zero, so the copy's completion starts as the
+        Fourier infill itself (the error scale is kept). ``"gated"``: it corrects a learned
+        per-pixel mix of the two, the mix starting at sigmoid(GATE_START) ≈ 2% Fourier.
+        """
         if self.uses_fourier:
             raise ValueError("the network already reads the Fourier infill")
+        if base not in ("delaunay", "fourier", "gated"):
+            raise ValueError(f"base must be 'delaunay', 'fourier' or 'gated', got {base!r}")
         c = self.config
         new = PartialScanCompleter(tuple(c["widths"]), 5, c["cond_dim"],
-                                   FOURIER_CHANNEL if base_on_fourier else c["base_channel"])
+                                   FOURIER_CHANNEL if base == "fourier" else c["base_channel"],
+                                   gate=base == "gated")
         state = dict(self.state_dict())
         w = state["stem.weight"]  # [out, 4 * in, 3, 3]: pixel_unshuffle puts channel i at 4i..4i+3
         state["stem.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 4, *w.shape[2:])], 1)
+        hw, hb = state["head.weight"].clone(), state["head.bias"].clone()
+        if base == "fourier":  # head channels 0..3 are the correction (depth-to-space of 2x2)
+            hw[:4], hb[:4] = 0, 0
+        if base == "gated":    # channels 8..11: the gate's logit, starting nearly closed
+            hw = torch.cat([hw, hw.new_zeros(4, *hw.shape[1:])])
+            hb = torch.cat([hb, hb.new_full((4,), GATE_START)])
+        state["head.weight"], state["head.bias"] = hw, hb
         new.load_state_dict(state)
         new.calibration = getattr(self, "calibration", 1.0)
         return new.to(w.device)
@@ -316,7 +343,7 @@ def _from_bytes(data: bytes, device: str | torch.device | None):
 
     state, cfg, notes = read_weights(data)
     model = PartialScanCompleter(tuple(cfg["widths"]), cfg["in_channels"], cfg["cond_dim"],
-                                 cfg.get("base_channel", 0))
+                                 cfg.get("base_channel", 0), cfg.get("gate", False))
     model.load_state_dict(state)
     model.calibration = float(cfg.get("calibration", 1.0))
     return LoadedModel(model.to(device if device is not None else "cpu").eval(), notes)

@@ -102,12 +102,24 @@ def make_example(image: np.ndarray | torch.Tensor, kind: str, coverage: float, p
 
 
 class CompletionData:
-    """Deterministic examples: example ``i`` is a pure function of (seed, i)."""
+    """Deterministic examples: example ``i`` is a pure function of (seed, i).
+
+    Two ways to make them: a random ``crop`` of an image scanned along a path of the crop's
+    size (``crops_per_scan=0``; ``bank`` at the crop size), or the whole image scanned and
+    infilled and ``crops_per_scan`` consecutive examples cut from it (``bank`` at the image
+    size). The second is what inference sees: the Fourier infill of a whole 512^2 scan is far
+    better than that of a 128^2 one, so a network trained on small scans learns to distrust it.
+    """
 
     def __init__(self, images: np.ndarray, bank: list, seed: int = TRAIN_SEED,
                  unknown_kind_fraction: float = 0.1,
-                 kind_probs: tuple[float, ...] | None = None, fourier: bool = False) -> None:
+                 kind_probs: tuple[float, ...] | None = None, fourier: bool = False,
+                 crops_per_scan: int = 0, crop: int | None = None) -> None:
         self.images, self.bank, self.seed, self.fourier = images, bank, seed, fourier
+        if crops_per_scan < 0 or (crops_per_scan and not crop):
+            raise ValueError(f"crops_per_scan must be >= 0 and needs a crop size, got "
+                             f"{crops_per_scan}, {crop}")
+        self.crops_per_scan, self.crop, self._scans = crops_per_scan, crop, {}
         self.unknown = unknown_kind_fraction
         self.by_kind = {k: [b for b in bank if b[0] == k] for k in KINDS}
         self.kind_cdf = None  # None: equal weights (the draw of the runs before kind_probs)
@@ -119,6 +131,20 @@ class CompletionData:
             self.kind_cdf = np.cumsum(p / p.sum())
 
     def __getitem__(self, i: int) -> dict:
+        if not self.crops_per_scan:
+            return self._example(i)
+        j, r = divmod(i, self.crops_per_scan)
+        if j not in self._scans:
+            self._scans = {j: self._example(j, whole=True)}  # one scan serves its crops
+        ex = self._scans[j]
+        rng = np.random.default_rng((self.seed, j, r))
+        size, c = ex["x"].shape[-1], self.crop
+        y0, x0 = (int(v) for v in rng.integers(0, size - c + 1, 2))
+        win = (slice(None), slice(y0, y0 + c), slice(x0, x0 + c))
+        return {**ex, "x": ex["x"][win], "target": ex["target"][win],
+                "clean": ex["clean"][win[1:]]}
+
+    def _example(self, i: int, whole: bool = False) -> dict:
         rng = np.random.default_rng((self.seed, i))
         if self.kind_cdf is None:
             kind = KINDS[rng.integers(len(KINDS))]
@@ -130,6 +156,9 @@ class CompletionData:
             float(np.exp(rng.uniform(np.log(COUNTS[0]), np.log(COUNTS[1]))))
         image = self.images[rng.integers(len(self.images))]
         s = path.shape[0]
+        if whole and s != image.shape[-1]:
+            raise ValueError(f"whole-image scans need a path bank at the image size "
+                             f"{image.shape[-1]}, got {s}")
         y0, x0 = (int(rng.integers(image.shape[-2] - s + 1)), int(rng.integers(image.shape[-1] - s + 1)))
         ex = make_example(image[y0:y0 + s, x0:x0 + s], kind, cov, path, counts,
                           int(rng.integers(2**31)), int(rng.integers(8)), self.fourier)
@@ -195,9 +224,10 @@ def validate(model: PartialScanCompleter, examples: list[dict]) -> dict:
 
 
 def validation_examples(images: np.ndarray, bank: list, n: int = 12,
-                        fourier: bool = False) -> list[dict]:
+                        fourier: bool = False, crops_per_scan: int = 0,
+                        crop: int | None = None) -> list[dict]:
     data = CompletionData(images, bank, seed=HELDOUT_SEED, unknown_kind_fraction=0.0,
-                          fourier=fourier)
+                          fourier=fourier, crops_per_scan=crops_per_scan, crop=crop)
     return [data[i] for i in range(n)]
 
 
@@ -239,7 +269,7 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
         lr: float, n_val: int, threads: int | None, adversarial: bool = False, progress: bool = True,
         crop: int | None = None, warmup: int = 50, loss: str = "mse",
         kind_probs: tuple[float, ...] | None = None, seed: int = TRAIN_SEED,
-        fourier_input: str | None = None) -> dict:
+        fourier_input: str | None = None, crops_per_scan: int = 0) -> dict:
     from ..train.alrc import ALRC
     from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
     from .completion import load_weights
@@ -252,18 +282,18 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
     train_images, val_images = _split_validation([load_images(c, size) for c in caches])
     cache_desc = str(caches[0]) if len(caches) == 1 else [str(c) for c in caches]
     crop = crop or size
-    bank = path_bank(crop)
+    bank = path_bank(size if crops_per_scan else crop)
     torch.manual_seed(0)
     model = load_weights(init)[0].train() if init is not None else PartialScanCompleter(widths)
-    if fourier_input not in (None, "delaunay", "fourier"):
-        raise ValueError(f"fourier_input must be None, 'delaunay' or 'fourier', got "
+    if fourier_input not in (None, "delaunay", "fourier", "gated"):
+        raise ValueError(f"fourier_input must be None, 'delaunay', 'fourier' or 'gated', got "
                          f"{fourier_input!r}")
     if fourier_input is not None and not model.uses_fourier:
-        model = model.with_fourier_input(base_on_fourier=fourier_input == "fourier").train()
+        model = model.with_fourier_input(fourier_input).train()
     model = model.to(device)
     data = CompletionData(train_images, bank, seed=seed, kind_probs=kind_probs,
-                          fourier=model.uses_fourier)
-    val = validation_examples(val_images, bank, n_val, model.uses_fourier)
+                          fourier=model.uses_fourier, crops_per_scan=crops_per_scan, crop=crop)
+    val = validation_examples(val_images, bank, n_val, model.uses_fourier, crops_per_scan, crop)
     if loss not in ("mse", "relative"):
         raise ValueError(f"loss must be 'mse' or 'relative', got {loss!r}")
     relative = loss == "relative"
@@ -293,7 +323,11 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
         "init": str(init) if init else None, "device": device, "seed": seed,
         "loss": loss, "kind_probs": list(kind_probs) if kind_probs else None,
         "in_channels": model.config["in_channels"], "base_channel": model.config["base_channel"],
-        "data": f"clean micrographs, random {crop} px crops, dihedral, spiral/gridlike/grid "
+        "gate": model.config["gate"],
+        "crops_per_scan": crops_per_scan,
+        "data": f"clean micrographs, random {crop} px crops"
+                + (f" ({crops_per_scan} per whole-image scan)" if crops_per_scan else "")
+                + ", dihedral, spiral/gridlike/grid "
                 f"at coverage 1/100-1/10, Poisson {COUNTS[0]:g}-{COUNTS[1]:g} counts per unit "
                 f"intensity ({100 * NOISE_FREE_FRACTION:.0f}% noise-free)",
         "runs": []}
@@ -353,10 +387,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=TRAIN_SEED,
                    help="seed of the example sequence (a continuation with a new seed sees new "
                         "crops, paths and noise instead of replaying its parent's)")
-    p.add_argument("--fourier-input", choices=["delaunay", "fourier"], default=None,
+    p.add_argument("--fourier-input", choices=["delaunay", "fourier", "gated"], default=None,
                    help="add the Fourier-sparse infill as input channel 4 (zero-initialised "
                         "when converting --init weights); the network corrects the Delaunay "
-                        "infill (delaunay) or the Fourier one (fourier)")
+                        "infill (delaunay), the Fourier one (fourier) or a learned per-pixel "
+                        "mix of the two (gated)")
+    p.add_argument("--crops-per-scan", type=int, default=0, metavar="K",
+                   help="scan and infill each whole image (paths at --size) and cut K "
+                        "consecutive examples from it, as inference sees a whole scan "
+                        "(default 0: scan each crop on its own)")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="then fit the uncertainty calibration on N held-out images (stored in "
                         "the weights)")
@@ -366,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = run(a.out, a.steps, a.batch, a.size, a.cache, a.seconds, a.init, a.device,
               tuple(a.widths), a.lr, a.n_val, a.threads, a.adversarial, not a.no_progress,
               a.crop, a.warmup, a.loss, tuple(a.kind_probs) if a.kind_probs else None, a.seed,
-              a.fourier_input)
+              a.fourier_input, a.crops_per_scan)
     print(json.dumps(rec["runs"][-1], indent=2))
     if a.calibrate:
         from .completion_eval import calibrate_weights
