@@ -8,8 +8,9 @@ Rows, all in one process on the same image and masks:
   ``8x ensemble`` is the dihedral self-ensemble (``ensemble=True``); ``network`` is the forward
   pass alone.
 - ``baseline``: the same for nearest-neighbour infill, Delaunay-linear (cold and cached),
-  Delaunay + blur, wavelet compressive sensing and scikit-image biharmonic inpainting (the
-  last at 1/17.9 only; skipped with --quick).
+  Delaunay + blur, wavelet and Fourier compressive sensing (the latter is also the network's
+  fifth input, so it is part of the ``complete`` rows) and scikit-image biharmonic inpainting
+  (the last at 1/17.9 only; skipped with --quick).
 - ``thesis``: one forward pass of the thesis's inner/outer generator (106 M parameters) at
   512^2, for the cost comparison (CPU: one repeat).
 - CUDA only: batched network throughput (completions/s, bf16 autocast).
@@ -60,7 +61,8 @@ def _cpu_rows(quick: bool) -> list[dict]:
         full = lambda: C.complete_scan(v, mask=m, kind="spiral", model=model)  # noqa: E731
         ens = lambda: C.complete_scan(v, mask=m, kind="spiral", model=model,  # noqa: E731
                                       ensemble=True)
-        inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float())
+        inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float(),
+                                  fourier=model.uses_fourier)
         cond = C.conditioning(torch.tensor([float(m.mean())]), torch.tensor([0]))
 
         def net():
@@ -74,7 +76,9 @@ def _cpu_rows(quick: bool) -> list[dict]:
                                ("delaunay, cold", cold(lambda: B.delaunay(v, m)), "baseline"),
                                ("delaunay, cached path", lambda: B.delaunay(v, m), "baseline"),
                                ("delaunay+blur, cached path", lambda: B.delaunay_blur(v, m), "baseline"),
-                               ("wavelet-cs (40 iterations)", lambda: B.wavelet_cs(v, m), "baseline")):
+                               ("wavelet-cs (40 iterations)", lambda: B.wavelet_cs(v, m), "baseline"),
+                               ("fourier-cs (120 iterations; the network's channel 4)",
+                                lambda: B.fourier_cs(v, m), "baseline")):
             sec = median_time(fn, "cpu", warmup=1, repeats=reps)
             rows.append({"kind": kind, "device": "cpu", "method": name, "path": label,
                          "size": 512, "seconds": sec})
@@ -94,7 +98,7 @@ def _cpu_rows(quick: bool) -> list[dict]:
         rows.append({"kind": "thesis", "device": "cpu", "method": "thesis inner/outer generator",
                      "path": "-", "size": 512, "seconds": sec, "gmac": flops / 1e9,
                      "params": sum(p.numel() for p in g.parameters())})
-    x = torch.rand(1, 4, 512, 512)
+    x = torch.rand(1, model.config["in_channels"], 512, 512)
     c = C.conditioning(torch.tensor([0.05]), torch.tensor([0]))
     rows.append({"kind": "thesis", "device": "cpu", "method": "network (ours), MACs",
                  "path": "-", "size": 512, "gmac": C.count_flops(model, x, c) / 1e9,
@@ -106,7 +110,7 @@ def _cuda_rows(quick: bool) -> list[dict]:
     rows = []
     model = _model("cuda").to(memory_format=torch.channels_last)
     for batch in (1, 32):
-        x = torch.rand(batch, 4, 512, 512, device="cuda").to(memory_format=torch.channels_last)
+        x = torch.rand(batch, model.config["in_channels"], 512, 512, device="cuda").to(memory_format=torch.channels_last)
         c = C.conditioning(torch.full((batch,), 0.05), torch.zeros(batch, dtype=torch.long)).cuda()
 
         def step():

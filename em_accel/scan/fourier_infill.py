@@ -69,13 +69,13 @@ def fourier_infill(image: torch.Tensor, mask: torch.Tensor, start: torch.Tensor 
     for it in range(iterations):
         x = torch.where(m, v, x)
         spec = torch.fft.rfft2(x)
-        power = torch.view_as_real(spec).square().sum(-1).flatten(1)  # |c|^2, no sqrt needed
+        power = (spec.real.square() + spec.imag.square()).flatten(1)  # |c|^2, no sqrt needed
         frac = start_fraction ** (1.0 - it / max(1, iterations - 1))
         k = (k_final * frac).long().clamp(min=1)
         ks = (k // stride).clamp(min=1)
         top = torch.topk(power[:, ::stride], int(ks.max()), dim=1).values
         threshold = top[rows, ks - 1]
-        spec = spec * (power >= threshold[:, None]).reshape(spec.shape)
+        spec = spec.masked_fill((power < threshold[:, None]).reshape(spec.shape), 0)
         x = torch.fft.irfft2(spec, s=(h, w))
     x = torch.where(m, v, x)
     return x[0] if squeeze else x
