@@ -317,7 +317,8 @@ def test_dihedral_ensemble_averages_the_eight_transforms_and_is_scored():
     single = C.complete_scan(v, mask=m, kind="spiral", model=model)
     ens = C.complete_scan(v, mask=m, kind="spiral", model=model, ensemble=True)
     # by hand: the network on each flip/rotation of the input stack, mapped back, averaged
-    inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float())
+    inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float(),
+                              fourier=model.uses_fourier)
     cond = C.conditioning(torch.tensor([float(m.mean())]), torch.tensor([C.kind_index("spiral")]))
     packed = C._Packed(model.eval(), cond, False)
     with torch.inference_mode():
