@@ -362,6 +362,14 @@ def test_fourier_infill_recovers_a_lattice_where_delaunay_cannot():
         fourier_infill(v, torch.zeros_like(m))
     with pytest.raises(ValueError, match="iterations"):
         fourier_infill(v, m, iterations=0)
+    with pytest.raises(ValueError, match="mask shape"):
+        fourier_infill(v, m[:64])
+    with pytest.raises(ValueError, match="start shape"):
+        fourier_infill(v, m, lin[:64])
+    with pytest.raises(ValueError, match="image must be"):
+        fourier_infill(v[None, None], m)
+    with pytest.raises(TypeError, match="real"):
+        fourier_infill(v.to(torch.complex64), m)
     # the baseline of the same name, in the evaluation's method table
     cs = B.METHODS["fourier-cs"](v.double().numpy(), m.numpy() > 0)
     assert np.sqrt(((cs - img) ** 2).mean()) < 0.1 * rms(lin)

@@ -41,15 +41,25 @@ def fourier_infill(image: torch.Tensor, mask: torch.Tensor, start: torch.Tensor 
         start_fraction: fraction of the final support kept at the first iteration.
 
     Returns a float32 tensor shaped and placed like ``image``; sampled pixels keep their values.
+    Raises ``TypeError`` for a complex or bool image and ``ValueError`` for bad shapes, an
+    empty mask or bad parameters.
     """
     if iterations < 1 or not 0 < support or not 0 < start_fraction <= 1:
         raise ValueError(f"need iterations >= 1, support > 0 and 0 < start_fraction <= 1, got "
                          f"{iterations}, {support}, {start_fraction}")
+    if image.is_complex() or image.dtype == torch.bool:
+        raise TypeError(f"image must be a real tensor, got dtype {image.dtype}")
     squeeze = image.dim() == 2
     v = (image[None] if squeeze else image).float()
     if v.dim() != 3:
         raise ValueError(f"image must be [H, W] or [B, H, W], got shape {list(image.shape)}")
     m = torch.as_tensor(mask, device=v.device)
+    if tuple(m.shape) not in (tuple(v.shape[1:]), tuple(v.shape)):
+        raise ValueError(f"mask shape {list(m.shape)} does not match image shape "
+                         f"{list(image.shape)}")
+    if start is not None and tuple(start.shape) != tuple(image.shape):
+        raise ValueError(f"start shape {list(start.shape)} does not match image shape "
+                         f"{list(image.shape)}")
     m = (m[None] if m.dim() == 2 else m).expand_as(v) != 0
     n_samples = m.flatten(1).sum(1)
     if (n_samples == 0).any():
