@@ -45,52 +45,50 @@ def _rasterise_triangles(pts: np.ndarray, simplices: np.ndarray, shape: tuple[in
     """Pixels covered by each triangle of integer points ``pts`` [N, 2]: returns the flat pixel
     indices, their triangle's corner indices [n, 3] and barycentric weights [n, 3].
 
-    Scan-line rasterisation, vectorised over triangles: each triangle's rows, then each row's
-    run of pixel centres between its edges; a pixel on a shared edge is kept once. (Qhull's
-    own point location computes a LAPACK inverse per triangle, seconds for 50k triangles, and
-    searches every triangle for each pixel outside the hull.)
+    Scan-line rasterisation, vectorised over triangles: corners sorted top to bottom, each
+    triangle's rows (integers, as the corners are), then each row's run of pixel centres
+    between the long edge (corner 0 -> 2) and the short one (0 -> 1 above corner 1, 1 -> 2
+    below); a pixel on a shared edge is kept once. (Qhull's own point location computes a
+    LAPACK inverse per triangle, seconds for 50k triangles, and searches every triangle for
+    each pixel outside the hull.)
     """
     H, W = shape
-    P = pts[simplices].astype(np.float64)                       # [T, 3, 2]
-    e1, e2 = P[:, 0] - P[:, 2], P[:, 1] - P[:, 2]
-    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    keep = np.abs(det) > 1e-12                                  # drop degenerate slivers
-    P, simplices, det, e1, e2 = P[keep], simplices[keep], det[keep], e1[keep], e2[keep]
-    # Triangle -> its rows (integer y within its span) -> the pixel run of each row.
-    ylo = np.ceil(P[:, :, 0].min(1) - 1e-9).astype(np.int64)
-    yhi = np.floor(P[:, :, 0].max(1) + 1e-9).astype(np.int64)
-    ny = np.maximum(yhi - ylo + 1, 0)
-    rt = np.repeat(np.arange(len(P)), ny)
-    ry = (ylo[rt] + np.arange(int(ny.sum())) - np.repeat(np.cumsum(ny) - ny, ny)).astype(np.float64)
-    xmin = np.full(len(rt), np.inf)
-    xmax = np.full(len(rt), -np.inf)
-    for i, j in ((0, 1), (1, 2), (2, 0)):                       # the three edges a -> b
-        a, b = P[rt, i], P[rt, j]
-        span = b[:, 0] - a[:, 0]
-        lo_y, hi_y = np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 0], b[:, 0])
-        hit = (ry >= lo_y - 1e-9) & (ry <= hi_y + 1e-9)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x = np.where(span != 0, a[:, 1] + (ry - a[:, 0]) * (b[:, 1] - a[:, 1]) / span, a[:, 1])
-        x_lo = np.where(span != 0, x, np.minimum(a[:, 1], b[:, 1]))
-        x_hi = np.where(span != 0, x, np.maximum(a[:, 1], b[:, 1]))
-        xmin = np.where(hit, np.minimum(xmin, x_lo), xmin)
-        xmax = np.where(hit, np.maximum(xmax, x_hi), xmax)
-    xlo = np.ceil(xmin - 1e-9)
-    xhi = np.floor(xmax + 1e-9)
-    nx = np.where(np.isfinite(xlo) & np.isfinite(xhi), np.maximum(xhi - xlo + 1, 0), 0).astype(np.int64)
+    order = np.argsort(pts[simplices][:, :, 0], axis=1, kind="stable")
+    simplices = np.take_along_axis(simplices, order, 1)
+    P = pts[simplices].astype(np.float64)                       # [T, 3, 2], rows ascending
+    (y0, x0), (y1, x1), (y2, x2) = P[:, 0].T, P[:, 1].T, P[:, 2].T
+    det = (y0 - y2) * (x1 - x2) - (x0 - x2) * (y1 - y2)
+    keep = det != 0                                             # integer corners: exact test
+    simplices = simplices[keep]
+    y0, x0, y1, x1, y2, x2, det = (a[keep] for a in (y0, x0, y1, x1, y2, x2, det))
+    ny = (y2 - y0).astype(np.int64) + 1
+    rt = np.repeat(np.arange(len(det)), ny)
+    ry = np.arange(int(ny.sum())) - np.repeat(np.cumsum(ny) - ny, ny) + y0[rt]
+    with np.errstate(divide="ignore", invalid="ignore"):        # flat edges are never used
+        slope_long = (x2 - x0) / (y2 - y0)
+        slope_a = np.where(y1 > y0, (x1 - x0) / (y1 - y0), 0.0)
+        slope_b = np.where(y2 > y1, (x2 - x1) / (y2 - y1), 0.0)
+    x_long = x0[rt] + (ry - y0[rt]) * slope_long[rt]
+    upper = (ry < y1[rt]) | (y2 == y1)[rt]
+    x_short = np.where(upper, x0[rt] + (ry - y0[rt]) * slope_a[rt],
+                       x1[rt] + (ry - y1[rt]) * slope_b[rt])
+    xlo = np.ceil(np.minimum(x_long, x_short) - 1e-9).astype(np.int64)
+    xhi = np.floor(np.maximum(x_long, x_short) + 1e-9).astype(np.int64)
+    nx = np.maximum(xhi - xlo + 1, 0)
     pr = np.repeat(np.arange(len(rt)), nx)
-    tid = rt[pr]
+    x = np.arange(int(nx.sum())) - np.repeat(np.cumsum(nx) - nx, nx) + xlo[pr]
     y = ry[pr].astype(np.int64)
-    x = (np.nan_to_num(xlo, posinf=0, neginf=0)[pr]
-         + np.arange(int(nx.sum())) - np.repeat(np.cumsum(nx) - nx, nx)).astype(np.int64)
-    dy, dx = y - P[tid, 2, 0], x - P[tid, 2, 1]
-    b0 = (dy * e2[tid, 1] - dx * e2[tid, 0]) / det[tid]
-    b1 = (e1[tid, 0] * dx - e1[tid, 1] * dy) / det[tid]
-    bary = np.stack([b0, b1, 1.0 - b0 - b1], 1)
-    ok = (bary >= -1e-6).all(1) & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-    flat = y[ok] * W + x[ok]
-    flat, first = np.unique(flat, return_index=True)
-    return flat, simplices[tid[ok][first]], bary[ok][first]
+    tid = rt[pr]
+    # Barycentric weights are affine in (y, x): per-triangle coefficients, gathered per pixel.
+    dy, dx = y - y2[tid], x - x2[tid]
+    b0 = (dy * ((x1 - x2) / det)[tid] - dx * ((y1 - y2) / det)[tid])
+    b1 = (dx * ((y0 - y2) / det)[tid] - dy * ((x0 - x2) / det)[tid])
+    flat = y * W + x
+    owner = np.full(H * W, -1, np.int64)                        # one covering triangle each
+    owner[flat] = np.arange(len(flat))
+    sel = owner[owner >= 0]
+    bary = np.stack([b0[sel], b1[sel], 1.0 - b0[sel] - b1[sel]], 1)
+    return flat[sel], simplices[tid[sel]], bary
 
 
 def triangulate(mask: np.ndarray | torch.Tensor) -> Triangulation:
@@ -126,8 +124,7 @@ def triangulate(mask: np.ndarray | torch.Tensor) -> Triangulation:
             simplices = None
         if simplices is not None:
             flat, corners, bary = _rasterise_triangles(pts, simplices, (H, W))
-            corner = pts[corners]                               # [n, 3, 2]
-            sources[flat] = corner[..., 0] * W + corner[..., 1]
+            sources[flat] = (pts[:, 0] * W + pts[:, 1])[corners]
             w = np.clip(bary, 0.0, 1.0)
             weights[flat] = (w / w.sum(1, keepdims=True)).astype(np.float32)
     out = Triangulation(torch.from_numpy(sources), torch.from_numpy(weights),
