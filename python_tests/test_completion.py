@@ -45,6 +45,21 @@ def test_linear_infill_matches_scipy_and_keeps_samples():
     assert d[mask].max() == 0 and d[~mask].min() >= 1
 
 
+@pytest.mark.parametrize("kind", ["spiral", "grid", "gridlike"])
+def test_linear_infill_matches_scipy_on_scan_paths(kind):
+    """The scan-line rasteriser against scipy's point location on real path masks (grids
+    put four samples on a circle, spirals give long thin triangles near the centre)."""
+    from scipy.interpolate import LinearNDInterpolator
+
+    img = _smooth(96, 2)
+    mask = partial_scan(torch.from_numpy(img), make_path(kind, (96, 96), 1 / 12)).raster.mask.numpy() > 0
+    out = linear_infill(torch.from_numpy(img), mask).numpy()
+    ref = LinearNDInterpolator(np.argwhere(mask).astype(float), img[mask])(*np.mgrid[0:96, 0:96])
+    inside = ~np.isnan(ref)
+    assert inside.mean() > 0.8
+    np.testing.assert_allclose(out[inside], ref[inside], atol=1e-9)
+
+
 def test_linear_infill_grid_and_batch_and_degenerate():
     m = np.zeros((33, 33), bool)
     m[::4, ::4] = True                            # co-circular points (degenerate Delaunay)
