@@ -77,6 +77,32 @@ def test_emd_written_by_rosettasciio(tmp_path):
     json.dumps(mic.metadata)  # metadata is JSON-serialisable
 
 
+@pytest.mark.parametrize("suffix", [".hspy", ".hdf5"])
+def test_hyperspy_file(tmp_path, suffix):
+    """HyperSpy's HDF5 layout (what HyperSpy and atomap save), written here with h5py."""
+    import h5py
+
+    data = np.random.default_rng(4).random((24, 18)).astype(np.float32)
+    path = tmp_path / f"a{suffix}"
+    with h5py.File(path, "w") as f:
+        f.attrs["file_format"], f.attrs["file_format_version"] = "HyperSpy", "3.1"
+        g = f.create_group("Experiments/scan")
+        g.create_dataset("data", data=data)
+        for i, n in enumerate((24, 18)):
+            ax = g.create_group(f"axis-{i}")
+            for k, v in (("name", "yx"[i]), ("size", n), ("scale", 2.5), ("offset", 0.0),
+                         ("units", "pm"), ("navigate", False)):
+                ax.attrs[k] = v
+        g.create_group("metadata/General").attrs["title"] = "scan"
+        g.create_group("metadata/Signal").attrs["signal_type"] = ""
+        g.create_group("original_metadata")
+    mic = read_image(path)
+    np.testing.assert_array_equal(mic.data, data)
+    assert mic.pixel_size == pytest.approx(0.025)  # 2.5 pm
+    assert mic.format == "rosettasciio.hspy"
+    json.dumps(mic.metadata)
+
+
 def test_png_is_read_as_luminance(tmp_path):
     import imageio.v3 as iio
 

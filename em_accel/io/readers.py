@@ -2,6 +2,7 @@
 
 Formats: TIFF (tifffile), MRC/MRCS (mrcfile), DM3/DM4 (rosettasciio ``digitalmicrograph``),
 SER/EMI (rosettasciio ``tia``), EMD (rosettasciio ``emd``: Berkeley NCEM and FEI Velox),
+HyperSpy HDF5 ``.hspy``/``.hdf5`` (rosettasciio ``hspy``: files saved by HyperSpy, atomap, ...),
 PNG/JPEG (imageio) and NumPy ``.npy``. No file format is parsed by hand here.
 
 Pixel sizes are in ångström (Å). ``Micrograph.metadata`` holds JSON-serialisable metadata
@@ -24,7 +25,7 @@ _TO_ANGSTROM = {"å": 1.0, "a": 1.0, "angstrom": 1.0, "ang": 1.0, "nm": 10.0, "�
                 "cm": 1e8}
 
 READ_SUFFIXES = (".tif", ".tiff", ".mrc", ".mrcs", ".rec", ".st", ".map", ".dm3", ".dm4",
-                 ".ser", ".emi", ".emd", ".png", ".jpg", ".jpeg", ".npy")
+                 ".ser", ".emi", ".emd", ".hspy", ".hdf5", ".png", ".jpg", ".jpeg", ".npy")
 WRITE_SUFFIXES = (".tif", ".tiff", ".mrc", ".mrcs", ".npy")
 
 
@@ -246,6 +247,8 @@ def _read_by_suffix(path: Path, suffix: str) -> Micrograph:
         return _read_rsciio(path, "tia")
     if suffix == ".emd":
         return _read_rsciio(path, "emd")
+    if suffix in (".hspy", ".hdf5"):
+        return _read_rsciio(path, "hspy")
     if suffix in (".png", ".jpg", ".jpeg"):
         import imageio.v3 as iio
 
