@@ -283,6 +283,31 @@ def test_cli_complete_keeps_pixel_size(tmp_path):
               "--coverage", "0.05", "--model", str(w)])
 
 
+def test_cli_evaluate_complete_on_real_files_only(tmp_path):
+    """``-n 0 --images FILE...``: the user's own files are the whole evaluation, with the
+    baselines and ensemble asked for; nothing to evaluate is a named error."""
+    import tifffile
+
+    from em_accel.cli import main
+    from em_accel.train.checkpoint import save_weights
+
+    model = _tiny_model()
+    w = save_weights(tmp_path / "m.safetensors", model, model.config)
+    tifffile.imwrite(tmp_path / "a.tif", (900 * _smooth(40, 8)).astype(np.float32))
+    np.save(tmp_path / "b.npy", _smooth(36, 9)[:, :30])
+    out = tmp_path / "ev"
+    assert main(["evaluate", "complete", "-n", "0", "--images", str(tmp_path / "a.tif"),
+                 str(tmp_path / "b.npy"), "--coverages", "0.1", "--kinds", "spiral",
+                 "--baselines", "delaunay", "--calibration-n", "0", "--ensemble",
+                 "--model", str(w), "--out", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in res["rows"]} == {"network", "network-ens8", "delaunay"}
+    assert {r["image"] for r in res["rows"]} == {0, 1} and len(res["files"]) == 2
+    assert "real file" in res["images"]
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        main(["evaluate", "complete", "-n", "0", "--model", str(w), "--out", str(out)])
+
+
 def test_adversarial_fine_tuning_runs_and_resumes(tmp_path):
     from em_accel.models import completion_recipe as R
     from em_accel.models.completion_gan import ScaleDiscriminator, multiscale_crops

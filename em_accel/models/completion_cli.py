@@ -165,7 +165,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = _model(args.model)
     covs = tuple(args.coverages) if args.coverages else E.COVERAGES
     seed = E.HELDOUT_SEED if args.seed is None else args.seed
-    images, desc = E.heldout_images(args.n, args.size, seed, args.pixel_range)
+    real = []
+    for p in args.images:
+        d = read_image(p).data.astype(np.float64)
+        if d.ndim != 2:
+            raise ValueError(f"{p}: expected a 2-D image, got shape {list(d.shape)}")
+        real.append((d - d.min()) / max(np.ptp(d), 1e-12))
+    if args.n < 0 or (args.n == 0 and not real):
+        raise ValueError(f"nothing to evaluate: -n {args.n} held-out images and no --images files")
     calibration = float(getattr(model, "calibration", 1.0))
     if args.calibration_n > 0:
         cal_images, _ = E.heldout_images(args.calibration_n, args.size, E.CALIBRATION_SEED,
@@ -180,31 +187,29 @@ def _evaluate(args: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"unknown baselines {unknown}; choose from {sorted(METHODS)}")
         methods = {k: METHODS[k] for k in args.baselines}
-    res = E.evaluate(model, images, counts=args.counts_per_intensity, coverages=covs,
-                     kinds=tuple(args.kinds), methods=methods, slow_n=args.slow_n,
-                     slow_size=args.slow_size, calibration=calibration,
-                     progress=not args.no_progress, ensemble=args.ensemble)
+    common = dict(coverages=covs, kinds=tuple(args.kinds), methods=methods,
+                  calibration=calibration, progress=not args.no_progress, ensemble=args.ensemble)
+    # Real files are their own truth (noise and all) and are scored noise-free, whole.
+    real_res = E.evaluate(model, real, counts=None, slow_n=0, **common) if real else None
+    real_desc = f"{len(real)} real file(s): " + ", ".join(p.name for p in args.images)
+    if args.n > 0:
+        images, desc = E.heldout_images(args.n, args.size, seed, args.pixel_range)
+        res = E.evaluate(model, images, counts=args.counts_per_intensity, slow_n=args.slow_n,
+                         slow_size=args.slow_size, **common)
+        if real_res is not None:
+            res["real"] = {"files": [str(p) for p in args.images],
+                           "sizes": sorted({r.shape for r in real}), **real_res}
+    else:
+        res, desc = real_res, real_desc
+        res["files"] = [str(p) for p in args.images]
     res["images"] = desc
-    if args.images:
-        real = []
-        for p in args.images:
-            d = read_image(p).data.astype(np.float64)
-            if d.ndim != 2:
-                raise ValueError(f"{p}: expected a 2-D image, got shape {list(d.shape)}")
-            real.append((d - d.min()) / max(np.ptp(d), 1e-12))
-        sizes = {r.shape for r in real}
-        res_real = [E.evaluate(model, r[None], counts=None, coverages=covs, kinds=tuple(args.kinds),
-                               slow_n=0, calibration=calibration, progress=False) for r in real]
-        res["real"] = {"files": [str(p) for p in args.images], "sizes": sorted(sizes),
-                       "rows": [dict(row, image=k) for k, rr in enumerate(res_real)
-                                for row in rr["rows"]]}
     path = E.save(res, args.out)
     E.plot(res, args.out)
-    print(f"held-out images: {desc}; calibration factor {calibration:.3f}")
+    print(f"images: {desc}; calibration factor {calibration:.3f}")
     print(E.format_summary(res))
-    if args.images:
-        print("\nreal images:")
-        print(E.format_summary({"rows": res["real"]["rows"]}))
+    if "real" in res:
+        print(f"\n{real_desc}:")
+        print(E.format_summary(res["real"]))
     print(f"\nresults: {path}")
     print(json.dumps({"plots": [str(p) for p in sorted(args.out.glob('*.png'))]}))
     return 0
