@@ -499,3 +499,23 @@ def test_whole_image_scans_serve_several_crops():
         R.CompletionData(images, R.path_bank(32), crops_per_scan=2, crop=16)[0]
     with pytest.raises(ValueError, match="crops_per_scan"):
         R.CompletionData(images, R.path_bank(64), crops_per_scan=2)
+
+
+def test_contrast_inverted_examples():
+    """``invert_fraction``: that share of scans sees 1 - image (bright-field-like contrast);
+    at 0 the example sequence is the one runs made before the option existed."""
+    from em_accel.models import completion_recipe as R
+
+    images = 0.3 * np.stack([_lattice(32, s) for s in range(2)]).astype(np.float32)
+    bank = R.path_bank(32)
+    plain = R.CompletionData(images, bank)
+    zero = R.CompletionData(images, bank, invert_fraction=0.0)
+    assert all(torch.equal(plain[i]["x"], zero[i]["x"]) for i in range(4))
+    inverted = R.CompletionData(images, bank, invert_fraction=1.0)
+    assert all(float(inverted[i]["clean"].mean()) > 0.6 > 0.4 > float(plain[i]["clean"].mean())
+               for i in range(6))
+    half = R.CompletionData(images, bank, invert_fraction=0.5)
+    means = [float(half[i]["clean"].mean()) for i in range(40)]
+    assert 8 < sum(m > 0.5 for m in means) < 32
+    with pytest.raises(ValueError, match="invert_fraction"):
+        R.CompletionData(images, bank, invert_fraction=1.5)

@@ -109,13 +109,21 @@ class CompletionData:
     infilled and ``crops_per_scan`` consecutive examples cut from it (``bank`` at the image
     size). The second is what inference sees: the Fourier infill of a whole 512^2 scan is far
     better than that of a 128^2 one, so a network trained on small scans learns to distrust it.
+
+    ``invert_fraction``: this fraction of images is scanned as 1 - image (dark atoms on a
+    bright background, as in bright-field and annular bright-field STEM, which the HAADF
+    cache does not hold).
     """
 
     def __init__(self, images: np.ndarray, bank: list, seed: int = TRAIN_SEED,
                  unknown_kind_fraction: float = 0.1,
                  kind_probs: tuple[float, ...] | None = None, fourier: bool = False,
-                 crops_per_scan: int = 0, crop: int | None = None) -> None:
+                 crops_per_scan: int = 0, crop: int | None = None,
+                 invert_fraction: float = 0.0) -> None:
         self.images, self.bank, self.seed, self.fourier = images, bank, seed, fourier
+        if not 0.0 <= invert_fraction <= 1.0:
+            raise ValueError(f"invert_fraction must be in [0, 1], got {invert_fraction}")
+        self.invert_fraction = invert_fraction
         if crops_per_scan < 0 or (crops_per_scan and not crop):
             raise ValueError(f"crops_per_scan must be >= 0 and needs a crop size, got "
                              f"{crops_per_scan}, {crop}")
@@ -155,6 +163,8 @@ class CompletionData:
         counts = None if rng.random() < NOISE_FREE_FRACTION else \
             float(np.exp(rng.uniform(np.log(COUNTS[0]), np.log(COUNTS[1]))))
         image = self.images[rng.integers(len(self.images))]
+        if self.invert_fraction and rng.random() < self.invert_fraction:  # no draw at 0: the
+            image = 1.0 - image.astype(np.float32)                        # old runs' sequence
         s = path.shape[0]
         if whole and s != image.shape[-1]:
             raise ValueError(f"whole-image scans need a path bank at the image size "
@@ -269,7 +279,8 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
         lr: float, n_val: int, threads: int | None, adversarial: bool = False, progress: bool = True,
         crop: int | None = None, warmup: int = 50, loss: str = "mse",
         kind_probs: tuple[float, ...] | None = None, seed: int = TRAIN_SEED,
-        fourier_input: str | None = None, crops_per_scan: int = 0) -> dict:
+        fourier_input: str | None = None, crops_per_scan: int = 0,
+        invert_fraction: float = 0.0) -> dict:
     from ..train.alrc import ALRC
     from ..train.checkpoint import load_checkpoint, save_checkpoint, save_weights
     from .completion import load_weights
@@ -292,7 +303,8 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
         model = model.with_fourier_input(fourier_input).train()
     model = model.to(device)
     data = CompletionData(train_images, bank, seed=seed, kind_probs=kind_probs,
-                          fourier=model.uses_fourier, crops_per_scan=crops_per_scan, crop=crop)
+                          fourier=model.uses_fourier, crops_per_scan=crops_per_scan, crop=crop,
+                          invert_fraction=invert_fraction)
     val = validation_examples(val_images, bank, n_val, model.uses_fourier, crops_per_scan, crop)
     if loss not in ("mse", "relative"):
         raise ValueError(f"loss must be 'mse' or 'relative', got {loss!r}")
@@ -324,9 +336,10 @@ def run(out: Path, steps: int, batch: int, size: int, cache: str | Path | list |
         "loss": loss, "kind_probs": list(kind_probs) if kind_probs else None,
         "in_channels": model.config["in_channels"], "base_channel": model.config["base_channel"],
         "gate": model.config["gate"],
-        "crops_per_scan": crops_per_scan,
+        "crops_per_scan": crops_per_scan, "invert_fraction": invert_fraction,
         "data": f"clean micrographs, random {crop} px crops"
                 + (f" ({crops_per_scan} per whole-image scan)" if crops_per_scan else "")
+                + (f", {100 * invert_fraction:.0f}% contrast-inverted" if invert_fraction else "")
                 + ", dihedral, spiral/gridlike/grid "
                 f"at coverage 1/100-1/10, Poisson {COUNTS[0]:g}-{COUNTS[1]:g} counts per unit "
                 f"intensity ({100 * NOISE_FREE_FRACTION:.0f}% noise-free)",
@@ -396,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="scan and infill each whole image (paths at --size) and cut K "
                         "consecutive examples from it, as inference sees a whole scan "
                         "(default 0: scan each crop on its own)")
+    p.add_argument("--invert-fraction", type=float, default=0.0, metavar="P",
+                   help="scan this fraction of images contrast-inverted (1 - image: bright-"
+                        "field-like, dark atoms on a bright background)")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="then fit the uncertainty calibration on N held-out images (stored in "
                         "the weights)")
@@ -405,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = run(a.out, a.steps, a.batch, a.size, a.cache, a.seconds, a.init, a.device,
               tuple(a.widths), a.lr, a.n_val, a.threads, a.adversarial, not a.no_progress,
               a.crop, a.warmup, a.loss, tuple(a.kind_probs) if a.kind_probs else None, a.seed,
-              a.fourier_input, a.crops_per_scan)
+              a.fourier_input, a.crops_per_scan, a.invert_fraction)
     print(json.dumps(rec["runs"][-1], indent=2))
     if a.calibrate:
         from .completion_eval import calibrate_weights
