@@ -166,6 +166,41 @@ def test_evaluate_dose_suite_command(tmp_path, capsys):
     assert "| Gaussian (oracle σ) |" in out and "95 %" in out
 
 
+def test_evaluate_dose_on_real_file_tiles(tmp_path):
+    """``--images``: a real frame's non-overlapping tiles are the references; ``-n 0`` scores
+    only them; a frame smaller than a tile and nothing to score are named errors."""
+    import json
+
+    import tifffile
+
+    from em_accel.cli import main
+    from em_accel.models.evaluate_dose import real_image_tiles
+
+    rng = np.random.default_rng(0)
+    frame = (1e4 + 3e3 * rng.random((100, 150))).astype(np.float32)
+    tifffile.imwrite(tmp_path / "frame.tif", frame)
+    tiles = real_image_tiles([tmp_path / "frame.tif"], 48)
+    assert len(tiles) == 2 * 3 and all(t[2].shape == (48, 48) for t in tiles)
+    assert min(t[2].min() for t in tiles) >= 0 and max(t[2].max() for t in tiles) <= 1
+    np.testing.assert_allclose(tiles[1][2], (frame[:48, 48:96] - frame.min()) / np.ptp(frame),
+                               rtol=1e-5)
+    assert tiles[0][:2] == ("real:frame.tif", "stem")
+    with pytest.raises(ValueError, match="smaller than"):
+        real_image_tiles([tmp_path / "frame.tif"], 128)
+    torch.manual_seed(0)
+    model = ConditionedUNet((4, 8), 1)
+    w = tmp_path / "w.safetensors"
+    save_weights(w, model, model.config, dtype=torch.float16)
+    assert main(["evaluate", "denoise", "--weights", str(w), "-n", "0", "--size", "48",
+                 "--images", str(tmp_path / "frame.tif"), "--doses", "low", "--methods",
+                 "Gaussian (oracle σ)", "noisy input", "--out", str(tmp_path / "ev"),
+                 "--no-progress"]) == 0
+    rec = json.loads((tmp_path / "ev" / "denoise_dose_eval.json").read_text())
+    assert rec["real_tiles"] == 6 and rec["result"]["low"]["kinds"] == ["real:frame.tif/stem"] * 6
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        main(["evaluate", "denoise", "--weights", str(w), "-n", "0", "--out", str(tmp_path)])
+
+
 def test_paired_intervals():
     from em_accel.models.evaluate_dose import interval95, paired
 

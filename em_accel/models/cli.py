@@ -95,6 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "PATH for both doses, or LOW_PATH:HIGH_PATH")
     e.add_argument("--out", type=Path, default=Path("denoise_eval"), help="results directory")
     e.add_argument("--seed", type=int, default=None, help="held-out seed (default 2000)")
+    e.add_argument("--images", nargs="*", type=Path, default=[], metavar="FILE",
+                   help="'dose': also score non-overlapping --size tiles of these real "
+                        "micrographs, each taken as the clean reference (its own noise "
+                        "included) and acquired at every dose regime")
+    e.add_argument("--modality", default="stem", choices=["stem", "tem"],
+                   help="'dose': how --images are acquired (STEM: scan noise and jitter)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_evaluate)
 
@@ -289,7 +295,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _evaluate_dose(args: argparse.Namespace) -> int:
     from .conditioned import load_conditioned
     from .evaluate_dose import (atrous_method, bm3d_oracle, classical_methods,
-                                conditioned_methods, evaluate, heldout_images, report)
+                                conditioned_methods, evaluate, heldout_images,
+                                real_image_tiles, report)
 
     n = 16 if args.n is None else args.n
     size = 128 if args.size is None else args.size
@@ -309,11 +316,16 @@ def _evaluate_dose(args: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {sorted(methods)}")
         methods = {k: v for k, v in methods.items() if k in args.methods}
-    images = heldout_images(n, size, seed)
+    real = real_image_tiles(args.images, size, args.modality) if args.images else []
+    if n < 0 or (n == 0 and not real):
+        raise ValueError(f"nothing to evaluate: -n {n} held-out images and no --images files")
+    images = (heldout_images(n, size, seed) if n else []) + real
     result = evaluate(methods, images, tuple(args.doses), seed + 2000, not args.no_progress)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "denoise_dose_eval.json"
-    path.write_text(json.dumps({"n": n, "size": size, "seed": seed, "result": result}, indent=1))
+    path.write_text(json.dumps({"n": n, "size": size, "seed": seed, "result": result,
+                                "real_files": [str(p) for p in args.images],
+                                "real_tiles": len(real)}, indent=1))
     text = report(result, f"{net} (estimated noise)", list(classical))
     (args.out / "denoise_dose_eval.md").write_text(text + "\n")
     print(text)
