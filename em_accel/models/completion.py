@@ -470,7 +470,7 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
                   counts_per_intensity: float | None = None, seed: int = 0,
                   model: PartialScanCompleter | None = None, tile: int = 512, margin: int = 32,
                   device: str | torch.device | None = None, progress: bool = True,
-                  ensemble: bool = False) -> CompletionResult:
+                  ensemble: bool = False, dark_atoms: bool = False) -> CompletionResult:
     """Complete a partial scan with one call (any image size, CPU or CUDA).
 
     Two ways in:
@@ -496,6 +496,10 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
         ensemble: average the network over the 8 flips/rotations of the scan (8x the time;
             about 2% lower RMS error on held-out images, see docs/complete.md). The
             uncertainty is the single pass's calibration applied to the ensemble's scale.
+        dark_atoms: the image shows atoms dark on a bright background (bright-field or
+            annular bright-field STEM): the network, trained on HAADF contrast, completes the
+            scan's values mirrored about their range (max + min - value) and the result is
+            mirrored back; the uncertainty is unchanged.
 
     Raises:
         ImageShapeError, NonFiniteImageError, CoverageRangeError, UnknownPathKindError,
@@ -537,8 +541,13 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     check_coverage(cov)
     if model is None:
         model = load_pretrained("completion")
+    pivot = float(values[m].max() + values[m].min()) if dark_atoms else None
+    if pivot is not None:
+        values = np.where(m, pivot - values, 0.0)
     completion, scale = run_network(model, values, m, kind, tile=tile, margin=margin,
                                     device=device, ensemble=ensemble)
+    if pivot is not None:
+        completion, values = pivot - completion, np.where(m, pivot - values, 0.0)
     uncertainty = float(getattr(model, "calibration", 1.0)) * Z90 * scale
     return CompletionResult(completion.astype(np.float32), uncertainty.astype(np.float32),
                             values.astype(np.float32), m, cov, kind)

@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble", action="store_true",
                    help="average the network over the 8 flips/rotations (8x the time, ~2%% "
                         "lower error)")
+    p.add_argument("--dark-atoms", action="store_true",
+                   help="atoms are dark on a bright background (bright-field or annular "
+                        "bright-field STEM): complete the mirrored contrast the network was "
+                        "trained on and mirror back")
     p.set_defaults(func=_complete)
 
     e = _evaluate_subparsers(subparsers).add_parser(
@@ -132,7 +136,7 @@ def _complete(args: argparse.Namespace) -> int:
         res = complete_scan(mic.data, mask=mask, kind=None if kind == "unknown" else kind,
                             coverage=args.coverage, counts_per_intensity=args.counts_per_intensity,
                             seed=args.seed, model=model, device=args.device,
-                            ensemble=args.ensemble)
+                            ensemble=args.ensemble, dark_atoms=args.dark_atoms)
         suffix = path.suffix.lower() if args.format == "same" else "." + args.format
         if suffix not in WRITE_SUFFIXES:
             suffix = ".tif"
@@ -140,7 +144,7 @@ def _complete(args: argparse.Namespace) -> int:
                              "model": args.model, "path_kind": kind,
                              "coverage": round(res.coverage, 6),
                              "counts_per_intensity": args.counts_per_intensity,
-                             "dihedral_ensemble": args.ensemble,
+                             "dihedral_ensemble": args.ensemble, "dark_atoms": args.dark_atoms,
                              "mask": str(args.mask) if args.mask else None,
                              "source": str(path), "source_format": mic.format},
                 "source_metadata": mic.metadata}
