@@ -306,6 +306,20 @@ def test_cli_evaluate_complete_on_real_files_only(tmp_path):
     assert "real file" in res["images"]
     with pytest.raises(ValueError, match="nothing to evaluate"):
         main(["evaluate", "complete", "-n", "0", "--model", str(w), "--out", str(out)])
+    # --dark-atoms scores the mirrored frame, as complete_scan(dark_atoms=True) completes it
+    frame = 900 * _smooth(40, 8)
+    np.save(tmp_path / "mirrored.npy", frame.max() + frame.min() - frame)
+    common = ["--coverages", "0.1", "--kinds", "grid", "--baselines", "delaunay",
+              "--calibration-n", "0", "--model", str(w), "--no-progress"]
+    assert main(["evaluate", "complete", "-n", "0", "--images", str(tmp_path / "a.tif"),
+                 "--dark-atoms", "--out", str(tmp_path / "d1")] + common) == 0
+    assert main(["evaluate", "complete", "-n", "0", "--images", str(tmp_path / "mirrored.npy"),
+                 "--out", str(tmp_path / "d2")] + common) == 0
+    d1, d2 = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("d1", "d2"))
+    assert "dark atoms" in d1["images"]
+    assert [r["rms"] for r in d1["rows"]] == pytest.approx([r["rms"] for r in d2["rows"]], rel=1e-5)
+    with pytest.raises(ValueError, match="dark-atoms"):
+        main(["evaluate", "complete", "-n", "1", "--dark-atoms", "--out", str(out)] + common)
 
 
 def test_adversarial_fine_tuning_runs_and_resumes(tmp_path):

@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "[LO, HI] Å/px (default: atomic resolution, 0.05-0.45)")
     e.add_argument("--images", nargs="*", type=Path, default=[],
                    help="also score these real micrograph files (2-D), as their own truth")
+    e.add_argument("--dark-atoms", action="store_true",
+                   help="the --images files show dark atoms (bright-field, ABF): score them as "
+                        "'em-accel complete --dark-atoms' completes them")
     e.add_argument("--counts-per-intensity", type=float, default=None,
                    help="shot noise of the sparse scans (default: none)")
     e.add_argument("--coverages", type=float, nargs="*", default=None,
@@ -174,7 +177,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         d = read_image(p).data.astype(np.float64)
         if d.ndim != 2:
             raise ValueError(f"{p}: expected a 2-D image, got shape {list(d.shape)}")
-        real.append((d - d.min()) / max(np.ptp(d), 1e-12))
+        d = (d - d.min()) / max(np.ptp(d), 1e-12)
+        # The network sees the mirrored scan (complete_scan(dark_atoms=True)); every metric and
+        # baseline here is unchanged by the mirror, so the mirrored file is scored as it is.
+        real.append(1.0 - d if args.dark_atoms else d)
+    if args.dark_atoms and not real:
+        raise ValueError("--dark-atoms applies to --images files; none given")
     if args.n < 0 or (args.n == 0 and not real):
         raise ValueError(f"nothing to evaluate: -n {args.n} held-out images and no --images files")
     calibration = float(getattr(model, "calibration", 1.0))
@@ -195,7 +203,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                   calibration=calibration, progress=not args.no_progress, ensemble=args.ensemble)
     # Real files are their own truth (noise and all) and are scored noise-free, whole.
     real_res = E.evaluate(model, real, counts=None, slow_n=0, **common) if real else None
-    real_desc = f"{len(real)} real file(s): " + ", ".join(p.name for p in args.images)
+    real_desc = (f"{len(real)} real file(s){' (dark atoms, mirrored)' if args.dark_atoms else ''}: "
+                 + ", ".join(p.name for p in args.images))
     if args.n > 0:
         images, desc = E.heldout_images(args.n, args.size, seed, args.pixel_range)
         res = E.evaluate(model, images, counts=args.counts_per_intensity, slow_n=args.slow_n,
