@@ -542,12 +542,11 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     if model is None:
         model = load_pretrained("completion")
     pivot = float(values[m].max() + values[m].min()) if dark_atoms else None
-    if pivot is not None:
-        values = np.where(m, pivot - values, 0.0)
-    completion, scale = run_network(model, values, m, kind, tile=tile, margin=margin,
+    seen = values if pivot is None else np.where(m, pivot - values, 0.0)
+    completion, scale = run_network(model, seen, m, kind, tile=tile, margin=margin,
                                     device=device, ensemble=ensemble)
     if pivot is not None:
-        completion, values = pivot - completion, np.where(m, pivot - values, 0.0)
+        completion = pivot - completion
     uncertainty = float(getattr(model, "calibration", 1.0)) * Z90 * scale
     return CompletionResult(completion.astype(np.float32), uncertainty.astype(np.float32),
                             values.astype(np.float32), m, cov, kind)
