@@ -259,6 +259,16 @@ def _read_by_suffix(path: Path, suffix: str) -> Micrograph:
     return Micrograph(np.load(path, allow_pickle=False), None, {}, str(path), "numpy")  # .npy
 
 
+def read_unit_range(path: str | Path) -> np.ndarray:
+    """A 2-D micrograph as float64, min-max scaled to [0, 1] (how evaluations take a real frame
+    as its own truth). Raises ValueError for a stack or any other rank, and what
+    :func:`read_image` raises."""
+    d = np.asarray(read_image(path).data, np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D image, got shape {list(d.shape)}")
+    return (d - d.min()) / max(float(np.ptp(d)), 1e-12)
+
+
 def write_image(path: str | Path, data: np.ndarray, pixel_size: float | None = None,
                 metadata: dict[str, Any] | None = None) -> Path:
     """Write ``data`` [H, W] or [N, H, W] with its pixel size [Å] and metadata.

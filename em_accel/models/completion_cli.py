@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import WRITE_SUFFIXES, read_image, write_image
+from ..io import WRITE_SUFFIXES, read_image, read_unit_range, write_image
 from .cli import _evaluate_subparsers
 
 
@@ -172,15 +172,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = _model(args.model)
     covs = tuple(args.coverages) if args.coverages else E.COVERAGES
     seed = E.HELDOUT_SEED if args.seed is None else args.seed
-    real = []
-    for p in args.images:
-        d = read_image(p).data.astype(np.float64)
-        if d.ndim != 2:
-            raise ValueError(f"{p}: expected a 2-D image, got shape {list(d.shape)}")
-        d = (d - d.min()) / max(np.ptp(d), 1e-12)
-        # The network sees the mirrored scan (complete_scan(dark_atoms=True)); every metric and
-        # baseline here is unchanged by the mirror, so the mirrored file is scored as it is.
-        real.append(1.0 - d if args.dark_atoms else d)
+    # With --dark-atoms the network sees the mirrored scan (complete_scan(dark_atoms=True));
+    # every metric and baseline here is unchanged by the mirror, so the mirrored file is scored.
+    real = [read_unit_range(p) for p in args.images]
+    real = [1.0 - d for d in real] if args.dark_atoms else real
     if args.dark_atoms and not real:
         raise ValueError("--dark-atoms applies to --images files; none given")
     if args.n < 0 or (args.n == 0 and not real):

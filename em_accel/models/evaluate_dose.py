@@ -279,18 +279,15 @@ def real_image_tiles(paths: list, size: int = 128, modality: str = "stem"
     """
     from pathlib import Path
 
-    from ..io import read_image
+    from ..io import read_unit_range
 
     if modality not in ("stem", "tem"):
         raise ValueError(f"modality must be 'stem' or 'tem', got {modality!r}")
     out = []
     for path in paths:
-        d = np.asarray(read_image(path).data, np.float64)
-        if d.ndim != 2:
-            raise ValueError(f"{path}: expected a 2-D image, got shape {list(d.shape)}")
+        d = read_unit_range(path)
         if min(d.shape) < size:
             raise ValueError(f"{path}: image {list(d.shape)} is smaller than one {size} px tile")
-        d = (d - d.min()) / max(float(np.ptp(d)), 1e-12)
         for y in range(0, d.shape[0] - size + 1, size):
             for x in range(0, d.shape[1] - size + 1, size):
                 out.append((f"real:{Path(path).name}", modality,
