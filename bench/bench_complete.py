@@ -6,7 +6,9 @@ Rows, all in one process on the same image and masks:
   network, a spiral path at 1/17.9 and 1/87 coverage: ``cold`` includes triangulating the
   mask (first image of a path), ``cached`` reuses it (every later image of the same path);
   ``8x ensemble`` is the dihedral self-ensemble (``ensemble=True``); ``network`` is the forward
-  pass alone.
+  pass alone (all with ``prior="network"``). The default ``prior="auto"`` rows: on the
+  synthetic micrograph (no crystal: the lattice check, then the network) and on a held-out
+  crystal (the fitted lattice completes it, no network).
 - ``baseline``: the same for nearest-neighbour infill, Delaunay-linear (cold and cached),
   Delaunay + blur, wavelet and Fourier compressive sensing (the latter is also the network's
   fifth input, so it is part of the ``complete`` rows) and scikit-image biharmonic inpainting
@@ -41,15 +43,27 @@ def _image(size: int = 512) -> np.ndarray:
     return synthetic_micrograph(size, 0)
 
 
+def _crystal(size: int = 512) -> np.ndarray:
+    """A held-out atomic-resolution HAADF image of a crystal (the lattice prior accepts it)."""
+    from em_accel.data.micrographs import micrograph
+
+    return micrograph(size, "haadf", seed=(7100, 0), split="heldout").image
+
+
+def _scan(img: np.ndarray, kind: str, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+    r = partial_scan(torch.from_numpy(img.astype(np.float64)),
+                     make_path(kind, img.shape, coverage)).raster
+    return r.image.numpy(), r.mask.numpy() > 0
+
+
 def _cpu_rows(quick: bool) -> list[dict]:
     rows = []
     img = _image()
+    crystal = _crystal()
     model = _model("cpu")
     reps = 2 if quick else 5
     for cov in (1 / 17.9, 1 / 87.0):
-        path = make_path("spiral", img.shape, cov)
-        r = partial_scan(torch.from_numpy(img.astype(np.float64)), path).raster
-        v, m = r.image.numpy(), r.mask.numpy() > 0
+        v, m = _scan(img, "spiral", cov)
         label = f"spiral 1/{1 / cov:.1f}"
 
         def cold(fn):
@@ -58,9 +72,14 @@ def _cpu_rows(quick: bool) -> list[dict]:
                 fn()
             return run
 
-        full = lambda: C.complete_scan(v, mask=m, kind="spiral", model=model)  # noqa: E731
+        full = lambda: C.complete_scan(v, mask=m, kind="spiral", model=model,  # noqa: E731
+                                       prior="network")
         ens = lambda: C.complete_scan(v, mask=m, kind="spiral", model=model,  # noqa: E731
-                                      ensemble=True)
+                                      ensemble=True, prior="network")
+        auto = lambda: C.complete_scan(v, mask=m, kind="spiral", model=model)  # noqa: E731
+        cv, cm = _scan(crystal, "spiral", cov)
+        auto_crystal = lambda: C.complete_scan(cv, mask=cm, kind="spiral",  # noqa: E731
+                                               model=model)
         inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float(),
                                   fourier=model.uses_fourier)
         cond = C.conditioning(torch.tensor([float(m.mean())]), torch.tensor([0]))
@@ -72,6 +91,12 @@ def _cpu_rows(quick: bool) -> list[dict]:
                                ("network: complete_scan, cached path", full, "complete"),
                                ("network: complete_scan, cached, 8x ensemble", ens, "complete"),
                                ("network: forward only", net, "complete"),
+                               ("default prior='auto', no crystal: lattice check + network",
+                                auto, "complete"),
+                               ("default prior='auto', crystal: the lattice completes it",
+                                auto_crystal, "complete"),
+                               ("lattice fit alone (em_accel.scan.lattice), no crystal",
+                                lambda: B.lattice(v, m), "baseline"),
                                ("nearest", lambda: B.nearest(v, m), "baseline"),
                                ("delaunay, cold", cold(lambda: B.delaunay(v, m)), "baseline"),
                                ("delaunay, cached path", lambda: B.delaunay(v, m), "baseline"),

@@ -301,7 +301,7 @@ def test_cli_evaluate_complete_on_real_files_only(tmp_path):
                  "--baselines", "delaunay", "--calibration-n", "0", "--ensemble",
                  "--model", str(w), "--out", str(out), "--no-progress"]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert {r["method"] for r in res["rows"]} == {"network", "network-ens8", "delaunay"}
+    assert {r["method"] for r in res["rows"]} == {"network", "network-ens8", "delaunay", "auto"}
     assert {r["image"] for r in res["rows"]} == {0, 1} and len(res["files"]) == 2
     assert "real file" in res["images"]
     with pytest.raises(ValueError, match="nothing to evaluate"):

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..scan.lattice import LatticeFit
+
 #: Path kinds the network is conditioned on (index = its one-hot position); others: "unknown".
 KINDS = ("spiral", "gridlike", "grid")
 #: Supported coverage range (fraction of pixels sampled): 1/125 ... 1/8.
@@ -56,6 +58,12 @@ GATE_START = -4.0
 Z90 = math.log(10.0)
 
 PRETRAINED = "completion_small.safetensors"
+#: ``prior`` choices of :func:`complete_scan`; path kinds "auto" tries a lattice on.
+PRIORS = ("auto", "network", "lattice")
+LATTICE_KINDS = ("spiral", "grid")
+#: "auto" completes with an accepted lattice only where its held-out mean |error| is at most
+#: this fraction of the network's predicted mean |error| (see :func:`prefer_lattice`).
+LATTICE_ERROR_RATIO = 0.75
 
 
 class CompletionInputError(ValueError):
@@ -410,12 +418,55 @@ def count_flops(model: nn.Module, x: torch.Tensor, *args) -> int:
 class CompletionResult(NamedTuple):
     """A completed scan, all [H, W] float32 in the input's intensity units."""
 
-    completion: np.ndarray   # the network's estimate of the full image
+    completion: np.ndarray   # the estimate of the full image
     uncertainty: np.ndarray  # half-width of its calibrated 90% interval (|error| < this at 90%)
     sparse: np.ndarray       # the sampled values (0 where not sampled)
     mask: np.ndarray         # bool, True where sampled
     coverage: float          # fraction of pixels sampled
     kind: str | None         # path kind the network was told (None: unknown)
+    method: str = "network"  # what completed it: "network" or "lattice" (see ``prior``)
+    lattice: LatticeFit | None = None  # the lattice fit, where one was made
+
+
+def prefer_lattice(fit: LatticeFit, scale: np.ndarray) -> bool:
+    """Whether an accepted lattice fit should complete the scan instead of the network: its
+    mean |error| on the held-out tiles is at most :data:`LATTICE_ERROR_RATIO` of the mean
+    |error| the network predicts for itself (its calibrated Laplace scale ``scale`` [H, W],
+    the values' units). On dense scans of an imperfect crystal the network is the better
+    estimate (measured in docs/complete.md)."""
+    return fit.validation_mae <= LATTICE_ERROR_RATIO * float(np.mean(scale))
+
+
+class NoLatticeError(CompletionInputError):
+    """``prior="lattice"`` but the samples show no two independent periodicities."""
+
+
+def lattice_prior(values: np.ndarray, mask: np.ndarray, kind: str | None, prior: str,
+                  seed: int = 0) -> LatticeFit | None:
+    """The lattice fit that completes the scan instead of the network, or None for the network.
+
+    ``prior``: "network" (never a lattice), "lattice" (always; :class:`NoLatticeError` if none
+    is found) or "auto": a lattice for spiral and grid scans whose fit explains at least
+    :data:`em_accel.scan.lattice.R2_MIN` of the samples' variance, on all samples and on
+    held-out tiles (a crystal: the periodic fit recovers atomic columns in gaps the network
+    cannot fill); :func:`complete_scan` then still runs the network and keeps the lattice only
+    if :func:`prefer_lattice`. Jittered gridlike paths are left to the network: their parallel lines alias
+    the lattice along their normal, and held-out tiles on the same lines cannot tell (measured
+    in docs/complete.md).
+    """
+    from ..scan.lattice import fit_lattice
+
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    if prior == "network" or (prior == "auto" and kind not in LATTICE_KINDS):
+        return None
+    fit = fit_lattice(values, mask, seed=seed)
+    if prior == "lattice":
+        if fit is None:
+            raise NoLatticeError("no lattice found in the samples (too few samples or no two "
+                                 "independent periodic peaks)")
+        return fit
+    return fit if fit is not None and fit.accepted() else None
 
 
 class _Packed(nn.Module):
@@ -470,7 +521,8 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
                   counts_per_intensity: float | None = None, seed: int = 0,
                   model: PartialScanCompleter | None = None, tile: int = 512, margin: int = 32,
                   device: str | torch.device | None = None, progress: bool = True,
-                  ensemble: bool = False, dark_atoms: bool = False) -> CompletionResult:
+                  ensemble: bool = False, dark_atoms: bool = False,
+                  prior: str = "auto") -> CompletionResult:
     """Complete a partial scan with one call (any image size, CPU or CUDA).
 
     Two ways in:
@@ -500,10 +552,17 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
             annular bright-field STEM): the network, trained on HAADF contrast, completes the
             scan's values mirrored about their range (max + min - value) and the result is
             mirrored back; the uncertainty is unchanged.
+        prior: "auto" (default): a spiral or grid scan of a crystal is completed by a periodic
+            lattice fitted to its samples (:mod:`em_accel.scan.lattice`) when that fit explains
+            at least 90% of the samples' variance, on all samples and on held-out tiles, and its
+            held-out error is at most 0.75 of the error the network predicts for itself; any
+            other scan by the network. "network": always the network. "lattice": always the
+            lattice fit (any path). The result's ``method`` says which ran; a lattice
+            completion's uncertainty is uniform, from its error on the held-out tiles.
 
     Raises:
         ImageShapeError, NonFiniteImageError, CoverageRangeError, UnknownPathKindError,
-        em_accel.scan.interpolate.EmptyMaskError (named ValueErrors).
+        NoLatticeError, em_accel.scan.interpolate.EmptyMaskError (named ValueErrors).
     """
     from ..scan import make_path, partial_scan
     from ..scan.interpolate import EmptyMaskError
@@ -539,6 +598,16 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
         values = np.where(m, arr, 0.0)
     cov = float(m.mean())
     check_coverage(cov)
+    fit = lattice_prior(values, m, kind, prior, seed=seed)
+
+    def lattice_result() -> CompletionResult:
+        # Laplace scale from the held-out tiles' mean |error|: half-width ln(10) b at 90%.
+        uncertainty = np.full(m.shape, Z90 * fit.validation_mae, np.float32)
+        return CompletionResult(fit.render().astype(np.float32), uncertainty,
+                                values.astype(np.float32), m, cov, kind, "lattice", fit)
+
+    if fit is not None and prior == "lattice":
+        return lattice_result()
     if model is None:
         model = load_pretrained("completion")
     pivot = float(values[m].max() + values[m].min()) if dark_atoms else None
@@ -547,6 +616,8 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
                                     device=device, ensemble=ensemble)
     if pivot is not None:
         completion = pivot - completion
-    uncertainty = float(getattr(model, "calibration", 1.0)) * Z90 * scale
-    return CompletionResult(completion.astype(np.float32), uncertainty.astype(np.float32),
-                            values.astype(np.float32), m, cov, kind)
+    scale = float(getattr(model, "calibration", 1.0)) * scale
+    if fit is not None and prefer_lattice(fit, scale):
+        return lattice_result()
+    return CompletionResult(completion.astype(np.float32), (Z90 * scale).astype(np.float32),
+                            values.astype(np.float32), m, cov, kind, "network", fit)

@@ -13,7 +13,9 @@ the values' units):
   geometrically decreasing threshold, started from the Delaunay-linear image;
 * ``fourier-cs``: compressive sensing with a Fourier sparsity prior (a crystal's lattice),
   iterative hard thresholding started from the Delaunay-linear image
-  (:func:`em_accel.scan.fourier_infill.fourier_infill`; fast, about 0.2 s per 512^2).
+  (:func:`em_accel.scan.fourier_infill.fourier_infill`; fast, about 0.2 s per 512^2);
+* ``lattice``: the periodic lattice fitted to the samples (:mod:`em_accel.scan.lattice`),
+  whether or not it explains them; Delaunay-linear where no lattice is found.
 """
 from __future__ import annotations
 
@@ -90,6 +92,15 @@ def fourier_cs(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return fourier_infill(v, torch.from_numpy(mask), start).double().numpy()
 
 
+def lattice(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The fitted lattice, accepted or not (Delaunay-linear if none is found)."""
+    from ..scan.lattice import fit_lattice
+
+    fit = fit_lattice(values, np.asarray(mask, bool))
+    return delaunay(values, mask) if fit is None else fit.render()
+
+
 METHODS: dict[str, Method] = {"nearest": nearest, "delaunay": delaunay,
                               "delaunay+blur": delaunay_blur, "biharmonic": biharmonic,
-                              "wavelet-cs": wavelet_cs, "fourier-cs": fourier_cs}
+                              "wavelet-cs": wavelet_cs, "fourier-cs": fourier_cs,
+                              "lattice": lattice}

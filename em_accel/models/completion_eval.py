@@ -119,13 +119,20 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
              coverages=COVERAGES, kinds=KINDS, methods: dict | None = None,
              slow_methods: tuple[str, ...] = ("biharmonic", "wavelet-cs"), slow_n: int = 2,
              slow_size: int = 256, calibration: float = 1.0, progress: bool = True,
-             ensemble: bool = False) -> dict:
+             ensemble: bool = False, auto: bool = True) -> dict:
     """Score every method on every (image, kind, coverage). Slow methods run on the first
     ``slow_n`` images, centre-cropped to ``slow_size`` (all methods are also scored on those
     crops, rows marked ``crop``, so paired comparisons stay like for like). ``ensemble``: also
-    score the network's 8-fold dihedral self-ensemble (method ``network-ens8``, full images)."""
+    score the network's 8-fold dihedral self-ensemble (method ``network-ens8``, full images).
+    ``auto``: also score what :func:`~em_accel.models.completion.complete_scan` does by default
+    (method ``auto``: the lattice prior where it is accepted, else the network), with its own
+    reliability (``reliability_auto``)."""
+    from .completion import lattice_prior, prefer_lattice
+
     methods = dict(baselines.METHODS if methods is None else methods)
     rows, rel = [], {p: [] for p in LEVELS}
+    rel_auto: dict = {p: [] for p in LEVELS}
+    chosen = []
     from tqdm.auto import tqdm
 
     jobs = [(i, k, c) for i in range(len(images)) for k in kinds for c in coverages]
@@ -152,6 +159,21 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
                 t0 = time.perf_counter()
                 outs["network-ens8"] = network_outputs(model, v, m, kind, ensemble=True)[0]
                 times["network-ens8"] = time.perf_counter() - t0
+            if auto:
+                t0 = time.perf_counter()
+                fit = lattice_prior(v, m, kind, "auto")
+                if fit is not None and not prefer_lattice(fit, calibration * b):
+                    fit = None
+                if fit is None:
+                    outs["auto"], half = mean, calibration * b
+                else:
+                    outs["auto"], half = fit.render(), np.full(m.shape, fit.validation_mae)
+                times["auto"] = time.perf_counter() - t0 + times["network"]
+                chosen.append({"image": i, "kind": kind, "coverage_nominal": c,
+                               "method": "network" if fit is None else "lattice"})
+                err = np.abs(outs["auto"] - img)
+                for p in LEVELS:
+                    rel_auto[p].append(float((err <= math.log(1 / (1 - p)) * half).mean()))
         for name, out in outs.items():
             rows.append(_row(name, i, kind, c, m, out, img, truth_blur, times[name], "full"))
         if i < slow_n:
@@ -171,8 +193,9 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
                     rows.append(_row("network", i, kind, c, mc, out, ic, baselines.blur(ic),
                                      time.perf_counter() - t0, "crop"))
     reliability = {str(p): float(np.mean(v)) for p, v in rel.items() if v}
-    return {"rows": rows, "reliability": reliability, "calibration": calibration,
-            "counts_per_intensity": counts}
+    reliability_auto = {str(p): float(np.mean(v)) for p, v in rel_auto.items() if v}
+    return {"rows": rows, "reliability": reliability, "reliability_auto": reliability_auto,
+            "auto_choices": chosen, "calibration": calibration, "counts_per_intensity": counts}
 
 
 def _row(name, i, kind, c, m, out, img, truth_blur, seconds, subset) -> dict:
@@ -241,7 +264,7 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
             for method, pts in sorted(ms.items()):
                 x, y, e = (np.array(t) for t in zip(*pts))
                 ax.errorbar(x, 100 * y, 100 * e, marker="o", ms=3, capsize=2, label=method,
-                            lw=2.2 if method == "network" else 1.0)
+                            lw=2.2 if method in ("network", "auto") else 1.0)
             if metric == "rms_blur" and kind in THESIS_POINTS:
                 tx, ty = zip(*THESIS_POINTS[kind])
                 ax.plot(tx, ty, "k*", ms=12, label="thesis (published)")
@@ -260,6 +283,9 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(4, 4))
         lv = sorted(float(k) for k in results["reliability"])
         ax.plot(lv, [results["reliability"][str(k)] for k in lv], "o-", label="network")
+        if results.get("reliability_auto"):
+            ax.plot(lv, [results["reliability_auto"][str(k)] for k in lv], "s-", ms=3,
+                    label="auto (network or lattice)")
         ax.plot([0.4, 1], [0.4, 1], "k--", lw=1, label="ideal")
         ax.set_xlabel("nominal interval level")
         ax.set_ylabel("fraction of held-out pixels inside")
@@ -287,7 +313,8 @@ def format_summary(results: dict) -> str:
                 lines.append(f"  {method:14s}"[:16] + " ".join(f"{scale * y:8.3f}" for _, y, _ in pts))
     for net, other, subset in (("network", "delaunay", "full"), ("network", "fourier-cs", "full"),
                                ("network", "wavelet-cs", "crop"),
-                               ("network-ens8", "network", "full")):
+                               ("network-ens8", "network", "full"),
+                               ("auto", "delaunay", "full"), ("auto", "network", "full")):
         pd = paired(results["rows"], net, other, "rms_blur", subset)
         if pd:
             lines.append(f"\npaired rms_blur difference {net} - {other} (%, mean ± SE, {net} "
@@ -299,6 +326,16 @@ def format_summary(results: dict) -> str:
     if results.get("reliability"):
         lines.append("\nreliability (nominal -> observed): " + ", ".join(
             f"{k}: {v:.3f}" for k, v in results["reliability"].items()))
+    if results.get("reliability_auto"):
+        lines.append("reliability of auto (nominal -> observed): " + ", ".join(
+            f"{k}: {v:.3f}" for k, v in results["reliability_auto"].items()))
+    if results.get("auto_choices"):
+        per: dict = {}
+        for ch in results["auto_choices"]:
+            per.setdefault((ch["kind"], ch["coverage_nominal"]), []).append(ch["method"])
+        lines.append("auto chose the lattice on (kind 1/coverage: n/N): " + ", ".join(
+            f"{k} 1/{1 / c:.0f}: {ms.count('lattice')}/{len(ms)}"
+            for (k, c), ms in sorted(per.items(), key=lambda kv: (kv[0][0], -kv[0][1]))))
     return "\n".join(lines)
 
 

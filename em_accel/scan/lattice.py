@@ -1,0 +1,427 @@
+"""Lattice prior for sparse scans of crystals: a periodic image fitted to the samples.
+
+A crystal imaged along a zone axis is, up to a slowly varying background, a sum of a few
+Fourier components on a 2-D reciprocal lattice. A sparse scan of many unit cells samples every
+part of the unit cell somewhere, so the periodic image can be fitted to the samples by least
+squares even where the scan leaves gaps far wider than the lattice spacing (a spiral at 1/87
+coverage leaves about 87 px between its arms; an atomic column spacing is often 10-40 px). No
+interpolator, network included, can recover the columns inside such a gap; the fitted lattice
+can.
+
+:func:`fit_lattice` finds the lattice from the samples alone:
+
+1. candidate reciprocal vectors are the strongest peaks of the spectra of the zero-filled
+   samples and of their Delaunay-linear interpolation (and half of the strongest, for a weak
+   fundamental under a strong second harmonic);
+2. every non-collinear pair of candidates, with harmonics up to 1-3 times its longer vector,
+   is fitted on the samples outside randomly chosen validation tiles and scored on the samples
+   inside them (spatial hold-out: a wrong or overfitted lattice fails to predict whole tiles);
+3. the best pair's vectors are refined by nonlinear least squares and scored again on the
+   validation tiles; the final fit uses every sample.
+
+The validation error is what a caller compares against any other completion of the same scan
+(see :func:`em_accel.models.completion.complete_scan`, ``prior="auto"``).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Harmonic cut-offs tried [cycles/px]: the sharper the atoms, the higher the useful one.
+CUTS = (0.06, 0.09, 0.13, 0.18, 0.25, 0.35)
+#: Candidate bases (ranked by the spectral peaks they index) fitted and scored per scan.
+PAIRS = 8
+#: Candidates whose held-out error is within this factor of the best count as ties, and the
+#: one with the fewest components wins (a supercell fits as well as the true cell, with more
+#: components).
+TIE = 1.01
+#: Variance a fit must explain, on all samples and on the held-out tiles, to be used
+#: (chosen on held-out simulated scans: every fit above it beat the network or tied; see
+#: docs/complete.md).
+R2_MIN = 0.9
+
+
+@dataclass(frozen=True)
+class LatticeFit:
+    """A periodic image fitted to sparse samples.
+
+    Attributes:
+        basis: [2, 2] reciprocal basis vectors, rows (f_row, f_col) [cycles/px].
+        harmonics: [M, 2] integer (h, k) of the fitted components h * b1 + k * b2.
+        coef: [6 + 2M] background (1, y, x, y², xy, x² over the image) then cosine and sine
+            coefficients, in the values' units.
+        shape: (H, W) of the image [px].
+        validation_rms: RMS error of the fit on the held-out validation tiles [values' units].
+        validation_mae: mean absolute error there [values' units].
+        validation_r2: fraction of the held-out samples' variance the fit predicts.
+        r2: fraction of the samples' variance the final fit explains.
+    """
+
+    basis: np.ndarray
+    harmonics: np.ndarray
+    coef: np.ndarray
+    shape: tuple[int, int]
+    validation_rms: float
+    validation_mae: float
+    validation_r2: float
+    r2: float
+
+    def accepted(self, r2_min: float = R2_MIN) -> bool:
+        """Whether the scan shows a crystal this fit describes: the fit explains at least
+        ``r2_min`` of the variance of the samples and of the held-out tiles' samples."""
+        return self.r2 >= r2_min and self.validation_r2 >= r2_min
+
+    @property
+    def periods(self) -> np.ndarray:
+        """Real-space lattice vectors [2, 2] (rows (dy, dx) [px]), dual to :attr:`basis`."""
+        return np.linalg.inv(self.basis).T
+
+    def render(self) -> np.ndarray:
+        """The fitted image [H, W] (float64, the values' units)."""
+        H, W = self.shape
+        out = np.empty((H, W))
+        rows = max(1, 2 ** 20 // max(W * (6 + 2 * len(self.harmonics)), 1))
+        xx = np.arange(W, dtype=np.float64)
+        for y0 in range(0, H, rows):
+            yy = np.arange(y0, min(H, y0 + rows), dtype=np.float64)
+            pos = np.stack(np.meshgrid(yy, xx, indexing="ij"), -1).reshape(-1, 2)
+            out[y0:y0 + len(yy)] = (_design(pos, self.shape, self.basis, self.harmonics)
+                                    @ self.coef).reshape(len(yy), W)
+        return out
+
+
+def _background(pos: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    y = pos[:, 0] * (2.0 / shape[0]) - 1.0
+    x = pos[:, 1] * (2.0 / shape[1]) - 1.0
+    return np.stack([np.ones_like(y), y, x, y * y, x * y, x * x], 1)
+
+
+def _design(pos: np.ndarray, shape: tuple[int, int], basis: np.ndarray,
+            harmonics: np.ndarray) -> np.ndarray:
+    """[N, 6 + 2M]: background columns, then cos and sin of each harmonic's phase. The
+    phasors are products of integer powers of the two basis phasors (cheaper than N*M
+    cosines and sines)."""
+    hk = harmonics.astype(np.int64)
+    z = np.exp((2j * np.pi) * (pos @ basis.T))                    # [N, 2] basis phasors
+    ext = int(np.abs(hk).max()) if len(hk) else 0
+    powers = [np.ones((len(pos), 2 * ext + 1), np.complex128) for _ in range(2)]
+    for axis in range(2):
+        p = powers[axis]
+        for e in range(1, ext + 1):
+            p[:, ext + e] = p[:, ext + e - 1] * z[:, axis]
+        p[:, :ext] = np.conj(p[:, -1:ext:-1])
+    cols = powers[0][:, hk[:, 0] + ext] * powers[1][:, hk[:, 1] + ext]
+    return np.concatenate([_background(pos, shape), cols.real, cols.imag], 1)
+
+
+def _solve(A: np.ndarray, v: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+    """Least squares with a small ridge (relative to the mean column power): near-aliased
+    components of a sparse pattern stay bounded instead of blowing up."""
+    AtA = A.T @ A
+    AtA[np.diag_indices_from(AtA)] += ridge * float(np.trace(AtA)) / len(AtA) + 1e-12
+    return np.linalg.solve(AtA, A.T @ v)
+
+
+def _aliases(mask: np.ndarray, strength: float = 0.6, lowest: float = 0.05) -> np.ndarray:
+    """[K, 2] frequency shifts [cycles/px] under which the scan cannot tell two frequencies
+    apart: local maxima of the mask's spectrum (zero-padded 2x, so a peak between bins keeps
+    at least 90% of its height) of at least ``strength`` of its zero-frequency value and at
+    least ``lowest`` from zero. A regular grid of step d <= 20 px has d^2 - 1 of them (every
+    multiple of 1/d); spirals have none, and the slow line-to-line period of a jittered
+    gridlike path is below ``lowest`` (it blurs frequencies along the lines' normal, it does
+    not replicate them)."""
+    H, W = mask.shape
+    M = np.abs(np.fft.rfft2(mask.astype(np.float64), (2 * H, 2 * W))) / max(float(mask.sum()),
+                                                                            1.0)
+    fy, fx = np.fft.fftfreq(2 * H), np.fft.rfftfreq(2 * W)
+    r, c = np.nonzero(M >= strength)
+    keep = np.hypot(fy[r], fx[c]) >= lowest
+    r, c = r[keep], c[keep]
+    if not len(r):
+        return np.zeros((0, 2))
+    # local maxima among the 8 neighbours (rows wrap; columns are clipped at the half plane)
+    centre = M[r, c]
+    ok = np.ones(len(r), bool)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr or dc:
+                ok &= centre >= M[(r + dr) % M.shape[0], np.clip(c + dc, 0, M.shape[1] - 1)]
+    half = np.stack([fy[r[ok]], fx[c[ok]]], 1)
+    return np.concatenate([half, -half[half[:, 1] > 0]])
+
+
+def _fold(f: np.ndarray, aliases: np.ndarray) -> np.ndarray:
+    """The shortest frequency the scan cannot tell from each of ``f`` ([2] or [N, 2]; natural
+    images carry more power at low frequencies, so it is the likelier one)."""
+    f = np.array(f, np.float64, ndmin=2)
+    if len(aliases):
+        shifts = np.concatenate([np.zeros((1, 2)), aliases, -aliases])
+        for _ in range(16):
+            moved = f[:, None, :] + shifts[None]                      # [N, 1 + 2K, 2]
+            best = np.argmin(np.linalg.norm(moved, axis=2), axis=1)
+            if not best.any():
+                break
+            f = moved[np.arange(len(f)), best]
+    return f
+
+
+def _identifiable(hk: np.ndarray, basis: np.ndarray, aliases: np.ndarray, tol: float,
+                  limit: int | None = None) -> np.ndarray:
+    """The lowest ``limit`` harmonics (all if None), in order of frequency, dropping each that
+    the scan aliases onto a lower one (or its negative) or onto the background: its column
+    would duplicate another and the fit could not tell them apart. Two frequencies alias when
+    their shortest aliases (:func:`_fold`) coincide."""
+    f = hk @ basis
+    order = np.argsort(np.linalg.norm(f, axis=1), kind="stable")
+    if not len(aliases) or not len(hk):
+        return hk[order[:limit]]
+    r = _fold(f[order], aliases)
+    clash = np.minimum(np.linalg.norm(r[:, None] - r[None], axis=2),
+                       np.linalg.norm(r[:, None] + r[None], axis=2)) <= tol
+    kept: list[int] = []
+    for i in range(len(r)):
+        if limit is not None and len(kept) >= limit:
+            break
+        if np.linalg.norm(r[i]) > tol and not clash[i, kept].any():
+            kept.append(i)
+    return hk[order[kept]]
+
+
+def _harmonics(basis: np.ndarray, fmax: float) -> np.ndarray:
+    """Half-plane integer (h, k) with 0 < |h b1 + k b2| <= fmax (one of each +-pair)."""
+    short = min(np.linalg.norm(basis[0]), np.linalg.norm(basis[1]))
+    sin = abs(np.linalg.det(basis)) / (np.linalg.norm(basis[0]) * np.linalg.norm(basis[1]))
+    ext = int(math.ceil(fmax / (short * sin))) + 1
+    h = np.arange(-ext, ext + 1)
+    hk = np.stack(np.meshgrid(h, h, indexing="ij"), -1).reshape(-1, 2).astype(np.float64)
+    hk = hk[(hk[:, 0] > 0) | ((hk[:, 0] == 0) & (hk[:, 1] > 0))]
+    f = np.linalg.norm(hk @ basis, axis=1)
+    return hk[(f > 0) & (f <= fmax * (1 + 1e-9))]
+
+
+def _strongest_peak(image: np.ndarray, fmin: float) -> np.ndarray | None:
+    """The frequency [cycles/px] of the largest |FFT|^2 at |f| >= fmin (half plane, below
+    Nyquist), zero-padded 2x (a peak between bins keeps at least 81% of its power, so a weaker
+    neighbour does not outrank it); :func:`_refine_peak` then places it between bins."""
+    H, W = image.shape
+    P = np.abs(np.fft.rfft2(image - image.mean(), (2 * H, 2 * W))) ** 2
+    fy = np.fft.fftfreq(2 * H)[:, None]
+    fx = np.fft.rfftfreq(2 * W)[None, :]
+    P[np.hypot(fy, fx) < fmin] = 0.0
+    P[(fx == 0) & (fy < 0)] = 0.0
+    P[np.broadcast_to(fy, P.shape) <= -0.5 + 1e-12] = 0.0
+    i = int(np.argmax(P))
+    if P.flat[i] <= 0:
+        return None
+    r, c = np.unravel_index(i, P.shape)
+    return np.array([fy[r, 0], fx[0, c]])
+
+
+def _refine_peak(f: np.ndarray, pos: np.ndarray, v: np.ndarray, step: float,
+                 levels: int = 3) -> np.ndarray:
+    """Move a spectral peak found on the FFT grid to the maximum of the samples' periodogram
+    |sum v exp(-2 pi i f.x)|^2 within one bin, on successively finer 5x5 grids (a harmonic h
+    of a peak off by one bin drifts h bins over the image, too far to fit)."""
+    offsets = np.linspace(-1.0, 1.0, 5)
+    grid = np.stack(np.meshgrid(offsets, offsets, indexing="ij"), -1).reshape(-1, 2)
+    for _ in range(levels):
+        trial = f + step * grid
+        power = np.abs(np.exp((-2j * np.pi) * (pos @ trial.T)).T @ v) ** 2
+        f = trial[int(np.argmax(power))]
+        step /= 2.5
+    return f
+
+
+def _candidates(values: np.ndarray, mask: np.ndarray, fmin: float, aliases: np.ndarray,
+                n_peaks: int = 8) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(candidate basis vectors, peaks [P, 2] [cycles/px], their powers [P]).
+
+    Peaks are extracted one at a time (CLEAN): the strongest bin of the zero-filled samples'
+    spectrum, moved to the samples' periodogram maximum and folded to its shortest
+    alias, is fitted as a sinusoid and subtracted from the samples before the next is found.
+    Subtracting removes the copies the scan pattern makes of each peak (a spiral's ring around
+    it, a grid's replicas), which would otherwise crowd out weaker lattice peaks. Candidates:
+    the peaks, half of the strongest two (a weak fundamental under a strong second harmonic)
+    and differences of the strongest five (a primitive vector can be weaker than its sums)."""
+    H, W = mask.shape
+    pos = np.argwhere(mask).astype(np.float64)
+    rest = values[mask] - values[mask].mean()
+    if len(pos) > 4000:   # enough samples to place a peak; keeps this step cheap
+        keep = np.random.default_rng(0).choice(len(pos), 4000, replace=False)
+        pos, rest = pos[keep], rest[keep]
+    rows, cols = pos[:, 0].astype(np.int64), pos[:, 1].astype(np.int64)
+    step = 0.5 / min(H, W)                        # the padded spectrum's bin
+    near = 0.25 / max(H, W)
+    peaks: list[np.ndarray] = []
+    power: list[float] = []
+    for _ in range(n_peaks):
+        image = np.zeros((H, W))
+        image[rows, cols] = rest
+        found = _strongest_peak(image, fmin)
+        if found is None:
+            break
+        f = _fold(_refine_peak(found, pos, rest, step), aliases)[0]
+        phase = (2 * np.pi) * (pos @ f)
+        A = np.stack([np.cos(phase), np.sin(phase)], 1)
+        c = _solve(A, rest)
+        rest = rest - A @ c
+        if np.linalg.norm(f) >= fmin and all(min(np.linalg.norm(f - g), np.linalg.norm(f + g))
+                                             > near for g in peaks):
+            peaks.append(f)
+            power.append(float(c @ c))
+    extra = [f / 2 for f in peaks[:2]]
+    extra += [_fold(a - b, aliases)[0] for a, b in itertools.combinations(peaks[:5], 2)]
+    cands = list(peaks)
+    for f in extra:
+        if np.linalg.norm(f) >= fmin and all(min(np.linalg.norm(f - g), np.linalg.norm(f + g))
+                                             > near for g in cands):
+            cands.append(f)
+    return cands, np.array(peaks).reshape(-1, 2), np.array(power)
+
+
+def _ranked_pairs(cands: list[np.ndarray], peaks: np.ndarray, power: np.ndarray, tol: float,
+                  keep: int) -> list[np.ndarray]:
+    """The ``keep`` candidate bases that index the most peak power (each peak within ``tol``
+    of a lattice point h b1 + k b2, |h|, |k| <= 6); ties go to the larger reciprocal cell (the
+    smaller real-space cell: a supercell indexes everything its cell does)."""
+    scored = []
+    for b1, b2 in itertools.combinations(cands, 2):
+        basis = np.stack([b1, b2])
+        sin = abs(np.linalg.det(basis)) / (np.linalg.norm(b1) * np.linalg.norm(b2))
+        if sin < 0.2:
+            continue
+        hk = np.round(peaks @ np.linalg.inv(basis))
+        ok = (np.linalg.norm(peaks - hk @ basis, axis=1) < tol) & (np.abs(hk).max(1) <= 6)
+        scored.append((round(float(power[ok].sum() / power.sum()), 2),
+                       abs(float(np.linalg.det(basis))), basis))
+    scored.sort(key=lambda t: (-t[0], -t[1]))
+    return [b for _, _, b in scored[:keep]]
+
+
+def _split(mask: np.ndarray, tile: int, fraction: float, rng: np.random.Generator
+           ) -> np.ndarray:
+    """Bool [H, W]: the sampled pixels inside randomly chosen validation tiles."""
+    H, W = mask.shape
+    ny, nx = -(-H // tile), -(-W // tile)
+    chosen = rng.random((ny, nx)) < fraction
+    if not chosen.any():
+        chosen.flat[rng.integers(chosen.size)] = True
+    held = np.kron(chosen, np.ones((tile, tile), bool))[:H, :W]
+    return held & mask
+
+
+def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
+                validation_fraction: float = 0.2, tile: int | None = None,
+                max_samples: int = 1500, fmax: float = 0.35) -> LatticeFit | None:
+    """Fit a periodic image (a 2-D lattice of Fourier components over a quadratic background)
+    to the sampled ``values`` where ``mask`` is True.
+
+    Args:
+        values: [H, W] sampled values (any units; only those under ``mask`` are read).
+        mask: [H, W] bool, True where sampled.
+        seed: draws the validation tiles and the sample subset used for the search.
+        validation_fraction: fraction of tiles held out to score candidate lattices.
+        tile: validation tile size [px] (default: 1.5x the mean gap between samples, at least
+            32 px).
+        max_samples: samples used per candidate during the search (the final fit uses all).
+        fmax: highest spatial frequency fitted [cycles/px] (0.5 is Nyquist).
+
+    Returns:
+        The best :class:`LatticeFit`, or None when the scan has too few samples to hold out
+        tiles or no two non-collinear candidate peaks exist.
+    """
+    from scipy.optimize import least_squares
+
+    mask = np.asarray(mask, bool)
+    values = np.asarray(values, np.float64)
+    H, W = mask.shape
+    n = int(mask.sum())
+    if n < 64:
+        return None
+    held = held_out_tiles(mask, seed=seed, validation_fraction=validation_fraction, tile=tile)
+    train = mask & ~held
+    rng = np.random.default_rng([seed, 1])
+    if held.sum() < 16 or train.sum() < 64:
+        return None
+    pos_t, v_t = np.argwhere(train).astype(np.float64), values[train]
+    pos_h, v_h = np.argwhere(held).astype(np.float64), values[held]
+    pos_s, v_s = _subsample(pos_t, v_t, max_samples, rng)
+    pos_hs, v_hs = _subsample(pos_h, v_h, max_samples, rng)
+    aliases = _aliases(mask)
+    cands, peaks, power = _candidates(values, mask, 2.5 / min(H, W), aliases)
+    tol = 1.0 / min(H, W)
+
+    def score(basis: np.ndarray, hk: np.ndarray, pos, v, pos_v, v_v) -> float:
+        c = _solve(_design(pos, (H, W), basis, hk), v)
+        return float(np.sqrt(np.mean((_design(pos_v, (H, W), basis, hk) @ c - v_v) ** 2)))
+
+    most = (len(v_s) // 6 - 6) // 2        # components a search fit may have
+    tried: list[tuple[float, int, np.ndarray, float]] = []
+    for basis in _ranked_pairs(cands, peaks, power, 1.5 / min(H, W), PAIRS):
+        cuts = [c for c in CUTS if c <= fmax] or [fmax]
+        # Frequencies up to which about `most` harmonics fit (half plane: pi r^2 / 2 per cell).
+        reach = 1.5 * math.sqrt(2 * most * abs(np.linalg.det(basis)) / math.pi)
+        hk_all = _identifiable(_harmonics(basis, min(cuts[-1], reach)), basis, aliases, tol,
+                               most)
+        f = np.linalg.norm(hk_all @ basis, axis=1)
+        if not len(hk_all):
+            continue
+        # One design per pair; each cut-off is a subset of its columns.
+        A_s, A_h = (_design(p, (H, W), basis, hk_all) for p in (pos_s, pos_hs))
+        for cut in cuts:
+            sel = np.flatnonzero(f <= cut * (1 + 1e-9))
+            if not len(sel) or (len(sel) == len(hk_all) and f[-1] < cut and cut != cuts[0]
+                                and f[-1] <= cuts[cuts.index(cut) - 1]):
+                continue                   # empty, or the same columns as the last cut-off
+            cols = np.concatenate([np.arange(6), 6 + sel, 6 + len(hk_all) + sel])
+            c = _solve(A_s[:, cols], v_s)
+            s = float(np.sqrt(np.mean((A_h[:, cols] @ c - v_hs) ** 2)))
+            tried.append((s, len(sel), basis, min(cut, float(f[sel[-1]]))))
+    if not tried:
+        return None
+    floor = min(t[0] for t in tried)
+    _, _, basis, cut = min((t for t in tried if t[0] <= TIE * floor), key=lambda t: t[1])
+    hk = _identifiable(_harmonics(basis, cut), basis, aliases, tol)
+
+    def residual(flat: np.ndarray) -> np.ndarray:
+        A = _design(pos_s, (H, W), flat.reshape(2, 2), hk)
+        return A @ _solve(A, v_s) - v_s
+
+    # Refining only pays where the lattice may be accepted (it takes about half the time).
+    if 1.0 - floor ** 2 / max(float(v_hs.var()), 1e-30) > R2_MIN - 0.2:
+        refined = least_squares(residual, basis.ravel(), x_scale=1e-4,
+                                max_nfev=20).x.reshape(2, 2)
+        if (score(refined, hk, pos_s, v_s, pos_hs, v_hs)
+                <= score(basis, hk, pos_s, v_s, pos_hs, v_hs)):
+            basis = refined
+    A_t = _design(pos_t, (H, W), basis, hk)
+    err = _design(pos_h, (H, W), basis, hk) @ _solve(A_t, v_t) - v_h
+    pos, v = np.argwhere(mask).astype(np.float64), values[mask]
+    A = _design(pos, (H, W), basis, hk)
+    coef = _solve(A, v)
+    r2 = 1.0 - float(np.mean((A @ coef - v) ** 2) / max(v.var(), 1e-30))
+    val_r2 = 1.0 - float(np.mean(err ** 2) / max(v_h.var(), 1e-30))
+    return LatticeFit(basis, hk, coef, (H, W), float(np.sqrt(np.mean(err ** 2))),
+                      float(np.mean(np.abs(err))), val_r2, r2)
+
+
+def _subsample(pos: np.ndarray, v: np.ndarray, n: int, rng: np.random.Generator):
+    if len(v) <= n:
+        return pos, v
+    pick = rng.choice(len(v), n, replace=False)
+    return pos[pick], v[pick]
+
+
+def held_out_tiles(mask: np.ndarray, *, seed: int = 0, validation_fraction: float = 0.2,
+                   tile: int | None = None) -> np.ndarray:
+    """The validation samples :func:`fit_lattice` holds out for the same arguments (bool
+    [H, W]), so that another completion can be scored on the same tiles."""
+    mask = np.asarray(mask, bool)
+    H, W = mask.shape
+    n = int(mask.sum())
+    rng = np.random.default_rng(seed)
+    tile = tile or max(32, int(round(1.5 / math.sqrt(max(n, 1) / (H * W)))))
+    return _split(mask, tile, validation_fraction, rng)

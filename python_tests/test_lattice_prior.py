@@ -1,0 +1,155 @@
+"""Lattice prior for sparse scans: fit_lattice recovers a crystal from far sparser samples than
+any interpolator needs, rejects images without one, survives a regular grid's aliasing, and
+complete_scan(prior=...) / the CLI / the evaluation use it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from em_accel.models import completion as C
+from em_accel.models import completion_baselines as B
+from em_accel.scan import make_path, partial_scan
+from em_accel.scan.lattice import fit_lattice, held_out_tiles
+
+
+def _crystal(n: int = 320, a=(23.0, 2.0), b=(-7.0, 29.0), sigma: float = 2.5,
+             seed: int = 0) -> np.ndarray:
+    """Gaussian atoms on an oblique lattice (real-space vectors a, b [px, (dy, dx)]) with a
+    second, dimmer atom in the cell and a weak background slope, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n].astype(float)
+    img = 0.05 * yy / n
+    A = np.array([a, b])
+    origin = rng.uniform(0, 10, 2)
+    for i in range(-3, n // 6):
+        for j in range(-3, n // 6):
+            for frac, w in (((0.0, 0.0), 1.0), ((0.5, 0.5), 0.4)):
+                c = origin + (i + frac[0]) * A[0] + (j + frac[1]) * A[1]
+                if -10 < c[0] < n + 10 and -10 < c[1] < n + 10:
+                    img += w * np.exp(-((yy - c[0]) ** 2 + (xx - c[1]) ** 2) / (2 * sigma ** 2))
+    return (img - img.min()) / np.ptp(img)
+
+
+def _scan(img: np.ndarray, kind: str, coverage: float, seed: int = 0):
+    r = partial_scan(torch.from_numpy(img), make_path(kind, img.shape, coverage, seed=seed)).raster
+    return r.image.numpy(), r.mask.numpy() > 0
+
+
+def _rms(a, b) -> float:
+    return float(np.sqrt(((a - b) ** 2).mean()))
+
+
+def _same_lattice(periods: np.ndarray, a, b) -> bool:
+    """The true vectors are integer combinations of the fitted ones (same lattice, any basis)."""
+    coeff = np.array([a, b]) @ np.linalg.inv(periods)
+    return bool(np.abs(coeff - np.round(coeff)).max() < 0.05 and
+                abs(abs(np.linalg.det(np.round(coeff))) - 1) < 1e-9)
+
+
+@pytest.mark.parametrize("kind,coverage", [("spiral", 1 / 87), ("spiral", 1 / 17.9),
+                                           ("grid", 1 / 100)])
+def test_fit_recovers_a_crystal_where_interpolation_cannot(kind, coverage):
+    img = _crystal()
+    v, m = _scan(img, kind, coverage)
+    fit = fit_lattice(v, m)
+    assert fit is not None and fit.accepted()
+    out = fit.render()
+    lin = B.delaunay(v, m)
+    assert _rms(out, img) < 0.03 < 0.1 < _rms(lin, img)     # columns recovered in the gaps
+    assert _same_lattice(fit.periods, (23.0, 2.0), (-7.0, 29.0))
+    assert fit.validation_r2 > 0.95 and fit.validation_rms < 0.03
+
+
+def test_grid_aliases_are_folded_not_fitted():
+    """A 10 px grid samples the atoms' sharp harmonics above its Nyquist frequency: without
+    folding candidates to the shortest alias and dropping harmonics the grid cannot tell apart,
+    the fit predicts the samples (held-out tiles included) but renders the wrong image."""
+    import em_accel.scan.lattice as L
+
+    img = _crystal()
+    v, m = _scan(img, "grid", 1 / 100)
+    good = fit_lattice(v, m)
+    assert _rms(good.render(), img) < 0.03
+    assert len(L._aliases(m)) > 0 and len(L._aliases(_scan(img, "spiral", 1 / 87)[1])) == 0
+    keep = L._fold, L._identifiable
+    try:
+        L._fold = lambda f, aliases: np.array(f, float, ndmin=2)
+        L._identifiable = lambda hk, basis, aliases, tol, limit=None: keep[1](
+            hk, basis, np.zeros((0, 2)), tol, limit)
+        bad = fit_lattice(v, m)
+    finally:
+        L._fold, L._identifiable = keep
+    assert bad is None or _rms(bad.render(), img) > 2 * _rms(good.render(), img)
+
+
+def test_no_crystal_no_lattice():
+    rng = np.random.default_rng(3)
+    from scipy.ndimage import gaussian_filter
+
+    blobs = gaussian_filter(rng.standard_normal((192, 192)), 6)
+    blobs = (blobs - blobs.min()) / np.ptp(blobs)
+    v, m = _scan(blobs, "spiral", 1 / 30)
+    fit = fit_lattice(v, m)
+    assert fit is None or not fit.accepted()
+    held = held_out_tiles(m)
+    assert held.any() and not (held & ~m).any()
+    tiny = np.zeros((32, 32), bool)
+    tiny[::8, ::8] = True                                   # 16 samples: nothing to hold out
+    assert fit_lattice(np.ones((32, 32)), tiny) is None
+
+
+def _tiny_model():
+    torch.manual_seed(1)
+    return C.PartialScanCompleter((8, 8, 8, 8)).eval()
+
+
+def test_complete_scan_prior_choices():
+    model = _tiny_model()
+    img = _crystal(256)
+    auto = C.complete_scan(img, kind="spiral", coverage=1 / 87, model=model)
+    assert auto.method == "lattice" and auto.lattice is not None
+    assert _rms(auto.completion, img) < 0.03
+    assert np.ptp(auto.uncertainty) == 0 and auto.uncertainty[0, 0] > 0
+    # kept only where its held-out error beats the network's own predicted error
+    assert C.prefer_lattice(auto.lattice, np.ones((4, 4)))
+    assert not C.prefer_lattice(auto.lattice, np.full((4, 4), auto.lattice.validation_mae))
+    net = C.complete_scan(img, kind="spiral", coverage=1 / 87, model=model, prior="network")
+    assert net.method == "network" and net.lattice is None
+    assert _rms(net.completion, img) > 3 * _rms(auto.completion, img)
+    # gridlike paths and unknown masks stay with the network under "auto"
+    assert C.complete_scan(img, kind="gridlike", coverage=1 / 30, model=model).method == "network"
+    forced = C.complete_scan(img, kind="gridlike", coverage=1 / 30, model=model, prior="lattice")
+    assert forced.method == "lattice"
+    with pytest.raises(C.NoLatticeError):
+        C.complete_scan(img[:32, :32], kind="spiral", coverage=0.05, model=model, prior="lattice")
+    with pytest.raises(ValueError, match="prior"):
+        C.complete_scan(img, kind="spiral", coverage=0.05, model=model, prior="crystal")
+
+
+def test_cli_complete_prior_and_evaluation_rows(tmp_path):
+    from em_accel.cli import main
+    from em_accel.io import read_image, write_image
+    from em_accel.models import completion_eval as E
+
+    img = _crystal(256)
+    src = write_image(tmp_path / "crystal.tif", img.astype(np.float32), pixel_size=0.2)
+    assert main(["complete", str(src), "-o", str(tmp_path / "a"), "--coverage", "0.0115",
+                 "--no-panel"]) == 0
+    meta = read_image(tmp_path / "a" / "crystal_completed.tif").metadata
+    text = json.dumps(meta)
+    assert "fit_lattice" in text and "real_space_vectors_px" in text
+    assert main(["complete", str(src), "-o", str(tmp_path / "b"), "--coverage", "0.0115",
+                 "--no-panel", "--prior", "network"]) == 0
+    assert "PartialScanCompleter" in json.dumps(read_image(tmp_path / "b" /
+                                                           "crystal_completed.tif").metadata)
+    res = E.evaluate(_tiny_model(), img[None], counts=None, coverages=(1 / 87,),
+                     kinds=("spiral",), slow_n=0, progress=False,
+                     methods={"delaunay": B.delaunay, "lattice": B.lattice})
+    rows = {r["method"]: r["rms_blur"] for r in res["rows"]}
+    assert rows["auto"] == rows["lattice"] < 0.5 * rows["network"]
+    assert res["auto_choices"][0]["method"] == "lattice"
+    assert set(res["reliability_auto"]) == set(res["reliability"])
+    assert "auto chose the lattice" in E.format_summary(res)
