@@ -49,18 +49,32 @@ def _same_lattice(periods: np.ndarray, a, b) -> bool:
                 abs(abs(np.linalg.det(np.round(coeff))) - 1) < 1e-9)
 
 
-@pytest.mark.parametrize("kind,coverage", [("spiral", 1 / 87), ("spiral", 1 / 17.9),
-                                           ("grid", 1 / 100)])
-def test_fit_recovers_a_crystal_where_interpolation_cannot(kind, coverage):
-    img = _crystal()
+WIDE = ((33.0, 3.0), (-8.0, 38.0))   # periods over 2.5 steps of a 10 px grid
+
+
+@pytest.mark.parametrize("kind,coverage,cell", [("spiral", 1 / 87, None),
+                                                ("spiral", 1 / 17.9, None),
+                                                ("grid", 1 / 100, WIDE)])
+def test_fit_recovers_a_crystal_where_interpolation_cannot(kind, coverage, cell):
+    a, b = cell or ((23.0, 2.0), (-7.0, 29.0))
+    img = _crystal(a=a, b=b)
     v, m = _scan(img, kind, coverage)
     fit = fit_lattice(v, m)
     assert fit is not None and fit.accepted()
     out = fit.render()
     lin = B.delaunay(v, m)
     assert _rms(out, img) < 0.03 < 0.1 < _rms(lin, img)     # columns recovered in the gaps
-    assert _same_lattice(fit.periods, (23.0, 2.0), (-7.0, 29.0))
+    assert _same_lattice(fit.periods, a, b)
     assert fit.validation_r2 > 0.95 and fit.validation_rms < 0.03
+    assert fit.overshoot < 0.1 and (fit.nyquist_fraction == 0) == (kind == "spiral")
+
+
+def test_grid_near_nyquist_is_not_accepted():
+    """Periods of 2.3 grid steps: the fit is right here, but a lattice above the grid's
+    Nyquist frequency would fold onto one just like it, so "auto" does not trust it."""
+    v, m = _scan(_crystal(), "grid", 1 / 100)
+    fit = fit_lattice(v, m)
+    assert fit.validation_r2 > 0.95 and fit.nyquist_fraction > 0.75 and not fit.accepted()
 
 
 def test_grid_aliases_are_folded_not_fitted():

@@ -42,6 +42,14 @@ TIE = 1.01
 #: (chosen on held-out simulated scans: every fit above it beat the network or tied; see
 #: docs/complete.md).
 R2_MIN = 0.9
+#: On a regular grid a lattice above the grid's Nyquist frequency folds onto one below it that
+#: fits the samples exactly as well; a fit whose shortest reciprocal vector lies within 25% of
+#: Nyquist is too likely such an alias to be used (on held-out grids, most fits above this
+#: lost to the network, nearly all below it won; docs/complete.md).
+NYQUIST_MAX = 0.75
+#: A fit that leaves the sampled range by more than this fraction of it between the samples
+#: is ill-conditioned there (nearly aliased harmonics cancelling at the samples).
+OVERSHOOT_MAX = 0.1
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,11 @@ class LatticeFit:
         validation_mae: mean absolute error there [values' units].
         validation_r2: fraction of the held-out samples' variance the fit predicts.
         r2: fraction of the samples' variance the final fit explains.
+        nyquist_fraction: the shortest reciprocal vectors' position relative to the scan's
+            Nyquist frequency (regular grids; 0 for spirals): near 1, the lattice may be an
+            alias of a finer one the grid cannot tell from it.
+        overshoot: how far the fitted image leaves the sampled range between the samples, as a
+            fraction of that range (an ill-conditioned fit oscillates there).
     """
 
     basis: np.ndarray
@@ -68,11 +81,16 @@ class LatticeFit:
     validation_mae: float
     validation_r2: float
     r2: float
+    nyquist_fraction: float = 0.0
+    overshoot: float = 0.0
 
     def accepted(self, r2_min: float = R2_MIN) -> bool:
         """Whether the scan shows a crystal this fit describes: the fit explains at least
-        ``r2_min`` of the variance of the samples and of the held-out tiles' samples."""
-        return self.r2 >= r2_min and self.validation_r2 >= r2_min
+        ``r2_min`` of the variance of the samples and of the held-out tiles' samples, its
+        lattice is clear of the scan's Nyquist frequency (:data:`NYQUIST_MAX`) and it stays
+        near the sampled range between samples (:data:`OVERSHOOT_MAX`)."""
+        return (self.r2 >= r2_min and self.validation_r2 >= r2_min
+                and self.nyquist_fraction <= NYQUIST_MAX and self.overshoot <= OVERSHOOT_MAX)
 
     @property
     def periods(self) -> np.ndarray:
@@ -404,8 +422,39 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
     coef = _solve(A, v)
     r2 = 1.0 - float(np.mean((A @ coef - v) ** 2) / max(v.var(), 1e-30))
     val_r2 = 1.0 - float(np.mean(err ** 2) / max(v_h.var(), 1e-30))
+    # Between the samples: how far a coarse rendering leaves the sampled range.
+    coarse = np.stack(np.meshgrid(np.arange(0, H, 4.0), np.arange(0, W, 4.0), indexing="ij"),
+                      -1).reshape(-1, 2)
+    rendered = _design(coarse, (H, W), basis, hk) @ coef
+    lo, hi = float(v.min()), float(v.max())
+    overshoot = max(float(rendered.max()) - hi, lo - float(rendered.min()), 0.0) / max(hi - lo,
+                                                                                       1e-30)
     return LatticeFit(basis, hk, coef, (H, W), float(np.sqrt(np.mean(err ** 2))),
-                      float(np.mean(np.abs(err))), val_r2, r2)
+                      float(np.mean(np.abs(err))), val_r2, r2,
+                      _nyquist_fraction(basis, aliases), overshoot)
+
+
+def _reduced(basis: np.ndarray) -> np.ndarray:
+    """The Lagrange-Gauss reduced basis of the same 2-D lattice (its two shortest vectors)."""
+    b1, b2 = basis[0].astype(np.float64), basis[1].astype(np.float64)
+    for _ in range(64):
+        if b2 @ b2 < b1 @ b1:
+            b1, b2 = b2, b1
+        mu = round(float(b1 @ b2) / float(b1 @ b1))
+        if mu == 0:
+            break
+        b2 = b2 - mu * b1
+    return np.stack([b1, b2])
+
+
+def _nyquist_fraction(basis: np.ndarray, aliases: np.ndarray) -> float:
+    """Where the lattice's shortest reciprocal vectors sit relative to the scan's Nyquist
+    frequency along each alias shift delta (|b.delta| / (|delta|^2 / 2); a grid of step d:
+    2 d max |b_row|, |b_col|). 0 for scans without aliases (spirals)."""
+    if not len(aliases):
+        return 0.0
+    proj = np.abs(_reduced(basis) @ aliases.T)                    # [2, K]
+    return float((2 * proj / np.sum(aliases ** 2, axis=1)).max())
 
 
 def _subsample(pos: np.ndarray, v: np.ndarray, n: int, rng: np.random.Generator):
