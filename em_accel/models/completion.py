@@ -463,8 +463,8 @@ def lattice_prior(values: np.ndarray, mask: np.ndarray, kind: str | None, prior:
     fit = fit_lattice(values, mask, seed=seed)
     if prior == "lattice":
         if fit is None:
-            raise NoLatticeError("no lattice found in the samples (too few samples or no two "
-                                 "independent periodic peaks)")
+            raise NoLatticeError("no lattice found in the samples (too few samples, periodic "
+                                 "peaks too weak, or no two independent ones)")
         return fit
     return fit if fit is not None and fit.accepted() else None
 

@@ -32,6 +32,9 @@ import numpy as np
 
 #: Harmonic cut-offs tried [cycles/px]: the sharper the atoms, the higher the useful one.
 CUTS = (0.06, 0.09, 0.13, 0.18, 0.25, 0.35)
+#: A crystal's 8 strongest Fourier peaks carry most of its samples' variance (at least 80% in
+#: every scan accepted on the held-out sets); below this share no lattice is searched for.
+MIN_PEAK_SHARE = 0.5
 #: Candidate bases (ranked by the spectral peaks they index) fitted and scored per scan.
 PAIRS = 8
 #: Candidates whose held-out error is within this factor of the best count as ties, and the
@@ -254,8 +257,10 @@ def _refine_peak(f: np.ndarray, pos: np.ndarray, v: np.ndarray, step: float,
 
 
 def _candidates(values: np.ndarray, mask: np.ndarray, fmin: float, aliases: np.ndarray,
-                n_peaks: int = 8) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """(candidate basis vectors, peaks [P, 2] [cycles/px], their powers [P]).
+                n_peaks: int = 8
+                ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, float]:
+    """(candidate basis vectors, peaks [P, 2] [cycles/px], their powers [P], the fraction of
+    the samples' variance the peaks' sinusoids explain).
 
     Peaks are extracted one at a time (CLEAN): the strongest bin of the zero-filled samples'
     spectrum, moved to the samples' periodogram maximum and folded to its shortest
@@ -297,7 +302,8 @@ def _candidates(values: np.ndarray, mask: np.ndarray, fmin: float, aliases: np.n
         if np.linalg.norm(f) >= fmin and all(min(np.linalg.norm(f - g), np.linalg.norm(f + g))
                                              > near for g in cands):
             cands.append(f)
-    return cands, np.array(peaks).reshape(-1, 2), np.array(power)
+    explained = 1.0 - float(rest.var()) / max(float(np.var(values[mask])), 1e-30)
+    return cands, np.array(peaks).reshape(-1, 2), np.array(power), explained
 
 
 def _ranked_pairs(cands: list[np.ndarray], peaks: np.ndarray, power: np.ndarray, tol: float,
@@ -349,7 +355,8 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
 
     Returns:
         The best :class:`LatticeFit`, or None when the scan has too few samples to hold out
-        tiles or no two non-collinear candidate peaks exist.
+        tiles, its 8 strongest peaks explain under :data:`MIN_PEAK_SHARE` of its variance (no
+        crystal) or no two non-collinear candidate peaks exist.
     """
     from scipy.optimize import least_squares
 
@@ -369,7 +376,9 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
     pos_s, v_s = _subsample(pos_t, v_t, max_samples, rng)
     pos_hs, v_hs = _subsample(pos_h, v_h, max_samples, rng)
     aliases = _aliases(mask)
-    cands, peaks, power = _candidates(values, mask, 2.5 / min(H, W), aliases)
+    cands, peaks, power, explained = _candidates(values, mask, 2.5 / min(H, W), aliases)
+    if explained < MIN_PEAK_SHARE:
+        return None
     tol = 1.0 / min(H, W)
 
     def score(basis: np.ndarray, hk: np.ndarray, pos, v, pos_v, v_v) -> float:
