@@ -8,7 +8,8 @@ Rows, all in one process on the same image and masks:
   ``8x ensemble`` is the dihedral self-ensemble (``ensemble=True``); ``network`` is the forward
   pass alone (all with ``prior="network"``). The default ``prior="auto"`` rows: on the
   synthetic micrograph (no crystal: the lattice check, then the network) and on a held-out
-  crystal (the fitted lattice completes it, no network).
+  crystal (the fitted lattice completes it; the network still runs, to check that the lattice's
+  held-out error beats the network's predicted one). ``lattice fit alone`` on both images.
 - ``baseline``: the same for nearest-neighbour infill, Delaunay-linear (cold and cached),
   Delaunay + blur, wavelet and Fourier compressive sensing (the latter is also the network's
   fifth input, so it is part of the ``complete`` rows) and scikit-image biharmonic inpainting
@@ -93,10 +94,13 @@ def _cpu_rows(quick: bool) -> list[dict]:
                                ("network: forward only", net, "complete"),
                                ("default prior='auto', no crystal: lattice check + network",
                                 auto, "complete"),
-                               ("default prior='auto', crystal: the lattice completes it",
+                               ("default prior='auto', crystal: lattice fit + network check, "
+                                "lattice kept",
                                 auto_crystal, "complete"),
                                ("lattice fit alone (em_accel.scan.lattice), no crystal",
                                 lambda: B.lattice(v, m), "baseline"),
+                               ("lattice fit alone (em_accel.scan.lattice), crystal",
+                                lambda: B.lattice(cv, cm), "baseline"),
                                ("nearest", lambda: B.nearest(v, m), "baseline"),
                                ("delaunay, cold", cold(lambda: B.delaunay(v, m)), "baseline"),
                                ("delaunay, cached path", lambda: B.delaunay(v, m), "baseline"),

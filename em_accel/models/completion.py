@@ -450,9 +450,9 @@ def lattice_prior(values: np.ndarray, mask: np.ndarray, kind: str | None, prior:
     :data:`em_accel.scan.lattice.R2_MIN` of the samples' variance, on all samples and on
     held-out tiles (a crystal: the periodic fit recovers atomic columns in gaps the network
     cannot fill); :func:`complete_scan` then still runs the network and keeps the lattice only
-    if :func:`prefer_lattice`. Jittered gridlike paths are left to the network: their parallel lines alias
-    the lattice along their normal, and held-out tiles on the same lines cannot tell (measured
-    in docs/complete.md).
+    if :func:`prefer_lattice`. Jittered gridlike paths are left to the network: their parallel
+    lines alias the lattice along their normal, and held-out tiles on the same lines cannot
+    tell the alias from the lattice.
     """
     from ..scan.lattice import fit_lattice
 
@@ -598,26 +598,30 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
         values = np.where(m, arr, 0.0)
     cov = float(m.mean())
     check_coverage(cov)
-    fit = lattice_prior(values, m, kind, prior, seed=seed)
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
 
-    def lattice_result() -> CompletionResult:
+    def lattice_result(fit: LatticeFit) -> CompletionResult:
         # Laplace scale from the held-out tiles' mean |error|: half-width ln(10) b at 90%.
         uncertainty = np.full(m.shape, Z90 * fit.validation_mae, np.float32)
         return CompletionResult(fit.render().astype(np.float32), uncertainty,
                                 values.astype(np.float32), m, cov, kind, "lattice", fit)
 
-    if fit is not None and prior == "lattice":
-        return lattice_result()
+    if prior == "lattice":
+        return lattice_result(lattice_prior(values, m, kind, prior, seed=seed))
     if model is None:
         model = load_pretrained("completion")
     pivot = float(values[m].max() + values[m].min()) if dark_atoms else None
     seen = values if pivot is None else np.where(m, pivot - values, 0.0)
+    # The fit is not overlapped with the network in a thread: on 2 cores that was slower
+    # (bench/results/complete-cpu-20261207T121132.json).
+    fit = lattice_prior(values, m, kind, prior, seed=seed)
     completion, scale = run_network(model, seen, m, kind, tile=tile, margin=margin,
                                     device=device, ensemble=ensemble)
     if pivot is not None:
         completion = pivot - completion
     scale = float(getattr(model, "calibration", 1.0)) * scale
     if fit is not None and prefer_lattice(fit, scale):
-        return lattice_result()
+        return lattice_result(fit)
     return CompletionResult(completion.astype(np.float32), (Z90 * scale).astype(np.float32),
                             values.astype(np.float32), m, cov, kind, "network", fit)

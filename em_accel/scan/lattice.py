@@ -10,14 +10,17 @@ can.
 
 :func:`fit_lattice` finds the lattice from the samples alone:
 
-1. candidate reciprocal vectors are the strongest peaks of the spectra of the zero-filled
-   samples and of their Delaunay-linear interpolation (and half of the strongest, for a weak
-   fundamental under a strong second harmonic);
-2. every non-collinear pair of candidates, with harmonics up to 1-3 times its longer vector,
-   is fitted on the samples outside randomly chosen validation tiles and scored on the samples
-   inside them (spatial hold-out: a wrong or overfitted lattice fails to predict whole tiles);
-3. the best pair's vectors are refined by nonlinear least squares and scored again on the
-   validation tiles; the final fit uses every sample.
+1. peaks by CLEAN: the strongest bin of the zero-filled samples' spectrum, refined to the
+   samples' periodogram maximum and folded to its shortest alias, is fitted as a sinusoid and
+   subtracted before the next is sought (the scan pattern's copies of a peak go with it); a
+   scan whose 8 peaks explain under half its variance has no crystal to find;
+2. candidate bases (peaks, half the strongest two, differences of the strongest five) are
+   ranked by the peak power they index; the best pairs are fitted with all harmonics up to
+   each of :data:`CUTS` on the samples outside randomly chosen validation tiles and scored
+   on the samples inside them (spatial hold-out: a wrong or overfitted lattice fails to
+   predict whole tiles);
+3. the best pair's vectors are refined by nonlinear least squares; the final fit uses every
+   sample.
 
 The validation error is what a caller compares against any other completion of the same scan
 (see :func:`em_accel.models.completion.complete_scan`, ``prior="auto"``).
@@ -103,15 +106,8 @@ class LatticeFit:
     def render(self) -> np.ndarray:
         """The fitted image [H, W] (float64, the values' units)."""
         H, W = self.shape
-        out = np.empty((H, W))
-        rows = max(1, 2 ** 20 // max(W * (6 + 2 * len(self.harmonics)), 1))
-        xx = np.arange(W, dtype=np.float64)
-        for y0 in range(0, H, rows):
-            yy = np.arange(y0, min(H, y0 + rows), dtype=np.float64)
-            pos = np.stack(np.meshgrid(yy, xx, indexing="ij"), -1).reshape(-1, 2)
-            out[y0:y0 + len(yy)] = (_design(pos, self.shape, self.basis, self.harmonics)
-                                    @ self.coef).reshape(len(yy), W)
-        return out
+        return _render_grid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64),
+                            self.shape, self.basis, self.harmonics, self.coef)
 
 
 def _background(pos: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -136,6 +132,27 @@ def _design(pos: np.ndarray, shape: tuple[int, int], basis: np.ndarray,
         p[:, :ext] = np.conj(p[:, -1:ext:-1])
     cols = powers[0][:, hk[:, 0] + ext] * powers[1][:, hk[:, 1] + ext]
     return np.concatenate([_background(pos, shape), cols.real, cols.imag], 1)
+
+
+def _render_grid(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], basis: np.ndarray,
+                 harmonics: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``_design(pos) @ coef`` on the grid ``ys`` x ``xs`` [len(ys), len(xs)]: every column of
+    the design separates into a row factor times a column factor, so the image is a rank
+    (3 + M) matrix product instead of an [H W, 6 + 2M] design (about 30x faster at 512^2)."""
+    m = len(harmonics)
+    f = harmonics.astype(np.float64) @ basis                                # [M, 2]
+    # cos and sine coefficients (a, b) of each harmonic: a cos(p) + b sin(p) = Re((a - ib) e^ip).
+    amp = coef[6:6 + m] - 1j * coef[6 + m:6 + 2 * m]
+    ey = np.exp((2j * np.pi) * np.outer(ys, f[:, 0])) * amp                   # [H, M]
+    ex = np.exp((2j * np.pi) * np.outer(xs, f[:, 1]))                         # [W, M]
+    y = ys * (2.0 / shape[0]) - 1.0
+    x = xs * (2.0 / shape[1]) - 1.0
+    # Background 1, y, x, y^2, xy, x^2 as (1, y, y^2) C (1, x, x^2)^T.
+    c = coef[:6]
+    C = np.array([[c[0], c[2], c[5]], [c[1], c[4], 0.0], [c[3], 0.0, 0.0]])
+    by = np.stack([np.ones_like(y), y, y * y], 1)
+    bx = np.stack([np.ones_like(x), x, x * x], 1)
+    return (ey @ ex.T).real + by @ C @ bx.T
 
 
 def _solve(A: np.ndarray, v: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
@@ -223,17 +240,31 @@ def _harmonics(basis: np.ndarray, fmax: float) -> np.ndarray:
     return hk[(f > 0) & (f <= fmax * (1 + 1e-9))]
 
 
-def _strongest_peak(image: np.ndarray, fmin: float) -> np.ndarray | None:
-    """The frequency [cycles/px] of the largest |FFT|^2 at |f| >= fmin (half plane, below
-    Nyquist), zero-padded 2x (a peak between bins keeps at least 81% of its power, so a weaker
-    neighbour does not outrank it); :func:`_refine_peak` then places it between bins."""
-    H, W = image.shape
-    P = np.abs(np.fft.rfft2(image - image.mean(), (2 * H, 2 * W))) ** 2
+def _spectrum_bins(shape: tuple[int, int], fmin: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row frequencies [2H, 1], column frequencies [1, W + 1] [cycles/px], bool mask [2H, W + 1]
+    of the bins :func:`_strongest_peak` may pick: |f| >= fmin, one half plane, below
+    Nyquist) of the 2x zero-padded real spectrum of an [H, W] image."""
+    H, W = shape
     fy = np.fft.fftfreq(2 * H)[:, None]
     fx = np.fft.rfftfreq(2 * W)[None, :]
-    P[np.hypot(fy, fx) < fmin] = 0.0
-    P[(fx == 0) & (fy < 0)] = 0.0
-    P[np.broadcast_to(fy, P.shape) <= -0.5 + 1e-12] = 0.0
+    allowed = (np.hypot(fy, fx) >= fmin) & ~((fx == 0) & (fy < 0)) & (fy > -0.5 + 1e-12)
+    return fy, fx, allowed
+
+
+def _strongest_peak(image: np.ndarray, bins: tuple[np.ndarray, np.ndarray, np.ndarray]
+                    ) -> np.ndarray | None:
+    """The frequency [cycles/px] of the largest |FFT|^2 among the allowed ``bins``
+    (:func:`_spectrum_bins`), zero-padded 2x (a peak between bins keeps at least 81% of its
+    power, so a weaker neighbour does not outrank it); :func:`_refine_peak` then places it
+    between bins."""
+    from scipy import fft
+
+    H, W = image.shape
+    fy, fx, allowed = bins
+    # Single precision: the peak only has to outrank its neighbours (2x faster than float64).
+    spec = fft.rfft2((image - image.mean()).astype(np.float32), (2 * H, 2 * W), workers=-1)
+    P = np.where(allowed, spec.real ** 2 + spec.imag ** 2, 0.0)
     i = int(np.argmax(P))
     if P.flat[i] <= 0:
         return None
@@ -245,13 +276,18 @@ def _refine_peak(f: np.ndarray, pos: np.ndarray, v: np.ndarray, step: float,
                  levels: int = 3) -> np.ndarray:
     """Move a spectral peak found on the FFT grid to the maximum of the samples' periodogram
     |sum v exp(-2 pi i f.x)|^2 within one bin, on successively finer 5x5 grids (a harmonic h
-    of a peak off by one bin drifts h bins over the image, too far to fit)."""
+    of a peak off by one bin drifts h bins over the image, too far to fit). The 5x5 trial
+    phasors factor into row and column powers of one half-step phasor each."""
     offsets = np.linspace(-1.0, 1.0, 5)
-    grid = np.stack(np.meshgrid(offsets, offsets, indexing="ij"), -1).reshape(-1, 2)
     for _ in range(levels):
-        trial = f + step * grid
-        power = np.abs(np.exp((-2j * np.pi) * (pos @ trial.T)).T @ v) ** 2
-        f = trial[int(np.argmax(power))]
+        w = v * np.exp((-2j * np.pi) * (pos @ f))
+        q = np.exp((-1j * np.pi * step) * pos)                  # [N, 2]: half a step per axis
+        qi = np.conj(q)
+        # e[:, axis, j] = q^(2 offsets[j]) = exp(-2 pi i step offsets[j] pos[axis]).
+        e = np.stack([qi * qi, qi, np.ones_like(q), q, q * q], 2)
+        power = np.abs((e[:, 0, :] * w[:, None]).T @ e[:, 1, :]) ** 2     # [5, 5]
+        j, k = np.unravel_index(int(np.argmax(power)), power.shape)
+        f = f + step * np.array([offsets[j], offsets[k]])
         step /= 2.5
     return f
 
@@ -278,12 +314,13 @@ def _candidates(values: np.ndarray, mask: np.ndarray, fmin: float, aliases: np.n
     rows, cols = pos[:, 0].astype(np.int64), pos[:, 1].astype(np.int64)
     step = 0.5 / min(H, W)                        # the padded spectrum's bin
     near = 0.25 / max(H, W)
+    bins = _spectrum_bins((H, W), fmin)
     peaks: list[np.ndarray] = []
     power: list[float] = []
     for _ in range(n_peaks):
         image = np.zeros((H, W))
         image[rows, cols] = rest
-        found = _strongest_peak(image, fmin)
+        found = _strongest_peak(image, bins)
         if found is None:
             break
         f = _fold(_refine_peak(found, pos, rest, step), aliases)[0]
@@ -432,9 +469,8 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
     r2 = 1.0 - float(np.mean((A @ coef - v) ** 2) / max(v.var(), 1e-30))
     val_r2 = 1.0 - float(np.mean(err ** 2) / max(v_h.var(), 1e-30))
     # Between the samples: how far a coarse rendering leaves the sampled range.
-    coarse = np.stack(np.meshgrid(np.arange(0, H, 4.0), np.arange(0, W, 4.0), indexing="ij"),
-                      -1).reshape(-1, 2)
-    rendered = _design(coarse, (H, W), basis, hk) @ coef
+    rendered = _render_grid(np.arange(0, H, 4.0), np.arange(0, W, 4.0), (H, W), basis, hk,
+                            coef)
     lo, hi = float(v.min()), float(v.max())
     overshoot = max(float(rendered.max()) - hi, lo - float(rendered.min()), 0.0) / max(hi - lo,
                                                                                        1e-30)
