@@ -16,9 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "complete", help="complete sparse (partial) STEM scans with a network + uncertainty",
         description="Scan micrographs along a sparse path (or take an already sparse scan with "
-                    "--mask) and complete them with the shipped network. Writes "
+                    "--mask) and complete them with the shipped network, or with a lattice "
+                    "fitted to the samples where they show a crystal (--prior). Writes "
                     "OUT/<name>_completed.<ext>, OUT/<name>_uncertainty.<ext> (half-width of "
-                    "the calibrated 90%% interval, same units) and OUT/<name>_panel.png "
+                    "the calibrated 90% interval, same units) and OUT/<name>_panel.png "
                     "(sparse | completion | uncertainty), keeping pixel size and metadata.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
@@ -48,14 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", default="auto", choices=["auto", "network", "lattice"],
                    help="auto (default): a spiral or grid scan of a crystal is completed by a "
                         "periodic lattice fitted to its samples when that fit explains >= 90%% "
-                        "of their variance (also on held-out tiles), else by the network; "
+                        "of their variance (also on held-out tiles) and its held-out error is "
+                        "at most 0.75 of the network's predicted error, else by the network; "
                         "network: always the network; lattice: always the lattice fit")
     p.set_defaults(func=_complete)
 
     e = _evaluate_subparsers(subparsers).add_parser(
         "complete", help="RMS vs coverage of the completion network and classical baselines",
-        description="Score the completion network, nearest-neighbour, Delaunay-linear (+blur), "
-                    "biharmonic and wavelet compressive-sensing completions on held-out "
+        description="Score the completion network, the default lattice-or-network choice "
+                    "(auto), nearest-neighbour, Delaunay-linear (+blur), biharmonic, wavelet "
+                    "and Fourier compressive-sensing and lattice-fit completions on held-out "
                     "images for every path kind and coverage; plot with the thesis's points.")
     e.add_argument("-n", type=int, default=6, help="held-out simulated images")
     e.add_argument("--size", type=int, default=512, help="image side [px]")
