@@ -133,8 +133,12 @@ def test_complete_scan_prior_choices():
     net = C.complete_scan(img, kind="spiral", coverage=1 / 87, model=model, prior="network")
     assert net.method == "network" and net.lattice is None
     assert _rms(net.completion, img) > 3 * _rms(auto.completion, img)
-    # gridlike paths and unknown masks stay with the network under "auto"
+    # gridlike paths stay with the network under "auto"; a mask of unknown kind is judged by
+    # its spectrum (a spiral's mask: the lattice; a gridlike one: the network)
     assert C.complete_scan(img, kind="gridlike", coverage=1 / 30, model=model).method == "network"
+    for kind, method in (("spiral", "lattice"), ("gridlike", "network")):
+        v, m = _scan(img, kind, 1 / 30)
+        assert C.complete_scan(v, mask=m, kind=None, model=model).method == method
     forced = C.complete_scan(img, kind="gridlike", coverage=1 / 30, model=model, prior="lattice")
     assert forced.method == "lattice"
     with pytest.raises(C.NoLatticeError):
@@ -198,3 +202,17 @@ def test_refined_peak_lands_between_bins():
     found = _refine_peak(start, pos, v, step)
     assert np.abs(start - f_true).max() > 0.2 * step
     assert np.abs(found - f_true).max() < 0.05 * step
+
+
+@pytest.mark.parametrize("kind", ["spiral", "gridlike", "grid", "random"])
+@pytest.mark.parametrize("shape", [(512, 512), (400, 380)])
+def test_infer_path_kind_from_the_mask_alone(kind, shape):
+    """Every coverage of the trained range, two seeds: a random mask reads as spiral-like
+    (scattered samples, no aliasing)."""
+    from em_accel.scan import infer_path_kind
+
+    for coverage in (1 / 10, 1 / 17.9, 1 / 50, 1 / 100):
+        for seed in (0, 1):
+            m = partial_scan(torch.zeros(shape, dtype=torch.float64),
+                             make_path(kind, shape, coverage, seed=seed)).raster.mask.numpy()
+            assert infer_path_kind(m > 0) == ("spiral" if kind == "random" else kind)

@@ -452,14 +452,21 @@ def lattice_prior(values: np.ndarray, mask: np.ndarray, kind: str | None, prior:
     cannot fill); :func:`complete_scan` then still runs the network and keeps the lattice only
     if :func:`prefer_lattice`. Jittered gridlike paths are left to the network: their parallel
     lines alias the lattice along their normal, and held-out tiles on the same lines cannot
-    tell the alias from the lattice.
+    tell the alias from the lattice. A mask of unknown kind (None or "unknown") is classified by
+    :func:`em_accel.scan.lattice.infer_path_kind` (scattered samples such as random ones count
+    as spiral-like).
     """
-    from ..scan.lattice import fit_lattice
+    from ..scan.lattice import fit_lattice, infer_path_kind
 
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-    if prior == "network" or (prior == "auto" and kind not in LATTICE_KINDS):
+    if prior == "network":
         return None
+    if prior == "auto":
+        # A mask given without its kind: judged by its spectrum (parallel lines are not used).
+        seen_as = kind if kind in KINDS else infer_path_kind(mask)
+        if seen_as not in LATTICE_KINDS:
+            return None
     fit = fit_lattice(values, mask, seed=seed)
     if prior == "lattice":
         if fit is None:
@@ -555,8 +562,10 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
         prior: "auto" (default): a spiral or grid scan of a crystal is completed by a periodic
             lattice fitted to its samples (:mod:`em_accel.scan.lattice`) when that fit explains
             at least 90% of the samples' variance, on all samples and on held-out tiles, and its
-            held-out error is at most 0.75 of the error the network predicts for itself; any
-            other scan by the network. "network": always the network. "lattice": always the
+            held-out error is at most 0.75 of the error the network predicts for itself (a
+            mask of unknown kind counts as the kind its spectrum shows,
+            :func:`em_accel.scan.infer_path_kind`); any other scan by the network.
+            "network": always the network. "lattice": always the
             lattice fit (any path). The result's ``method`` says which ran; a lattice
             completion's uncertainty is uniform, from its error on the held-out tiles.
 

@@ -53,6 +53,10 @@ R2_MIN = 0.9
 #: Nyquist is too likely such an alias to be used (on held-out grids, most fits above this
 #: lost to the network, nearly all below it won; docs/complete.md).
 NYQUIST_MAX = 0.75
+#: Mask spectrum peaks (relative to zero frequency) that mark a regular grid and parallel
+#: lines, for :func:`infer_path_kind`.
+GRID_PEAK = 0.9
+LINES_PEAK = 0.33
 #: A fit that leaves the sampled range by more than this fraction of it between the samples
 #: is ill-conditioned there (nearly aliased harmonics cancelling at the samples).
 OVERSHOOT_MAX = 0.1
@@ -163,6 +167,30 @@ def _solve(A: np.ndarray, v: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
     return np.linalg.solve(AtA, A.T @ v)
 
 
+def _mask_spectrum(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(|rfft2| of the mask, zero-padded 2x, over its zero-frequency value [2H, W + 1]; row
+    and column frequencies [cycles/px])."""
+    H, W = mask.shape
+    M = np.abs(np.fft.rfft2(mask.astype(np.float64), (2 * H, 2 * W))) / max(float(mask.sum()),
+                                                                            1.0)
+    return M, np.fft.fftfreq(2 * H), np.fft.rfftfreq(2 * W)
+
+
+def infer_path_kind(mask: np.ndarray) -> str:
+    """The scan path kind a mask of unknown origin samples like, from its spectrum's strongest
+    peak at >= 0.02 cycles/px relative to its zero-frequency value: "grid" (>= 0.9: a regular
+    grid replicates the spectrum at every multiple of 1/d), "gridlike" (>= 0.33: parallel
+    lines; measured 0.45-0.66) or "spiral" (below: spirals measured 0.09-0.24, and random or
+    other scattered sampling, which does not alias either). Used by ``prior="auto"`` to decide
+    whether a lattice fit can be trusted on a mask given without its kind."""
+    M, fy, fx = _mask_spectrum(np.asarray(mask, bool))
+    far = np.hypot(fy[:, None], fx[None, :]) >= 0.02
+    peak = float(M[far].max()) if far.any() else 0.0
+    if peak >= GRID_PEAK:
+        return "grid"
+    return "gridlike" if peak >= LINES_PEAK else "spiral"
+
+
 def _aliases(mask: np.ndarray, strength: float = 0.6, lowest: float = 0.05) -> np.ndarray:
     """[K, 2] frequency shifts [cycles/px] under which the scan cannot tell two frequencies
     apart: local maxima of the mask's spectrum (zero-padded 2x, so a peak between bins keeps
@@ -171,10 +199,7 @@ def _aliases(mask: np.ndarray, strength: float = 0.6, lowest: float = 0.05) -> n
     multiple of 1/d); spirals have none, and the slow line-to-line period of a jittered
     gridlike path is below ``lowest`` (it blurs frequencies along the lines' normal, it does
     not replicate them)."""
-    H, W = mask.shape
-    M = np.abs(np.fft.rfft2(mask.astype(np.float64), (2 * H, 2 * W))) / max(float(mask.sum()),
-                                                                            1.0)
-    fy, fx = np.fft.fftfreq(2 * H), np.fft.rfftfreq(2 * W)
+    M, fy, fx = _mask_spectrum(mask)
     r, c = np.nonzero(M >= strength)
     keep = np.hypot(fy[r], fx[c]) >= lowest
     r, c = r[keep], c[keep]
