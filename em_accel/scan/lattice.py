@@ -81,6 +81,9 @@ class LatticeFit:
             alias of a finer one the grid cannot tell from it.
         overshoot: how far the fitted image leaves the sampled range between the samples, as a
             fraction of that range (an ill-conditioned fit oscillates there).
+        noise_var: variance of the white (shot) noise in the samples, estimated from the
+            residuals at adjacent samples (0 without enough adjacent pairs, e.g. on grids).
+        sample_var, validation_var: variance of all samples and of the held-out ones.
     """
 
     basis: np.ndarray
@@ -93,14 +96,44 @@ class LatticeFit:
     r2: float
     nyquist_fraction: float = 0.0
     overshoot: float = 0.0
+    noise_var: float = 0.0
+    sample_var: float = 0.0
+    validation_var: float = 0.0
 
     def accepted(self, r2_min: float = R2_MIN) -> bool:
         """Whether the scan shows a crystal this fit describes: the fit explains at least
-        ``r2_min`` of the variance of the samples and of the held-out tiles' samples, its
-        lattice is clear of the scan's Nyquist frequency (:data:`NYQUIST_MAX`) and it stays
-        near the sampled range between samples (:data:`OVERSHOOT_MAX`)."""
-        return (self.r2 >= r2_min and self.validation_r2 >= r2_min
+        ``r2_min`` of the signal variance of the samples and of the held-out tiles' samples
+        (:attr:`signal_r2`, :attr:`signal_validation_r2`: shot noise is no fault of the fit),
+        its lattice is clear of the scan's Nyquist frequency (:data:`NYQUIST_MAX`) and it
+        stays near the sampled range between samples (:data:`OVERSHOOT_MAX`)."""
+        return (self.signal_r2 >= r2_min and self.signal_validation_r2 >= r2_min
                 and self.nyquist_fraction <= NYQUIST_MAX and self.overshoot <= OVERSHOOT_MAX)
+
+    def _signal(self, r2: float, var: float) -> float:
+        # R² of the noise-free signal: the noise variance leaves the residual and the total.
+        if self.noise_var <= 0 or var <= self.noise_var:
+            return r2
+        return 1.0 - ((1.0 - r2) * var - self.noise_var) / (var - self.noise_var)
+
+    @property
+    def signal_r2(self) -> float:
+        """:attr:`r2` with the estimated white noise (:attr:`noise_var`) taken out."""
+        return self._signal(self.r2, self.sample_var)
+
+    @property
+    def signal_validation_r2(self) -> float:
+        """:attr:`validation_r2` with the estimated white noise taken out."""
+        return self._signal(self.validation_r2, self.validation_var)
+
+    @property
+    def signal_mae(self) -> float:
+        """Mean |error| on the held-out tiles against the noise-free signal (estimated: the
+        measured one scaled by the signal's share of the RMS error)."""
+        mse = self.validation_rms ** 2
+        if self.noise_var <= 0 or mse <= 0:
+            return self.validation_mae
+        # The noise estimate can exceed the residual by a few %; keep a third of the RMS.
+        return self.validation_mae * math.sqrt(max(mse - self.noise_var, mse / 9) / mse)
 
     @property
     def periods(self) -> np.ndarray:
@@ -364,7 +397,11 @@ def _candidates(values: np.ndarray, mask: np.ndarray, fmin: float, aliases: np.n
         if np.linalg.norm(f) >= fmin and all(min(np.linalg.norm(f - g), np.linalg.norm(f + g))
                                              > near for g in cands):
             cands.append(f)
-    explained = 1.0 - float(rest.var()) / max(float(np.var(values[mask])), 1e-30)
+    # Share of the signal variance: white noise (an upper bound, from adjacent raw samples)
+    # leaves both the residual and the total.
+    noise = min(_white_noise_var(values[mask], mask), 0.9 * float(rest.var()))
+    explained = 1.0 - ((float(rest.var()) - noise)
+                       / max(float(np.var(values[mask])) - noise, 1e-30))
     return cands, np.array(peaks).reshape(-1, 2), np.array(power), explained
 
 
@@ -491,7 +528,9 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
     pos, v = np.argwhere(mask).astype(np.float64), values[mask]
     A = _design(pos, (H, W), basis, hk)
     coef = _solve(A, v)
-    r2 = 1.0 - float(np.mean((A @ coef - v) ** 2) / max(v.var(), 1e-30))
+    resid = A @ coef - v
+    noise = _white_noise_var(resid, mask)
+    r2 = 1.0 - float(np.mean(resid ** 2) / max(v.var(), 1e-30))
     val_r2 = 1.0 - float(np.mean(err ** 2) / max(v_h.var(), 1e-30))
     # Between the samples: how far a coarse rendering leaves the sampled range.
     rendered = _render_grid(np.arange(0, H, 4.0), np.arange(0, W, 4.0), (H, W), basis, hk,
@@ -501,7 +540,21 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
                                                                                        1e-30)
     return LatticeFit(basis, hk, coef, (H, W), float(np.sqrt(np.mean(err ** 2))),
                       float(np.mean(np.abs(err))), val_r2, r2,
-                      _nyquist_fraction(basis, aliases), overshoot)
+                      _nyquist_fraction(basis, aliases), overshoot, noise, float(v.var()),
+                      float(v_h.var()))
+
+
+def _white_noise_var(resid: np.ndarray, mask: np.ndarray, min_pairs: int = 200) -> float:
+    """Variance of the white (shot) noise in the samples, from the fit's residuals at
+    horizontally or vertically adjacent samples: half the mean squared difference. A misfit
+    varies over atomic distances (a few px) and nearly cancels between neighbours; white
+    noise does not. 0 where fewer than ``min_pairs`` adjacent pairs exist (regular grids)."""
+    R = np.zeros(mask.shape)
+    R[mask] = resid
+    d = [(R[:, 1:] - R[:, :-1])[mask[:, 1:] & mask[:, :-1]],
+         (R[1:, :] - R[:-1, :])[mask[1:, :] & mask[:-1, :]]]
+    d = np.concatenate(d)
+    return 0.5 * float(np.mean(d ** 2)) if len(d) >= min_pairs else 0.0
 
 
 def _reduced(basis: np.ndarray) -> np.ndarray:
