@@ -13,7 +13,8 @@ can.
 1. peaks by CLEAN: the strongest bin of the zero-filled samples' spectrum, refined to the
    samples' periodogram maximum and folded to its shortest alias, is fitted as a sinusoid and
    subtracted before the next is sought (the scan pattern's copies of a peak go with it); a
-   scan whose 8 peaks explain under half its variance has no crystal to find;
+   scan whose 8 peaks explain under half its signal variance (white noise taken out) has no
+   crystal to find;
 2. candidate bases (peaks, half the strongest two, differences of the strongest five) are
    ranked by the peak power they index; the best pairs are fitted with all harmonics up to
    each of :data:`CUTS` on the samples outside randomly chosen validation tiles and scored
@@ -35,8 +36,9 @@ import numpy as np
 
 #: Harmonic cut-offs tried [cycles/px]: the sharper the atoms, the higher the useful one.
 CUTS = (0.06, 0.09, 0.13, 0.18, 0.25, 0.35)
-#: A crystal's 8 strongest Fourier peaks carry most of its samples' variance (at least 80% in
-#: every scan accepted on the held-out sets); below this share no lattice is searched for.
+#: A crystal's 8 strongest Fourier peaks carry most of its samples' signal variance (at least
+#: 80% in every noise-free scan accepted on the held-out sets); below this share no lattice is
+#: searched for.
 MIN_PEAK_SHARE = 0.5
 #: Candidate bases (ranked by the spectral peaks they index) fitted and scored per scan.
 PAIRS = 8
@@ -354,7 +356,7 @@ def _candidates(values: np.ndarray, mask: np.ndarray, fmin: float, aliases: np.n
                 n_peaks: int = 8
                 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, float]:
     """(candidate basis vectors, peaks [P, 2] [cycles/px], their powers [P], the fraction of
-    the samples' variance the peaks' sinusoids explain).
+    the samples' signal variance (white noise taken out) the peaks' sinusoids explain).
 
     Peaks are extracted one at a time (CLEAN): the strongest bin of the zero-filled samples'
     spectrum, moved to the samples' periodogram maximum and folded to its shortest
