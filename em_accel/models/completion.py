@@ -441,6 +441,12 @@ class NoLatticeError(CompletionInputError):
     """``prior="lattice"`` but the samples show no two independent periodicities."""
 
 
+def check_prior(prior: str) -> None:
+    """ValueError unless ``prior`` is one of :data:`PRIORS`."""
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+
+
 def lattice_prior(values: np.ndarray, mask: np.ndarray, kind: str | None, prior: str,
                   seed: int = 0) -> LatticeFit | None:
     """The lattice fit that completes the scan instead of the network, or None for the network.
@@ -458,8 +464,7 @@ def lattice_prior(values: np.ndarray, mask: np.ndarray, kind: str | None, prior:
     """
     from ..scan.lattice import fit_lattice, infer_path_kind
 
-    if prior not in PRIORS:
-        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    check_prior(prior)
     if prior == "network":
         return None
     if prior == "auto":
@@ -607,8 +612,7 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
         values = np.where(m, arr, 0.0)
     cov = float(m.mean())
     check_coverage(cov)
-    if prior not in PRIORS:
-        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    check_prior(prior)  # before the model loads
 
     def lattice_result(fit: LatticeFit) -> CompletionResult:
         # Laplace scale from the held-out tiles' mean |error|: half-width ln(10) b at 90%. The
