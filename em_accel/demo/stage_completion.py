@@ -61,9 +61,10 @@ def run(ctx: DemoContext) -> StageResult:
             "em_accel.models.complete_scan. The uncertainty map is the half-width of the "
             "calibrated 90% interval of a per-pixel Laplace error model; it should be large "
             "where the error is large." + rescanned)
-    if res.lattice is not None:
-        text += (" The samples showed a crystal: a periodic lattice fitted to them explained "
-                 f"{100 * res.lattice.validation_r2:.1f}% of the variance of held-out tiles, so "
-                 "complete_scan's default prior ('auto') completed the scan with that lattice "
-                 "instead of the network (em_accel.scan.lattice).")
+    if res.lattice_weight is not None:
+        text += (" The samples showed a crystal: a periodic lattice fitted to them "
+                 "(em_accel.scan.lattice) predicted them better than the network's own predicted "
+                 f"error over {100 * float(res.lattice_weight.mean()):.0f}% of the image, so "
+                 "complete_scan's default prior ('auto') completed that part with the lattice "
+                 "and left the rest to the network (em_accel.scan.lattice_region).")
     return StageResult("Partial-scan completion with uncertainty", panels, numbers, text)

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..scan.lattice import LatticeFit
+from ..scan.lattice_region import LatticeRegion
 
 #: Path kinds the network is conditioned on (index = its one-hot position); others: "unknown".
 KINDS = ("spiral", "gridlike", "grid")
@@ -424,17 +425,9 @@ class CompletionResult(NamedTuple):
     mask: np.ndarray         # bool, True where sampled
     coverage: float          # fraction of pixels sampled
     kind: str | None         # path kind the network was told (None: unknown)
-    method: str = "network"  # what completed it: "network" or "lattice" (see ``prior``)
-    lattice: LatticeFit | None = None  # the lattice fit, where one was made
-
-
-def prefer_lattice(fit: LatticeFit, scale: np.ndarray) -> bool:
-    """Whether an accepted lattice fit should complete the scan instead of the network: its
-    mean |error| on the held-out tiles is at most :data:`LATTICE_ERROR_RATIO` of the mean
-    |error| the network predicts for itself (its calibrated Laplace scale ``scale`` [H, W],
-    the values' units). On dense scans of an imperfect crystal the network is the better
-    estimate (measured in docs/complete.md)."""
-    return fit.signal_mae <= LATTICE_ERROR_RATIO * float(np.mean(scale))
+    method: str = "network"  # what completed it: "network", "lattice" or "lattice+network"
+    lattice: LatticeFit | None = None  # the lattice, where one was used
+    lattice_weight: np.ndarray | None = None  # [H, W] the lattice's share, where one was used
 
 
 class NoLatticeError(CompletionInputError):
@@ -447,38 +440,58 @@ def check_prior(prior: str) -> None:
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
 
 
-def lattice_prior(values: np.ndarray, mask: np.ndarray, kind: str | None, prior: str,
-                  seed: int = 0) -> LatticeFit | None:
-    """The lattice fit that completes the scan instead of the network, or None for the network.
+def lattice_path_kind(mask: np.ndarray, kind: str | None) -> str | None:
+    """The path kind ``prior="auto"`` treats a scan as when looking for a lattice: "spiral" or
+    "grid", or None for none (jittered gridlike paths: their parallel lines alias a lattice
+    along their normal, and held-out tiles on the same lines cannot tell the alias from the
+    lattice). A mask of unknown kind (None or "unknown") is judged by its spectrum
+    (:func:`em_accel.scan.lattice.infer_path_kind`; scattered samples such as random ones
+    count as spiral-like)."""
+    from ..scan.lattice import infer_path_kind
 
-    ``prior``: "network" (never a lattice), "lattice" (always; :class:`NoLatticeError` if none
-    is found) or "auto": a lattice for spiral and grid scans whose fit explains at least
-    :data:`em_accel.scan.lattice.R2_MIN` of the samples' variance, on all samples and on
-    held-out tiles (a crystal: the periodic fit recovers atomic columns in gaps the network
-    cannot fill); :func:`complete_scan` then still runs the network and keeps the lattice only
-    if :func:`prefer_lattice`. Jittered gridlike paths are left to the network: their parallel
-    lines alias the lattice along their normal, and held-out tiles on the same lines cannot
-    tell the alias from the lattice. A mask of unknown kind (None or "unknown") is classified by
-    :func:`em_accel.scan.lattice.infer_path_kind` (scattered samples such as random ones count
-    as spiral-like).
-    """
-    from ..scan.lattice import fit_lattice, infer_path_kind
+    seen_as = kind if kind in KINDS else infer_path_kind(mask)
+    return seen_as if seen_as in LATTICE_KINDS else None
 
-    check_prior(prior)
-    if prior == "network":
-        return None
-    if prior == "auto":
-        # A mask given without its kind: judged by its spectrum (parallel lines are not used).
-        seen_as = kind if kind in KINDS else infer_path_kind(mask)
-        if seen_as not in LATTICE_KINDS:
-            return None
+
+class AutoCompletion(NamedTuple):
+    """What ``prior="auto"`` makes of a scan and the network's completion of it."""
+
+    completion: np.ndarray       # [H, W] float64, the values' units
+    scale: np.ndarray            # [H, W] predicted mean |error| (Laplace scale)
+    method: str                  # "network", "lattice" or "lattice+network"
+    fit: LatticeFit | None       # the whole-image lattice fit, where one was made
+    region: LatticeRegion | None  # where the lattice completes the scan, if anywhere
+
+
+def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
+                    completion: np.ndarray, scale: np.ndarray, seed: int = 0
+                    ) -> AutoCompletion:
+    """``prior="auto"``: the network's ``completion`` (predicted mean |error| ``scale``, both
+    [H, W]) with a fitted lattice in the part of the image where the lattice's local
+    error is at most :data:`LATTICE_ERROR_RATIO` of the network's
+    (:func:`em_accel.scan.lattice_region.best_region`: the whole image for a crystal, its
+    crystalline part beside vacuum, support or another grain; on grids only lattices of the
+    whole image), blended over the gaps between the samples. There the scale is the
+    lattice's measured local error (shot noise included)."""
+    from ..scan.lattice import fit_lattice
+    from ..scan.lattice_region import best_region
+
+    seen_as = lattice_path_kind(mask, kind)
+    if seen_as is None:
+        return AutoCompletion(completion, scale, "network", None, None)
     fit = fit_lattice(values, mask, seed=seed)
-    if prior == "lattice":
-        if fit is None:
-            raise NoLatticeError("no lattice found in the samples (too few samples, periodic "
-                                 "peaks too weak, or no two independent ones)")
-        return fit
-    return fit if fit is not None and fit.accepted() else None
+    # No window search on grids: a window's quarter of the samples lets a lattice above the
+    # grid's Nyquist frequency pass for its alias (six held-out sets: on grids 11 of 31 window
+    # lattices were over 2% worse than without them, 3 by over 40%; on spirals 2 of 41, the
+    # worst by 10%).
+    region = best_region(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO, seed=seed,
+                         windows=seen_as != "grid")
+    if region is None:
+        return AutoCompletion(completion, scale, "network", fit, None)
+    w = region.weight
+    method = "lattice" if float(w.min()) >= 1.0 else "lattice+network"
+    return AutoCompletion(w * region.fit.render() + (1 - w) * completion,
+                          w * region.error + (1 - w) * scale, method, fit, region)
 
 
 class _Packed(nn.Module):
@@ -564,15 +577,17 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
             annular bright-field STEM): the network, trained on HAADF contrast, completes the
             scan's values mirrored about their range (max + min - value) and the result is
             mirrored back; the uncertainty is unchanged.
-        prior: "auto" (default): a spiral or grid scan of a crystal is completed by a periodic
-            lattice fitted to its samples (:mod:`em_accel.scan.lattice`) when that fit explains
-            at least 90% of the samples' variance, on all samples and on held-out tiles, and its
-            held-out error is at most 0.75 of the error the network predicts for itself (a
-            mask of unknown kind counts as the kind its spectrum shows,
-            :func:`em_accel.scan.infer_path_kind`); any other scan by the network.
-            "network": always the network. "lattice": always the
-            lattice fit (any path). The result's ``method`` says which ran; a lattice
-            completion's uncertainty is uniform, from its error on the held-out tiles.
+        prior: "auto" (default): on spiral and grid scans (a mask of unknown kind counts as
+            the kind its spectrum shows, :func:`em_accel.scan.infer_path_kind`), a periodic
+            lattice fitted to the samples (:mod:`em_accel.scan.lattice`) completes the part of
+            the image where its local error is at most 0.75 of the error the
+            network predicts for itself: the whole image for a crystal, the crystal's part
+            beside vacuum, support or another grain (:mod:`em_accel.scan.lattice_region`);
+            the network completes the rest, blended over the gaps between samples. Other scans:
+            the network. "network": always the network. "lattice": always the whole-image
+            lattice fit (any path; uniform uncertainty from its held-out error). The result's
+            ``method`` ("network", "lattice", "lattice+network") says which ran and
+            ``lattice_weight`` where the lattice was used.
 
     Raises:
         ImageShapeError, NonFiniteImageError, CoverageRangeError, UnknownPathKindError,
@@ -614,30 +629,36 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     check_coverage(cov)
     check_prior(prior)  # before the model loads
 
-    def lattice_result(fit: LatticeFit) -> CompletionResult:
-        # Laplace scale from the held-out tiles' mean |error|: half-width ln(10) b at 90%. The
-        # measured one (shot noise included), not signal_mae: an interval for what a detector
-        # would record there, so noisy frames are not under-covered (real frames: 84% with
-        # signal_mae, 87% with this).
+    if prior == "lattice":
+        from ..scan.lattice import fit_lattice
+
+        fit = fit_lattice(values, m, seed=seed)
+        if fit is None:
+            raise NoLatticeError("no lattice found in the samples (too few samples, periodic "
+                                 "peaks too weak, or no two independent ones)")
+        # Laplace scale from the held-out tiles' mean |error|: the measured one (shot noise
+        # included), an interval for what a detector would record there.
         uncertainty = np.full(m.shape, Z90 * fit.validation_mae, np.float32)
         return CompletionResult(fit.render().astype(np.float32), uncertainty,
-                                values.astype(np.float32), m, cov, kind, "lattice", fit)
-
-    if prior == "lattice":
-        return lattice_result(lattice_prior(values, m, kind, prior, seed=seed))
+                                values.astype(np.float32), m, cov, kind, "lattice", fit,
+                                np.ones(m.shape, np.float32))
     if model is None:
         model = load_pretrained("completion")
     pivot = float(values[m].max() + values[m].min()) if dark_atoms else None
     seen = values if pivot is None else np.where(m, pivot - values, 0.0)
-    # Not overlapped with the network in a thread: on 2 cores that measured slower (stop 31:
-    # 1.12 s instead of 0.56 s on a crystal; numpy and torch compete for both cores).
-    fit = lattice_prior(values, m, kind, prior, seed=seed)
     completion, scale = run_network(model, seen, m, kind, tile=tile, margin=margin,
                                     device=device, ensemble=ensemble)
     if pivot is not None:
         completion = pivot - completion
     scale = float(getattr(model, "calibration", 1.0)) * scale
-    if fit is not None and prefer_lattice(fit, scale):
-        return lattice_result(fit)
-    return CompletionResult(completion.astype(np.float32), (Z90 * scale).astype(np.float32),
-                            values.astype(np.float32), m, cov, kind, "network", fit)
+    if prior == "network":
+        return CompletionResult(completion.astype(np.float32), (Z90 * scale).astype(np.float32),
+                                values.astype(np.float32), m, cov, kind, "network")
+    # The lattice search runs after the network, not beside it in a thread: on 2 cores that
+    # measured slower (stop 31: 1.12 s instead of 0.56 s; numpy and torch compete for both).
+    auto = auto_completion(values, m, kind, completion, scale, seed=seed)
+    region = auto.region
+    return CompletionResult(auto.completion.astype(np.float32),
+                            (Z90 * auto.scale).astype(np.float32), values.astype(np.float32), m,
+                            cov, kind, auto.method, None if region is None else region.fit,
+                            None if region is None else region.weight.astype(np.float32))

@@ -47,11 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "bright-field STEM): complete the mirrored contrast the network was "
                         "trained on and mirror back")
     p.add_argument("--prior", default="auto", choices=["auto", "network", "lattice"],
-                   help="auto (default): a spiral or grid scan of a crystal is completed by a "
-                        "periodic lattice fitted to its samples when that fit explains >= 90%% "
-                        "of their variance (also on held-out tiles) and its held-out error is "
-                        "at most 0.75 of the network's predicted error, else by the network; "
-                        "network: always the network; lattice: always the lattice fit")
+                   help="auto (default): on spiral and grid scans, a periodic lattice fitted to "
+                        "the samples completes the part of the image where its local error is "
+                        "at most 0.75 of the network's predicted error (a whole crystal, or a "
+                        "crystal beside vacuum, support or another grain), the network the "
+                        "rest; network: always the network; lattice: always the whole-image "
+                        "lattice fit")
     p.set_defaults(func=_complete)
 
     e = _evaluate_subparsers(subparsers).add_parser(
@@ -152,12 +153,15 @@ def _complete(args: argparse.Namespace) -> int:
         suffix = path.suffix.lower() if args.format == "same" else "." + args.format
         if suffix not in WRITE_SUFFIXES:
             suffix = ".tif"
-        by = ("em_accel.models.PartialScanCompleter" if res.method == "network" else
-              "em_accel.scan.lattice.fit_lattice")
+        by = {"network": "em_accel.models.PartialScanCompleter",
+              "lattice": "em_accel.scan.lattice.fit_lattice",
+              "lattice+network": "em_accel.scan.lattice_region (lattice) and "
+                                 "em_accel.models.PartialScanCompleter (rest)"}[res.method]
         lattice = None if res.lattice is None else {
             "real_space_vectors_px": np.round(res.lattice.periods, 4).tolist(),
             "harmonics": len(res.lattice.harmonics), "r2": round(res.lattice.r2, 4),
-            "held_out_r2": round(res.lattice.validation_r2, 4)}
+            "held_out_r2": round(res.lattice.validation_r2, 4),
+            "share_of_image": round(float(res.lattice_weight.mean()), 4)}
         meta = {"em_accel": {"completed_by": by, "prior": args.prior, "lattice": lattice,
                              "model": args.model, "path_kind": kind,
                              "coverage": round(res.coverage, 6),
@@ -175,8 +179,9 @@ def _complete(args: argparse.Namespace) -> int:
             panel = args.out / f"{path.stem}_panel.png"
             _panel(panel, res.sparse, res.mask, res.completion, res.uncertainty,
                    f"{path.name}: {kind} path, coverage 1/{1 / res.coverage:.1f}, completed "
-                   f"by the {res.method}" + ("" if res.lattice is None else
-                                            f" (held-out R² {res.lattice.validation_r2:.3f})"))
+                   f"by the {res.method}" + ("" if res.lattice_weight is None else
+                                            f" (lattice on {100 * res.lattice_weight.mean():.0f}%"
+                                            " of the image)"))
             written.append(panel)
         for w in written:
             print(w)

@@ -127,7 +127,7 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
     ``auto``: also score what :func:`~em_accel.models.completion.complete_scan` does by default
     (method ``auto``: the lattice prior where it is accepted, else the network), with its own
     reliability (``reliability_auto``)."""
-    from .completion import lattice_prior, prefer_lattice
+    from .completion import auto_completion
 
     methods = dict(baselines.METHODS if methods is None else methods)
     rows, rel = [], {p: [] for p in LEVELS}
@@ -161,16 +161,13 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
                 times["network-ens8"] = time.perf_counter() - t0
             if auto:
                 t0 = time.perf_counter()
-                fit = lattice_prior(v, m, kind, "auto")
-                if fit is not None and not prefer_lattice(fit, calibration * b):
-                    fit = None
-                if fit is None:
-                    outs["auto"], half = mean, calibration * b
-                else:
-                    outs["auto"], half = fit.render(), np.full(m.shape, fit.validation_mae)
+                choice = auto_completion(v, m, kind, mean, calibration * b, seed=0)
+                outs["auto"], half = choice.completion, choice.scale
                 times["auto"] = time.perf_counter() - t0 + times["network"]
                 chosen.append({"image": i, "kind": kind, "coverage_nominal": c,
-                               "method": "network" if fit is None else "lattice"})
+                               "method": choice.method,
+                               "lattice_share": (0.0 if choice.region is None
+                                                 else choice.region.share)})
                 err = np.abs(outs["auto"] - img)
                 for p in LEVELS:
                     rel_auto[p].append(float((err <= math.log(1 / (1 - p)) * half).mean()))
@@ -332,10 +329,14 @@ def format_summary(results: dict) -> str:
     if results.get("auto_choices"):
         per: dict = {}
         for ch in results["auto_choices"]:
-            per.setdefault((ch["kind"], ch["coverage_nominal"]), []).append(ch["method"])
-        lines.append("auto chose the lattice on (kind 1/coverage: n/N): " + ", ".join(
-            f"{k} 1/{1 / c:.0f}: {ms.count('lattice')}/{len(ms)}"
-            for (k, c), ms in sorted(per.items(), key=lambda kv: (kv[0][0], -kv[0][1]))))
+            per.setdefault((ch["kind"], ch["coverage_nominal"]), []).append(ch)
+        lines.append("auto chose the lattice on (kind 1/coverage: whole images + part of "
+                     "images / N, mean share of the image): " + ", ".join(
+                         f"{k} 1/{1 / c:.0f}: {sum(ch['method'] == 'lattice' for ch in chs)}"
+                         f"+{sum(ch['method'] == 'lattice+network' for ch in chs)}/{len(chs)}, "
+                         f"{np.mean([ch.get('lattice_share', 0.0) for ch in chs]):.2f}"
+                         for (k, c), chs in sorted(per.items(),
+                                                   key=lambda kv: (kv[0][0], -kv[0][1]))))
     return "\n".join(lines)
 
 
