@@ -182,6 +182,12 @@ def test_auto_uses_the_lattice_only_where_it_beats_the_network():
                                                                           img[~inside])
     # the blend's scale is the lattice's local error where the lattice completes the scan
     assert part.scale[w == w.max()].max() < 0.05
+    # the same mask read as a regular grid: its aliases make a partial fit untrustworthy, so only
+    # an accepted whole-image fit may seed a region and no windows are searched
+    gv, gm = _scan(img, "grid", 1 / 16)
+    scale = np.full(gm.shape, 0.05)
+    assert C.auto_completion(gv, gm, "spiral", B.delaunay(gv, gm), scale).region is not None
+    assert C.auto_completion(gv, gm, "grid", B.delaunay(gv, gm), scale).method == "network"
 
 
 def test_cli_complete_prior_and_evaluation_rows(tmp_path):

@@ -470,8 +470,8 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
     [H, W]) with a fitted lattice in the part of the image where the lattice's local
     error is at most :data:`LATTICE_ERROR_RATIO` of the network's
     (:func:`em_accel.scan.lattice_region.best_region`: the whole image for a crystal, its
-    crystalline part beside vacuum, support or another grain; on grids only lattices of the
-    whole image), blended over the gaps between the samples. There the scale is the
+    crystalline part beside vacuum, support or another grain; on grids only from an accepted
+    whole-image fit), blended over the gaps between the samples. There the scale is the
     lattice's measured local error (shot noise included)."""
     from ..scan.lattice import fit_lattice
     from ..scan.lattice_region import best_region
@@ -480,12 +480,8 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
     if seen_as is None:
         return AutoCompletion(completion, scale, "network", None, None)
     fit = fit_lattice(values, mask, seed=seed)
-    # No window search on grids: a window's quarter of the samples lets a lattice above the
-    # grid's Nyquist frequency pass for its alias (six held-out sets: on grids 11 of 31 window
-    # lattices were over 2% worse than without them, 3 by over 40%; on spirals 2 of 41, the
-    # worst by 10%).
     region = best_region(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO, seed=seed,
-                         windows=seen_as != "grid")
+                         aliased=seen_as == "grid")
     if region is None:
         return AutoCompletion(completion, scale, "network", fit, None)
     w = region.weight

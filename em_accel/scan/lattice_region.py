@@ -186,24 +186,31 @@ def window_fit(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
 
 def best_region(values: np.ndarray, mask: np.ndarray, scale: np.ndarray,
                 fit: LatticeFit | None, *, ratio: float = 0.75, seed: int = 0,
-                windows: bool = True) -> LatticeRegion | None:
-    """The larger of the regions of the whole-image ``fit`` (if it explains at least
-    :data:`REGION_R2_MIN` of the signal variance, clear of aliasing and overshoot) and, when
-    that covers under :data:`WHOLE_ENOUGH` of the image, ``windows`` is set and there is a
-    ``fit`` at all, of the best window's lattice (:func:`window_fit`); None if neither yields
-    one."""
+                aliased: bool = False) -> LatticeRegion | None:
+    """The larger of the regions of the whole-image ``fit`` and, when that covers under
+    :data:`WHOLE_ENOUGH` of the image and there is a ``fit`` at all (the whole image shows
+    periodic peaks), of the best window's lattice (:func:`window_fit`); None if neither yields
+    one.
+
+    The whole-image fit seeds a region if it explains at least :data:`REGION_R2_MIN` of the
+    signal variance, clear of aliasing and overshoot. ``aliased``: the scan is a regular grid,
+    whose samples cannot tell a lattice from its aliases above the grid's Nyquist frequency;
+    then only a fit that :meth:`~em_accel.scan.lattice.LatticeFit.accepted` (90% of the
+    variance, also on held-out tiles) seeds a region and no windows are searched (measured on
+    eight held-out sets: a looser seed or windows on grids lost to the network at 1/50-1/100,
+    by up to 0.8 points per set; docs/complete.md)."""
     best = None
-    if (fit is not None and fit.signal_r2 >= REGION_R2_MIN and fit.overshoot <= OVERSHOOT_MAX
-            and fit.nyquist_fraction <= NYQUIST_MAX):
+    if fit is not None and (fit.accepted() if aliased else
+                            fit.signal_r2 >= REGION_R2_MIN and fit.overshoot <= OVERSHOOT_MAX
+                            and fit.nyquist_fraction <= NYQUIST_MAX):
         best = lattice_region(values, mask, fit, scale, ratio=ratio)
     # Only where the whole image shows periodic peaks at all (fit not None): images without
     # a crystal then cost no more than before (held-out sets: 13 of 41 window gains were on
     # scans without such peaks, 14% of the windows' gain in RMS).
-    if windows and fit is not None and (best is None or best.share < WHOLE_ENOUGH):
+    if not aliased and fit is not None and (best is None or best.share < WHOLE_ENOUGH):
         lifted = window_fit(values, mask, seed=seed)
         region = (None if lifted is None else
                   lattice_region(values, mask, lifted, scale, ratio=ratio, source="window"))
         if region is not None and (best is None or region.share > best.share):
             best = region
     return best
-
