@@ -164,13 +164,15 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
                 choice = auto_completion(v, m, kind, mean, calibration * b, seed=0)
                 outs["auto"], half = choice.completion, choice.scale
                 times["auto"] = time.perf_counter() - t0 + times["network"]
-                chosen.append({"image": i, "kind": kind, "coverage_nominal": c,
-                               "method": choice.method,
-                               "lattice_share": (0.0 if choice.region is None
-                                                 else choice.region.share)})
                 err = np.abs(outs["auto"] - img)
                 for p in LEVELS:
                     rel_auto[p].append(float((err <= math.log(1 / (1 - p)) * half).mean()))
+                # per case, so that coverage can be split by path kind or method afterwards
+                chosen.append({"image": i, "kind": kind, "coverage_nominal": c,
+                               "method": choice.method,
+                               "lattice_share": (0.0 if choice.region is None
+                                                 else choice.region.share),
+                               "inside_90": rel_auto[0.9][-1], "network_inside_90": rel[0.9][-1]})
         for name, out in outs.items():
             rows.append(_row(name, i, kind, c, m, out, img, truth_blur, times[name], "full"))
         if i < slow_n:
