@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,9 +168,14 @@ def window_fit(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
     mask = np.asarray(mask, bool)
     values = np.asarray(values, np.float64)
     H, W = mask.shape
+    windows = _windows(H, W)
+    # Two threads: the fits are numpy/scipy work that releases the GIL, and the network has
+    # finished by now, so nothing else competes for the 2 cores.
+    with ThreadPoolExecutor(2) as pool:
+        fits = list(pool.map(lambda win: fit_lattice(values[win], mask[win], seed=seed),
+                             windows))
     best, best_score, best_window = None, r2_min, None
-    for win in _windows(H, W):
-        f = fit_lattice(values[win], mask[win], seed=seed)
+    for win, f in zip(windows, fits):
         if f is None or f.overshoot > OVERSHOOT_MAX or f.nyquist_fraction > NYQUIST_MAX:
             continue
         score = min(f.signal_r2, f.signal_validation_r2)
