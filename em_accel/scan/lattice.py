@@ -197,9 +197,14 @@ def _render_grid(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], basis: 
 def _solve(A: np.ndarray, v: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
     """Least squares with a small ridge (relative to the mean column power): near-aliased
     components of a sparse pattern stay bounded instead of blowing up."""
-    AtA = A.T @ A
+    return _solve_normal(A.T @ A, A.T @ v, ridge)
+
+
+def _solve_normal(AtA: np.ndarray, Atv: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+    """:func:`_solve` from the normal equations (overwrites ``AtA``'s diagonal): fits on
+    subsets of one design's columns index its A^T A instead of recomputing it."""
     AtA[np.diag_indices_from(AtA)] += ridge * float(np.trace(AtA)) / len(AtA) + 1e-12
-    return np.linalg.solve(AtA, A.T @ v)
+    return np.linalg.solve(AtA, Atv)
 
 
 def _mask_spectrum(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -497,15 +502,16 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
         f = np.linalg.norm(hk_all @ basis, axis=1)
         if not len(hk_all):
             continue
-        # One design per pair; each cut-off is a subset of its columns.
+        # One design per pair; each cut-off is a subset of its columns (and of its A^T A).
         A_s, A_h = (_design(p, (H, W), basis, hk_all) for p in (pos_s, pos_hs))
+        G, g = A_s.T @ A_s, A_s.T @ v_s
         for cut in cuts:
             sel = np.flatnonzero(f <= cut * (1 + 1e-9))
             if not len(sel) or (len(sel) == len(hk_all) and f[-1] < cut and cut != cuts[0]
                                 and f[-1] <= cuts[cuts.index(cut) - 1]):
                 continue                   # empty, or the same columns as the last cut-off
             cols = np.concatenate([np.arange(6), 6 + sel, 6 + len(hk_all) + sel])
-            c = _solve(A_s[:, cols], v_s)
+            c = _solve_normal(G[np.ix_(cols, cols)], g[cols])
             s = float(np.sqrt(np.mean((A_h[:, cols] @ c - v_hs) ** 2)))
             tried.append((s, len(sel), basis, min(cut, float(f[sel[-1]]))))
     if not tried:
