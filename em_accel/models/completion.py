@@ -62,8 +62,8 @@ PRETRAINED = "completion_small.safetensors"
 #: ``prior`` choices of :func:`complete_scan`; path kinds "auto" tries a lattice on.
 PRIORS = ("auto", "network", "lattice")
 LATTICE_KINDS = ("spiral", "grid")
-#: "auto" completes with an accepted lattice only where its held-out mean |error| is at most
-#: this fraction of the network's predicted mean |error| (see :func:`prefer_lattice`).
+#: "auto" completes with a lattice only where its local mean |error| is at most this fraction
+#: of the network's predicted mean |error| (see :func:`auto_completion`).
 LATTICE_ERROR_RATIO = 0.75
 
 

@@ -23,8 +23,9 @@ can.
 3. the best pair's vectors are refined by nonlinear least squares; the final fit uses every
    sample.
 
-The validation error is what a caller compares against any other completion of the same scan
-(see :func:`em_accel.models.completion.complete_scan`, ``prior="auto"``).
+Where in the image the fit beats another completion of the same scan is decided by
+:mod:`em_accel.scan.lattice_region` (used by :func:`em_accel.models.completion.complete_scan`,
+``prior="auto"``).
 """
 from __future__ import annotations
 
@@ -46,9 +47,10 @@ PAIRS = 8
 #: one with the fewest components wins (a supercell fits as well as the true cell, with more
 #: components).
 TIE = 1.01
-#: Variance a fit must explain, on all samples and on the held-out tiles, to be used
-#: (chosen on held-out simulated scans: every fit above it beat the network or tied; see
-#: docs/complete.md).
+#: Variance a fit must explain, on all samples and on the held-out tiles, to be accepted
+#: (:meth:`LatticeFit.accepted`; chosen on held-out simulated scans: every fit above it beat
+#: the network or tied; since stop 32 the rule for regular grids, see
+#: :mod:`em_accel.scan.lattice_region` and docs/complete.md).
 R2_MIN = 0.9
 #: On a regular grid a lattice above the grid's Nyquist frequency folds onto one below it that
 #: fits the samples exactly as well; a fit whose shortest reciprocal vector lies within 25% of
