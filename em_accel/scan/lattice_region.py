@@ -14,14 +14,14 @@ better than any interpolation of a sparse scan. :func:`lattice_region` finds tha
 2. the region is where that local error is at most ``ratio`` of the other completion's
    predicted local error (a network's calibrated mean |error|);
 3. the coefficients are refitted on the region's samples only (vacuum or an amorphous film
-   no longer pulls the lattice's amplitudes and background), and 1-2 repeat.
+   no longer pulls the lattice's amplitudes and background), and 1-2 repeat (:data:`REFITS`).
 
 The completion is the lattice in the region and the other completion outside it, blended
 over the window's width (the region's edge is known only to within the gaps of the scan).
 
-When the whole-image fit explains too little to start from, :func:`window_fit` looks for the
-lattice in halves and quadrants of the image and lifts the best one's basis to the whole
-image. Measured in docs/complete.md ("Part of the image a crystal").
+When the whole-image fit explains too little to start from or its region is small,
+:func:`window_fit` looks for the lattice in halves and quadrants of the image and lifts the best
+one's basis to the whole image (:func:`best_region`). Measured in docs/complete.md ("Part of an image a crystal").
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ REGION_R2_MIN = 0.5
 WINDOW_R2_MIN = 0.8
 #: A whole-image region covering at least this fraction of the image skips the window search.
 WHOLE_ENOUGH = 0.9
-#: Rounds of refitting the coefficients on the region's samples (the last region is judged on
-#: the out-of-sample errors of these fits).
+#: Rounds of refitting the coefficients on the region's samples (each judged on the residuals
+#: of the previous round's fit).
 REFITS = 2
 #: The region must hold at least this fraction of the samples.
 MIN_SAMPLE_SHARE = 0.1
