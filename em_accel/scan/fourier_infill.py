@@ -66,9 +66,10 @@ def fourier_infill(image: torch.Tensor, mask: torch.Tensor, start: torch.Tensor 
         raise ValueError("fourier_infill: a mask has no sampled pixel")
     if start is None:
         mean = (v * m).flatten(1).sum(1) / n_samples
-        x = mean[:, None, None].expand_as(v).clone()
+        x = mean[:, None, None].expand_as(v).contiguous()
     else:
-        x = (start[None] if start.dim() == 2 else start).float().clone()
+        x = (start[None] if start.dim() == 2 else start).float().clone(
+            memory_format=torch.contiguous_format)
     h, w = v.shape[-2:]
     n_coef = h * (w // 2 + 1)
     k_final = (support * n_samples.float()).clamp(min=1.0, max=float(n_coef))
@@ -76,16 +77,27 @@ def fourier_infill(image: torch.Tensor, mask: torch.Tensor, start: torch.Tensor 
     # The k-th largest power is read off a strided subsample (k scaled alike): a full top-k of
     # thousands of coefficients per iteration would cost more than the two FFTs.
     stride = max(1, n_coef // 16384)
+    # Samples are put back by flat index and |c|^2 and the threshold work in place: at 512^2
+    # on 2 CPU cores that is a third of the time of full-size where/masked_fill (same values).
+    idx = m.reshape(-1).nonzero().squeeze(1)
+    sampled = v.reshape(-1)[idx]
+    power = torch.empty((v.shape[0], h, w // 2 + 1), device=v.device)
+    cpu = v.device.type == "cpu"
     for it in range(iterations):
-        x = torch.where(m, v, x)
+        x.view(-1)[idx] = sampled
         spec = torch.fft.rfft2(x)
-        power = (spec.real.square() + spec.imag.square()).flatten(1)  # |c|^2, no sqrt needed
+        re_im = torch.view_as_real(spec)
+        torch.mul(re_im[..., 0], re_im[..., 0], out=power)      # |c|^2, no sqrt needed
+        power.add_(re_im[..., 1].square())     # not addcmul_: its FMA rounds differently
         frac = start_fraction ** (1.0 - it / max(1, iterations - 1))
         k = (k_final * frac).long().clamp(min=1)
         ks = (k // stride).clamp(min=1)
-        top = torch.topk(power[:, ::stride], int(ks.max()), dim=1).values
+        top = torch.topk(power.flatten(1)[:, ::stride], int(ks.max()), dim=1).values
         threshold = top[rows, ks - 1]
-        spec = spec.masked_fill((power < threshold[:, None]).reshape(spec.shape), 0)
-        x = torch.fft.irfft2(spec, s=(h, w))
-    x = torch.where(m, v, x)
+        spec.masked_fill_(power < threshold[:, None, None], 0)
+        if cpu:   # irfft2 as its two 1-D passes: the same values, 10% faster on 2 CPU cores
+            x = torch.fft.irfft(torch.fft.ifft(spec, dim=-2), n=w, dim=-1)
+        else:
+            x = torch.fft.irfft2(spec, s=(h, w))
+    x.view(-1)[idx] = sampled
     return x[0] if squeeze else x
