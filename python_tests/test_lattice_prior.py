@@ -190,6 +190,38 @@ def test_auto_uses_the_lattice_only_where_it_beats_the_network():
     assert C.auto_completion(gv, gm, "grid", B.delaunay(gv, gm), scale).method == "network"
 
 
+def test_auto_completes_two_domains_with_a_lattice_each(monkeypatch):
+    """Two domains side by side, the same lattice shifted across their boundary (no single
+    lattice fits both): a second window's lattice, judged against the first region's blend,
+    completes part of what the first leaves, better than one region alone; one crystal
+    beside a film keeps a single region."""
+    import em_accel.scan.lattice_region as R
+
+    n = 320
+    xx = np.mgrid[0:n, 0:n][1]
+    left = xx < n // 2
+    img = np.where(left, _crystal(n), _crystal(n, seed=5))    # seed: the lattice's origin
+    v, m = _scan(img, "spiral", 1 / 30)
+    base = B.delaunay(v, m)
+    scale = np.full(m.shape, 0.05)
+    auto = C.auto_completion(v, m, "spiral", base, scale)
+    assert len(auto.regions) == 2 and auto.method == "lattice+network"
+    first, second = (r.weight for r in auto.regions)
+    assert (second * (1 - first)).mean() >= R.EXTRA_REGION_MIN
+    assert auto.lattice_weight.mean() > 0.6
+    for side in (left, ~left):
+        assert _rms(auto.completion[side], img[side]) < 0.8 * _rms(base[side], img[side])
+    monkeypatch.setattr(R, "EXTRA_REGION_MIN", 2.0)          # no second region
+    one = C.auto_completion(v, m, "spiral", base, scale)
+    assert len(one.regions) == 1
+    assert _rms(auto.completion, img) < 0.9 * _rms(one.completion, img)   # measured 0.83
+    monkeypatch.undo()
+
+    film, _ = _crystal_beside_film()
+    v, m = _scan(film, "spiral", 1 / 87)
+    assert len(C.auto_completion(v, m, "spiral", B.delaunay(v, m), scale).regions) == 1
+
+
 def test_cli_complete_prior_and_evaluation_rows(tmp_path):
     from em_accel.cli import main
     from em_accel.io import read_image, write_image

@@ -426,8 +426,8 @@ class CompletionResult(NamedTuple):
     coverage: float          # fraction of pixels sampled
     kind: str | None         # path kind the network was told (None: unknown)
     method: str = "network"  # what completed it: "network", "lattice" or "lattice+network"
-    lattice: LatticeFit | None = None  # the lattice, where one was used
-    lattice_weight: np.ndarray | None = None  # [H, W] the lattice's share, where one was used
+    lattice: LatticeFit | None = None  # the lattice where one was used (of two: the first)
+    lattice_weight: np.ndarray | None = None  # [H, W] the lattices' share, where any was used
 
 
 class NoLatticeError(CompletionInputError):
@@ -460,34 +460,44 @@ class AutoCompletion(NamedTuple):
     scale: np.ndarray            # [H, W] predicted mean |error| (Laplace scale)
     method: str                  # "network", "lattice" or "lattice+network"
     fit: LatticeFit | None       # the whole-image lattice fit, where one was made
-    region: LatticeRegion | None  # where the lattice completes the scan, if anywhere
+    regions: tuple[LatticeRegion, ...] = ()   # where lattices complete the scan, in order
+    lattice_weight: np.ndarray | None = None  # [H, W] the lattices' share, where any was used
+
+    @property
+    def region(self) -> LatticeRegion | None:
+        """The first (largest) region, if any."""
+        return self.regions[0] if self.regions else None
 
 
 def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
                     completion: np.ndarray, scale: np.ndarray, seed: int = 0
                     ) -> AutoCompletion:
     """``prior="auto"``: the network's ``completion`` (predicted mean |error| ``scale``, both
-    [H, W]) with a fitted lattice in the part of the image where the lattice's local
+    [H, W]) with fitted lattices in the parts of the image where a lattice's local
     error is at most :data:`LATTICE_ERROR_RATIO` of the network's
-    (:func:`em_accel.scan.lattice_region.best_region`: the whole image for a crystal, its
-    crystalline part beside vacuum, support or another grain; on grids only from an accepted
-    whole-image fit), blended over the gaps between the samples. There the scale is the
-    lattice's measured local error (shot noise included)."""
+    (:func:`em_accel.scan.lattice_region.lattice_regions`: the whole image for a crystal, its
+    crystalline part beside vacuum, support or another grain, a second grain; on grids only
+    from an accepted whole-image fit), blended over the gaps between the samples. There the
+    scale is the lattice's measured local error (shot noise included)."""
     from ..scan.lattice import fit_lattice
-    from ..scan.lattice_region import best_region
+    from ..scan.lattice_region import lattice_regions
 
     seen_as = lattice_path_kind(mask, kind)
     if seen_as is None:
-        return AutoCompletion(completion, scale, "network", None, None)
+        return AutoCompletion(completion, scale, "network", None)
     fit = fit_lattice(values, mask, seed=seed)
-    region = best_region(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO, seed=seed,
-                         aliased=seen_as == "grid")
-    if region is None:
-        return AutoCompletion(completion, scale, "network", fit, None)
-    w = region.weight
-    method = "lattice" if float(w.min()) >= 1.0 else "lattice+network"
-    return AutoCompletion(w * region.fit.render() + (1 - w) * completion,
-                          w * region.error + (1 - w) * scale, method, fit, region)
+    regions = lattice_regions(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO, seed=seed,
+                              aliased=seen_as == "grid")
+    if not regions:
+        return AutoCompletion(completion, scale, "network", fit)
+    union = np.zeros(mask.shape)
+    for r in regions:     # each blended over what came before (lattice_regions' order)
+        w = r.weight
+        completion = w * r.fit.render() + (1 - w) * completion
+        scale = w * r.error + (1 - w) * scale
+        union = np.maximum(union, w)
+    method = "lattice" if float(union.min()) >= 1.0 else "lattice+network"
+    return AutoCompletion(completion, scale, method, fit, tuple(regions), union)
 
 
 class _Packed(nn.Module):
@@ -657,4 +667,4 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     return CompletionResult(auto.completion.astype(np.float32),
                             (Z90 * auto.scale).astype(np.float32), values.astype(np.float32), m,
                             cov, kind, auto.method, None if region is None else region.fit,
-                            None if region is None else region.weight.astype(np.float32))
+                            None if region is None else auto.lattice_weight.astype(np.float32))

@@ -170,8 +170,9 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
                 # per case, so that coverage can be split by path kind or method afterwards
                 chosen.append({"image": i, "kind": kind, "coverage_nominal": c,
                                "method": choice.method,
-                               "lattice_share": (0.0 if choice.region is None
-                                                 else choice.region.share),
+                               "lattice_share": (0.0 if choice.lattice_weight is None
+                                                 else float(choice.lattice_weight.mean())),
+                               "regions": len(choice.regions),
                                "inside_90": rel_auto[0.9][-1], "network_inside_90": rel[0.9][-1]})
         for name, out in outs.items():
             rows.append(_row(name, i, kind, c, m, out, img, truth_blur, times[name], "full"))

@@ -20,8 +20,10 @@ The completion is the lattice in the region and the other completion outside it,
 over the window's width (the region's edge is known only to within the gaps of the scan).
 
 When the whole-image fit explains too little to start from or its region is small,
-:func:`window_fit` looks for the lattice in halves and quadrants of the image and lifts the best
-one's basis to the whole image (:func:`best_region`). Measured in docs/complete.md ("Part of an image a crystal").
+:func:`window_fits` looks for lattices in halves and quadrants of the image and the best one's
+basis is lifted to the whole image; where its region still leaves part of the image, another
+window's lattice (a second grain or crystal) may complete a second region
+(:func:`lattice_regions`). Measured in docs/complete.md ("Part of an image a crystal").
 """
 from __future__ import annotations
 
@@ -47,6 +49,11 @@ WHOLE_ENOUGH = 0.9
 REFITS = 2
 #: The region must hold at least this fraction of the samples.
 MIN_SAMPLE_SHARE = 0.1
+#: A second region (another window's lattice: a second grain or crystal) must add at least
+#: this fraction of the image to the first's (chosen on the eight held-out sets' spiral scans).
+EXTRA_REGION_MIN = 0.1
+#: Best-scoring windows tried for the second region.
+EXTRA_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -187,61 +194,101 @@ def _in_two_threads(fn: Callable, items: Sequence) -> list:
             limit.restore_original_limits()
 
 
-def window_fit(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
-               r2_min: float = WINDOW_R2_MIN) -> LatticeFit | None:
-    """The lattice of the half or quadrant of the image whose own fit explains most of its
-    signal variance (at least ``r2_min``, on all its samples and on its held-out tiles, and
-    clear of aliasing and overshoot), with coefficients over the whole image fitted on that
-    window's samples; None if no window qualifies."""
+def window_fits(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
+                r2_min: float = WINDOW_R2_MIN) -> list[tuple[tuple[slice, slice], LatticeFit]]:
+    """(window, fit) of each half or quadrant of the image whose own lattice fit explains at
+    least ``r2_min`` of its signal variance (on all its samples and on its held-out tiles)
+    and is clear of aliasing and overshoot, the best first; fitted on the window alone
+    (:func:`lift` carries one over the whole image)."""
     mask = np.asarray(mask, bool)
     values = np.asarray(values, np.float64)
-    H, W = mask.shape
-    windows = _windows(H, W)
+    windows = _windows(*mask.shape)
     # The network has finished by now, so nothing else competes for the 2 cores.
     fits = _in_two_threads(lambda win: fit_lattice(values[win], mask[win], seed=seed), windows)
-    best, best_score, best_window = None, r2_min, None
-    for win, f in zip(windows, fits):
+    scored = []
+    for k, (win, f) in enumerate(zip(windows, fits)):
         if f is None or f.overshoot > OVERSHOOT_MAX or f.nyquist_fraction > NYQUIST_MAX:
             continue
         score = min(f.signal_r2, f.signal_validation_r2)
-        if score >= best_score:
-            best, best_score, best_window = f, score, win
-    if best is None:
-        return None
+        if score >= r2_min:
+            scored.append((score, k, win, f))
+    scored.sort(key=lambda t: (t[0], t[1]), reverse=True)   # ties: the later window
+    return [(win, f) for _, _, win, f in scored]
+
+
+def lift(values: np.ndarray, mask: np.ndarray, window: tuple[slice, slice], fit: LatticeFit
+         ) -> LatticeFit:
+    """``fit`` (a window's lattice) over the whole image: the same basis and harmonics, the
+    coefficients fitted to the window's samples in whole-image coordinates."""
+    mask = np.asarray(mask, bool)
+    H, W = mask.shape
     inside = np.zeros((H, W), bool)
-    inside[best_window] = True
+    inside[window] = True
     pos = np.argwhere(mask & inside).astype(np.float64)
-    coef = _solve(_design(pos, (H, W), best.basis, best.harmonics), values[mask & inside])
-    return dataclasses.replace(best, coef=coef, shape=(H, W))
+    coef = _solve(_design(pos, (H, W), fit.basis, fit.harmonics),
+                  np.asarray(values, np.float64)[mask & inside])
+    return dataclasses.replace(fit, coef=coef, shape=(H, W))
 
 
-def best_region(values: np.ndarray, mask: np.ndarray, scale: np.ndarray,
-                fit: LatticeFit | None, *, ratio: float = 0.75, seed: int = 0,
-                aliased: bool = False) -> LatticeRegion | None:
-    """The larger of the regions of the whole-image ``fit`` and, when that covers under
-    :data:`WHOLE_ENOUGH` of the image and there is a ``fit`` at all (the whole image shows
-    periodic peaks), of the best window's lattice (:func:`window_fit`); None if neither yields
-    one.
+def window_fit(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
+               r2_min: float = WINDOW_R2_MIN) -> LatticeFit | None:
+    """The best window's lattice (:func:`window_fits`) over the whole image (:func:`lift`);
+    None if no window qualifies."""
+    found = window_fits(values, mask, seed=seed, r2_min=r2_min)
+    return lift(values, mask, *found[0]) if found else None
 
-    The whole-image fit seeds a region if it explains at least :data:`REGION_R2_MIN` of the
-    signal variance, clear of aliasing and overshoot. ``aliased``: the scan is a regular grid,
-    whose samples cannot tell a lattice from its aliases above the grid's Nyquist frequency;
-    then only a fit that :meth:`~em_accel.scan.lattice.LatticeFit.accepted` (90% of the
-    variance, also on held-out tiles) seeds a region and no windows are searched (measured on
-    eight held-out sets: a looser seed or windows on grids lost to the network at 1/50-1/100,
-    by up to 0.8 points per set; docs/complete.md)."""
-    best = None
+
+def lattice_regions(values: np.ndarray, mask: np.ndarray, scale: np.ndarray,
+                    fit: LatticeFit | None, *, ratio: float = 0.75, seed: int = 0,
+                    aliased: bool = False) -> list[LatticeRegion]:
+    """The regions in which lattices complete the scan, in the order they are blended in
+    (each over what came before): none, one or two.
+
+    The first is the larger of the regions of the whole-image ``fit`` and, when that covers
+    under :data:`WHOLE_ENOUGH` of the image and there is a ``fit`` at all (the whole image
+    shows periodic peaks), of the best window's lattice (:func:`window_fits`). The
+    whole-image fit seeds a region if it explains at least :data:`REGION_R2_MIN` of the
+    signal variance, clear of aliasing and overshoot.
+
+    A second comes from another window's lattice (a second grain or crystal) where the first
+    covers under :data:`WHOLE_ENOUGH`: the first of the next best windows whose region,
+    judged against the blend of the first region and ``scale``, adds at least
+    :data:`EXTRA_REGION_MIN` of the image (of :data:`EXTRA_TRIES` windows tried).
+
+    ``aliased``: the scan is a regular grid, whose samples cannot tell a lattice from its
+    aliases above the grid's Nyquist frequency; then only a fit that
+    :meth:`~em_accel.scan.lattice.LatticeFit.accepted` (90% of the variance, also on held-out
+    tiles) seeds a region and no windows are searched (measured on eight held-out sets: a
+    looser seed or windows on grids lost to the network at 1/50-1/100, by up to 0.8 points
+    per set; docs/complete.md)."""
+    first, used = None, None
     if fit is not None and (fit.accepted() if aliased else
                             fit.signal_r2 >= REGION_R2_MIN and fit.overshoot <= OVERSHOOT_MAX
                             and fit.nyquist_fraction <= NYQUIST_MAX):
-        best = lattice_region(values, mask, fit, scale, ratio=ratio)
+        first = lattice_region(values, mask, fit, scale, ratio=ratio)
     # Only where the whole image shows periodic peaks at all (fit not None): images without
     # a crystal then cost no more than before (held-out sets: 13 of 41 window gains were on
-    # scans without such peaks, 14% of the windows' gain in RMS).
-    if not aliased and fit is not None and (best is None or best.share < WHOLE_ENOUGH):
-        lifted = window_fit(values, mask, seed=seed)
-        region = (None if lifted is None else
-                  lattice_region(values, mask, lifted, scale, ratio=ratio, source="window"))
-        if region is not None and (best is None or region.share > best.share):
-            best = region
-    return best
+    # scans without such peaks, 14% of the windows' gain in RMS; searching them anyway added
+    # 0.25-1.2 s on those scans).
+    if aliased or fit is None or (first is not None and first.share >= WHOLE_ENOUGH):
+        return [] if first is None else [first]
+    found = window_fits(values, mask, seed=seed)
+    if found:
+        region = lattice_region(values, mask, lift(values, mask, *found[0]), scale, ratio=ratio,
+                                source="window")
+        if region is not None and (first is None or region.share > first.share):
+            first, used = region, 0
+    if first is None:
+        return []
+    if first.share >= WHOLE_ENOUGH:
+        return [first]
+    blend = first.weight * first.error + (1 - first.weight) * scale
+    for k, (win, f) in enumerate(found[:EXTRA_TRIES]):
+        if k == used:
+            continue
+        extra = lattice_region(values, mask, lift(values, mask, win, f), blend, ratio=ratio,
+                               source="window")
+        if extra is not None and float((extra.weight * (1 - first.weight)).mean()) \
+                >= EXTRA_REGION_MIN:
+            return [first, extra]
+    return [first]
