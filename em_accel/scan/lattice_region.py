@@ -230,14 +230,6 @@ def lift(values: np.ndarray, mask: np.ndarray, window: tuple[slice, slice], fit:
     return dataclasses.replace(fit, coef=coef, shape=(H, W))
 
 
-def window_fit(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
-               r2_min: float = WINDOW_R2_MIN) -> LatticeFit | None:
-    """The best window's lattice (:func:`window_fits`) over the whole image (:func:`lift`);
-    None if no window qualifies."""
-    found = window_fits(values, mask, seed=seed, r2_min=r2_min)
-    return lift(values, mask, *found[0]) if found else None
-
-
 def lattice_regions(values: np.ndarray, mask: np.ndarray, scale: np.ndarray,
                     fit: LatticeFit | None, *, ratio: float = 0.75, seed: int = 0,
                     aliased: bool = False) -> list[LatticeRegion]:
