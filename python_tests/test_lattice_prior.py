@@ -222,6 +222,25 @@ def test_auto_completes_two_domains_with_a_lattice_each(monkeypatch):
     assert len(C.auto_completion(v, m, "spiral", B.delaunay(v, m), scale).regions) == 1
 
 
+def test_panel_tints_only_a_partial_lattice_region(tmp_path):
+    """The CLI's panel marks where a lattice completed part of the image, and only then."""
+    from em_accel.models.completion_cli import _panel
+
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 64))
+    mask = rng.random((64, 64)) < 0.2
+    part = np.zeros((64, 64))
+    part[:, :30] = 1.0
+
+    def png(name, weight):
+        _panel(tmp_path / name, img * mask, mask, img, img, "t", weight)
+        return (tmp_path / name).read_bytes()
+
+    plain = png("plain.png", None)
+    assert png("whole.png", np.ones((64, 64))) == plain      # the lattice everywhere: no mark
+    assert png("part.png", part) != plain
+
+
 def test_cli_complete_prior_and_evaluation_rows(tmp_path):
     from em_accel.cli import main
     from em_accel.io import read_image, write_image

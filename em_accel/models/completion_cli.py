@@ -105,7 +105,9 @@ def _model(spec: str, device: str = "cpu"):
 
 
 def _panel(path: Path, sparse: np.ndarray, mask: np.ndarray, completion: np.ndarray,
-           uncertainty: np.ndarray, title: str) -> None:
+           uncertainty: np.ndarray, title: str, lattice_weight: np.ndarray | None = None) -> None:
+    """sparse input | completion | uncertainty; where a lattice completed part of the image,
+    its edge (weight 0.5) is drawn on the completion."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -120,6 +122,11 @@ def _panel(path: Path, sparse: np.ndarray, mask: np.ndarray, completion: np.ndar
         im = ax.imshow(img, cmap=cmap if name != "90% interval half-width" else "magma", **kw)
         ax.set_title(name)
         ax.axis("off")
+        if (name == "completion" and lattice_weight is not None
+                and lattice_weight.min() < 0.5 < lattice_weight.max()):
+            ax.contourf(lattice_weight, levels=[0.5, 1.5], colors="cyan", alpha=0.15)
+            ax.contour(lattice_weight, levels=[0.5], colors="cyan", linewidths=0.8)
+            ax.set_title("completion (lattice where tinted)")
         if name.startswith("90%"):
             fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title, fontsize=9)
@@ -181,7 +188,7 @@ def _complete(args: argparse.Namespace) -> int:
                    f"{path.name}: {kind} path, coverage 1/{1 / res.coverage:.1f}, completed "
                    f"by the {res.method}" + ("" if res.lattice_weight is None else
                                             f" (lattice on {100 * res.lattice_weight.mean():.0f}%"
-                                            " of the image)"))
+                                            " of the image)"), res.lattice_weight)
             written.append(panel)
         for w in written:
             print(w)
