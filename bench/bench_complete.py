@@ -11,7 +11,8 @@ Rows, all in one process on the same image and masks:
   crystal (the fitted lattice completes it; the network still runs, to check that the lattice's
   local error beats the network's predicted one) and on a crystal beside an amorphous film
   (the whole-image fit is not enough: halves and quadrants are searched, and the lattice
-  completes the crystal's part). ``lattice fit alone`` on the first two images.
+  completes the crystal's part), and on two crystals side by side (a second window's lattice
+  completes a second region). ``lattice fit alone`` on the first two images.
 - ``baseline``: the same for nearest-neighbour infill, Delaunay-linear (cold and cached),
   Delaunay + blur, wavelet and Fourier compressive sensing (the latter is also the network's
   fifth input, so it is part of the ``complete`` rows) and scikit-image biharmonic inpainting
@@ -49,7 +50,8 @@ def _image(size: int = 512) -> np.ndarray:
 def _crystal(size: int = 512, seed: tuple[int, int] = (7100, 0)) -> np.ndarray:
     """A held-out atomic-resolution HAADF image: by default a crystal filling the field (the
     lattice completes all of it); (7900, 5) a crystal beside an amorphous film (the lattice is
-    found in a half of the image and completes the crystal's part)."""
+    found in a half of the image and completes the crystal's part); (8300, 2) two crystals
+    (two regions, from two windows' lattices)."""
     from em_accel.data.micrographs import micrograph
 
     return micrograph(size, "haadf", seed=seed, split="heldout").image
@@ -66,6 +68,7 @@ def _cpu_rows(quick: bool) -> list[dict]:
     img = _image()
     crystal = _crystal()
     part = _crystal(seed=(7900, 5))
+    grains = _crystal(seed=(8300, 2))
     model = _model("cpu")
     reps = 2 if quick else 5
     for cov in (1 / 17.9, 1 / 87.0):
@@ -89,6 +92,9 @@ def _cpu_rows(quick: bool) -> list[dict]:
         pv, pm = _scan(part, "spiral", cov)
         auto_part = lambda: C.complete_scan(pv, mask=pm, kind="spiral",  # noqa: E731
                                             model=model)
+        gv, gm = _scan(grains, "spiral", cov)
+        auto_grains = lambda: C.complete_scan(gv, mask=gm, kind="spiral",  # noqa: E731
+                                              model=model)
         inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float(),
                                   fourier=model.uses_fourier)
         cond = C.conditioning(torch.tensor([float(m.mean())]), torch.tensor([0]))
@@ -108,6 +114,9 @@ def _cpu_rows(quick: bool) -> list[dict]:
                                ("default prior='auto', crystal beside a film: network + "
                                 "lattice fit + window search, lattice on part",
                                 auto_part, "complete"),
+                               ("default prior='auto', two crystals (8300, image 2): network + "
+                                "lattice fit + window search + a second region",
+                                auto_grains, "complete"),
                                ("lattice fit alone (em_accel.scan.lattice), no crystal",
                                 lambda: B.lattice(v, m), "baseline"),
                                ("lattice fit alone (em_accel.scan.lattice), crystal",
