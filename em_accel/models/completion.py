@@ -663,8 +663,9 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     # The lattice search runs after the network, not beside it in a thread: on 2 cores that
     # measured slower (stop 31: 1.12 s instead of 0.56 s; numpy and torch compete for both).
     auto = auto_completion(values, m, kind, completion, scale, seed=seed)
-    region = auto.region
+    weight = auto.lattice_weight
     return CompletionResult(auto.completion.astype(np.float32),
                             (Z90 * auto.scale).astype(np.float32), values.astype(np.float32), m,
-                            cov, kind, auto.method, None if region is None else region.fit,
-                            None if region is None else auto.lattice_weight.astype(np.float32))
+                            cov, kind, auto.method,
+                            None if auto.region is None else auto.region.fit,
+                            None if weight is None else weight.astype(np.float32))

@@ -107,7 +107,7 @@ def _model(spec: str, device: str = "cpu"):
 def _panel(path: Path, sparse: np.ndarray, mask: np.ndarray, completion: np.ndarray,
            uncertainty: np.ndarray, title: str, lattice_weight: np.ndarray | None = None) -> None:
     """sparse input | completion | uncertainty; where a lattice completed part of the image,
-    its edge (weight 0.5) is drawn on the completion."""
+    that part (weight >= 0.5) is tinted and outlined on the completion."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

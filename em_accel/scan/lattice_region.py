@@ -82,10 +82,10 @@ class LatticeRegion:
 def sample_gap(mask: np.ndarray) -> float:
     """The 90th percentile of the distance from a pixel to its nearest sample [px]: the scale
     over which the samples say nothing about a region's edge."""
-    from .interpolate import triangulate
+    from .interpolate import sample_distance
 
-    # The triangulation the network's inputs were made with (cached) holds the distances.
-    return float(np.quantile(triangulate(mask).distance.numpy(), 0.9))
+    # From the mask's cached triangulation, which the network's inputs were made with.
+    return float(np.quantile(sample_distance(mask).numpy(), 0.9))
 
 
 def _window_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
