@@ -479,23 +479,24 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
     crystalline part beside vacuum, support or another grain, a second grain; on grids only
     from an accepted whole-image fit), blended over the gaps between the samples. There the
     scale is the lattice's measured local error (shot noise included)."""
-    from ..scan.lattice import fit_lattice
+    from ..scan.lattice import blas_on_one_thread, fit_lattice
     from ..scan.lattice_region import lattice_regions
 
     seen_as = lattice_path_kind(mask, kind)
     if seen_as is None:
         return AutoCompletion(completion, scale, "network", None)
-    fit = fit_lattice(values, mask, seed=seed)
-    regions = lattice_regions(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO, seed=seed,
-                              aliased=seen_as == "grid")
-    if not regions:
-        return AutoCompletion(completion, scale, "network", fit)
-    union = np.zeros(mask.shape)
-    for r in regions:     # each blended over what came before (lattice_regions' order)
-        w = r.weight
-        completion = w * r.fit.render() + (1 - w) * completion
-        scale = w * r.error + (1 - w) * scale
-        union = np.maximum(union, w)
+    with blas_on_one_thread():     # the fits' and renderings' small products
+        fit = fit_lattice(values, mask, seed=seed)
+        regions = lattice_regions(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO,
+                                  seed=seed, aliased=seen_as == "grid")
+        if not regions:
+            return AutoCompletion(completion, scale, "network", fit)
+        union = np.zeros(mask.shape)
+        for r in regions:     # each blended over what came before (lattice_regions' order)
+            w = r.weight
+            completion = w * r.fit.render() + (1 - w) * completion
+            scale = w * r.error + (1 - w) * scale
+            union = np.maximum(union, w)
     method = "lattice" if float(union.min()) >= 1.0 else "lattice+network"
     return AutoCompletion(completion, scale, method, fit, tuple(regions), union)
 
@@ -636,16 +637,18 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     check_prior(prior)  # before the model loads
 
     if prior == "lattice":
-        from ..scan.lattice import fit_lattice
+        from ..scan.lattice import blas_on_one_thread, fit_lattice
 
-        fit = fit_lattice(values, m, seed=seed)
-        if fit is None:
-            raise NoLatticeError("no lattice found in the samples (too few samples, periodic "
-                                 "peaks too weak, or no two independent ones)")
+        with blas_on_one_thread():
+            fit = fit_lattice(values, m, seed=seed)
+            if fit is None:
+                raise NoLatticeError("no lattice found in the samples (too few samples, "
+                                     "periodic peaks too weak, or no two independent ones)")
+            rendered = fit.render()
         # Laplace scale from the held-out tiles' mean |error|: the measured one (shot noise
         # included), an interval for what a detector would record there.
         uncertainty = np.full(m.shape, Z90 * fit.validation_mae, np.float32)
-        return CompletionResult(fit.render().astype(np.float32), uncertainty,
+        return CompletionResult(rendered.astype(np.float32), uncertainty,
                                 values.astype(np.float32), m, cov, kind, "lattice", fit,
                                 np.ones(m.shape, np.float32))
     if model is None:

@@ -35,7 +35,8 @@ _CACHE: OrderedDict[bytes, Triangulation] = OrderedDict()
 _CACHE_SIZE = 48
 
 
-def _key(mask: np.ndarray) -> bytes:
+def mask_key(mask: np.ndarray) -> bytes:
+    """A digest of a bool mask and its shape: the key of caches of per-mask geometry."""
     return hashlib.blake2b(np.packbits(mask).tobytes() + str(mask.shape).encode(),
                            digest_size=16).digest()
 
@@ -105,7 +106,7 @@ def triangulate(mask: np.ndarray | torch.Tensor) -> Triangulation:
         raise ValueError(f"mask must be 2-D [H, W], got shape {list(m.shape)}")
     if not m.any():
         raise EmptyMaskError("mask has no sampled pixels (all zero)")
-    key = _key(m)
+    key = mask_key(m)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]

@@ -29,12 +29,17 @@ Where in the image the fit beats another completion of the same scan is decided 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from .interpolate import mask_key
 
 #: Harmonic cut-offs tried [cycles/px]: the sharper the atoms, the higher the useful one.
 CUTS = (0.06, 0.09, 0.13, 0.18, 0.25, 0.35)
@@ -65,6 +70,22 @@ LINES_PEAK = 0.33
 #: A fit that leaves the sampled range by more than this fraction of it between the samples
 #: is ill-conditioned there (nearly aliased harmonics cancelling at the samples).
 OVERSHOOT_MAX = 0.1
+
+_ALIASES: OrderedDict[tuple, np.ndarray] = OrderedDict()   # _aliases' cache, by mask
+
+@contextlib.contextmanager
+def blas_on_one_thread() -> Iterator[None]:
+    """numpy's and scipy's BLAS on one thread inside the block (where threadpoolctl is
+    installed). The lattice fits' matrix products are small: on 2 cores a second BLAS thread
+    gains nothing (measured: a 512^2 fit 0.17 s either way), and after each call it keeps
+    spinning for a while, which slowed the completion network run next by about 0.06 s."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 @dataclass(frozen=True)
@@ -241,7 +262,22 @@ def _aliases(mask: np.ndarray, strength: float = 0.6, lowest: float = 0.05) -> n
     least ``lowest`` from zero. A regular grid of step d <= 20 px has d^2 - 1 of them (every
     multiple of 1/d); spirals have none, and the slow line-to-line period of a jittered
     gridlike path is below ``lowest`` (it blurs frequencies along the lines' normal, it does
-    not replicate them)."""
+    not replicate them). Cached per mask (a scan path is reused from frame to frame; its
+    spectrum costs as much as two of the lattice search's peak transforms)."""
+    key = (mask_key(mask), strength, lowest)
+    if key in _ALIASES:
+        _ALIASES.move_to_end(key)
+        return _ALIASES[key]
+    out = _local_peaks(mask, strength, lowest)
+    out.setflags(write=False)
+    _ALIASES[key] = out
+    if len(_ALIASES) > 16:
+        _ALIASES.popitem(last=False)
+    return out
+
+
+def _local_peaks(mask: np.ndarray, strength: float, lowest: float) -> np.ndarray:
+    """:func:`_aliases`, uncached."""
     M, fy, fx = _mask_spectrum(mask)
     r, c = np.nonzero(M >= strength)
     keep = np.hypot(fy[r], fx[c]) >= lowest
@@ -540,10 +576,10 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
         if (score(refined, hk, pos_s, v_s, pos_hs, v_hs)
                 <= score(basis, hk, pos_s, v_s, pos_hs, v_hs)):
             basis = refined
-    A_t = _design(pos_t, (H, W), basis, hk)
-    err = _design(pos_h, (H, W), basis, hk) @ _solve(A_t, v_t) - v_h
     pos, v = np.argwhere(mask).astype(np.float64), values[mask]
-    A = _design(pos, (H, W), basis, hk)
+    A = _design(pos, (H, W), basis, hk)       # rows in mask order; train and held are subsets
+    in_train = train[mask]
+    err = A[~in_train] @ _solve(A[in_train], v_t) - v_h
     coef = _solve(A, v)
     resid = A @ coef - v
     noise = _white_noise_var(resid, mask)

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lattice import NYQUIST_MAX, OVERSHOOT_MAX, LatticeFit, _design, _solve, fit_lattice
+from .lattice import (NYQUIST_MAX, OVERSHOOT_MAX, LatticeFit, _design, _solve,
+                      blas_on_one_thread, fit_lattice)
 
 #: Variance a whole-image fit (signal R² on all samples) must explain to seed a region.
 REGION_R2_MIN = 0.5
@@ -178,20 +179,10 @@ def _windows(H: int, W: int) -> list[tuple[slice, slice]]:
 
 def _in_two_threads(fn: Callable, items: Sequence) -> list:
     """``[fn(x) for x in items]`` on two threads (numpy/scipy work that releases the GIL), with
-    numpy's BLAS on one thread meanwhile (where threadpoolctl is installed): the eight window
-    fits of a 512^2 spiral scan at 1/17.9 took 1.4 s with two BLAS threads per fit on 2 cores,
-    0.8 s with one."""
-    try:
-        from threadpoolctl import threadpool_limits
-        limit = threadpool_limits(1, user_api="blas")
-    except ImportError:
-        limit = None
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            return list(pool.map(fn, items))
-    finally:
-        if limit is not None:
-            limit.restore_original_limits()
+    numpy's BLAS on one thread meanwhile: the eight window fits of a 512^2 spiral scan at
+    1/17.9 took 1.4 s with two BLAS threads per fit on 2 cores, 0.8 s with one."""
+    with blas_on_one_thread(), ThreadPoolExecutor(2) as pool:
+        return list(pool.map(fn, items))
 
 
 def window_fits(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
