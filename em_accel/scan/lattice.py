@@ -70,6 +70,9 @@ LINES_PEAK = 0.33
 #: A fit that leaves the sampled range by more than this fraction of it between the samples
 #: is ill-conditioned there (nearly aliased harmonics cancelling at the samples).
 OVERSHOOT_MAX = 0.1
+#: Reciprocal cells within this factor of each other are the same cell when candidate pairs
+#: are ranked (a supercell's differs by at least 2).
+CELL_TIE = 1.25
 
 _ALIASES: OrderedDict[tuple, np.ndarray] = OrderedDict()   # _aliases' cache, by mask
 
@@ -461,9 +464,17 @@ def _ranked_pairs(cands: list[np.ndarray], peaks: np.ndarray, power: np.ndarray,
                   keep: int) -> list[np.ndarray]:
     """The ``keep`` candidate bases that index the most peak power (each peak within ``tol``
     of a lattice point h b1 + k b2, |h|, |k| <= 6); ties go to the larger reciprocal cell (the
-    smaller real-space cell: a supercell indexes everything its cell does)."""
+    smaller real-space cell: a supercell indexes everything its cell does).
+
+    A weak peak a fraction of a bin off a strong one, left by subtracting the strong one's
+    sinusoid, pairs into slightly larger cells that index the same peaks and can fill every
+    place. So the pair of the strongest peaks among those of the best share whose cell is
+    within :data:`CELL_TIE` of the largest (a supercell's is at least 2x smaller) is added
+    where it did not make the list."""
+    own = [float(power[np.linalg.norm(peaks - f, axis=1) < 1e-12].sum()) if len(peaks) else 0.0
+           for f in cands]
     scored = []
-    for b1, b2 in itertools.combinations(cands, 2):
+    for (i, b1), (j, b2) in itertools.combinations(enumerate(cands), 2):
         basis = np.stack([b1, b2])
         sin = abs(np.linalg.det(basis)) / (np.linalg.norm(b1) * np.linalg.norm(b2))
         if sin < 0.2:
@@ -471,9 +482,17 @@ def _ranked_pairs(cands: list[np.ndarray], peaks: np.ndarray, power: np.ndarray,
         hk = np.round(peaks @ np.linalg.inv(basis))
         ok = (np.linalg.norm(peaks - hk @ basis, axis=1) < tol) & (np.abs(hk).max(1) <= 6)
         scored.append((round(float(power[ok].sum() / power.sum()), 2),
-                       abs(float(np.linalg.det(basis))), basis))
+                       abs(float(np.linalg.det(basis))), own[i] + own[j], len(scored), basis))
+    if not scored:
+        return []
     scored.sort(key=lambda t: (-t[0], -t[1]))
-    return [b for _, _, b in scored[:keep]]
+    share, largest = scored[0][:2]
+    strongest = max((t for t in scored if t[0] == share and t[1] * CELL_TIE >= largest),
+                    key=lambda t: (t[2], t[1]))
+    ranked = scored[:keep]
+    if all(t[3] != strongest[3] for t in ranked):
+        ranked.append(strongest)
+    return [t[4] for t in ranked]
 
 
 def _split(mask: np.ndarray, tile: int, fraction: float, rng: np.random.Generator
