@@ -386,3 +386,36 @@ def test_held_out_crystal_whose_peaks_leave_residuals_is_fitted():
     fit = fit_lattice(v, m)
     assert fit is not None and fit.accepted() and fit.validation_r2 > 0.99
     assert _rms(fit.render(), img) < 0.3 * _rms(B.delaunay(v, m), img)
+
+
+def test_lattice_work_leaves_blas_threads_as_it_found_them(monkeypatch):
+    """`auto` and `prior="lattice"` run with numpy's BLAS on one thread; afterwards (also after
+    a NoLatticeError inside the limit) the caller's thread counts are back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from em_accel.scan import lattice
+
+    def blas_threads():
+        return sorted(i["num_threads"] for i in threadpoolctl.threadpool_info()
+                      if i["user_api"] == "blas")
+
+    inside = []
+    real_fit = lattice.fit_lattice
+
+    def spy(*args, **kwargs):
+        inside.append(blas_threads())
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(lattice, "fit_lattice", spy)
+    model = _tiny_model()
+    img = _crystal(256)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        if not before:
+            pytest.skip("no BLAS library seen by threadpoolctl")
+        auto = C.complete_scan(img, kind="spiral", coverage=1 / 87, model=model)
+        assert auto.method == "lattice"
+        with pytest.raises(C.NoLatticeError):
+            C.complete_scan(img[:32, :32], kind="spiral", coverage=0.05, model=model,
+                            prior="lattice")
+        assert len(inside) == 2 and all(max(t) == 1 for t in inside)
+        assert blas_threads() == before
