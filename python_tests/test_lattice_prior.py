@@ -419,3 +419,19 @@ def test_lattice_work_leaves_blas_threads_as_it_found_them(monkeypatch):
                             prior="lattice")
         assert len(inside) == 2 and all(max(t) == 1 for t in inside)
         assert blas_threads() == before
+
+
+def test_runner_up_bases_are_refined_when_the_best_is_not_accepted():
+    """A held-out crystal at 1/100 whose best unrefined candidate is a wrong lattice (held-out
+    R² 0.1) and whose true basis, a difference of two peaks a quarter of a bin off, scores
+    worse until refined: refining the runners-up finds it."""
+    from em_accel.data.micrographs import micrograph
+    from em_accel.models.completion_eval import scan
+
+    img = micrograph(512, "haadf", seed=(7100, 13), split="heldout").image
+    v, m = scan(img, "spiral", 1 / 100, None, seed=13)
+    best_only = fit_lattice(v, m, refined=1)
+    assert best_only is not None and best_only.validation_r2 < 0.5
+    fit = fit_lattice(v, m)
+    assert fit.accepted() and fit.validation_r2 > 0.95
+    assert _rms(fit.render(), img) < 0.2 * _rms(B.delaunay(v, m), img)

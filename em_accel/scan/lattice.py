@@ -20,8 +20,9 @@ can.
    each of :data:`CUTS` on the samples outside randomly chosen validation tiles and scored
    on the samples inside them (spatial hold-out: a wrong or overfitted lattice fails to
    predict whole tiles);
-3. the best pair's vectors are refined by nonlinear least squares; the final fit uses every
-   sample.
+3. the best pair's vectors are refined by nonlinear least squares (where the best is not
+   accepted, the next two bases' vectors too, on their lowest harmonics, and the held-out
+   tiles choose again); the final fit uses every sample.
 
 Where in the image the fit beats another completion of the same scan is decided by
 :mod:`em_accel.scan.lattice_region` (used by :func:`em_accel.models.completion.complete_scan`,
@@ -49,6 +50,10 @@ CUTS = (0.06, 0.09, 0.13, 0.18, 0.25, 0.35)
 MIN_PEAK_SHARE = 0.5
 #: Candidate bases (ranked by the spectral peaks they index) fitted and scored per scan.
 PAIRS = 8
+#: Bases refined by nonlinear least squares where the best one is not yet accepted.
+REFINED = 3
+#: Samples a runner-up's refinement uses (the best's: all of the search's subset).
+RUNNER_UP_SAMPLES = 500
 #: Candidates whose held-out error is within this factor of the best count as ties, and the
 #: one with the fewest components wins (a supercell fits as well as the true cell, with more
 #: components).
@@ -507,9 +512,33 @@ def _split(mask: np.ndarray, tile: int, fraction: float, rng: np.random.Generato
     return held & mask
 
 
+def _refine_options(tried: list[tuple], floor: float, var_h: float, refined: int
+                    ) -> list[tuple[float, int, np.ndarray, float]]:
+    """The (held-out RMS, components, basis, cut-off) entries of ``tried`` whose bases are
+    refined: the best (the fewest components within :data:`TIE` of the lowest error
+    ``floor``), and where that one does not yet explain :data:`R2_MIN` of the held-out
+    variance ``var_h``, the best cut-off of each of the next ``refined - 1`` bases by
+    error (an imprecise candidate vector, e.g. a difference of two peaks, scores badly
+    until refined)."""
+    def best(entries: list[tuple]) -> tuple:
+        low = min(t[0] for t in entries)
+        return min((t for t in entries if t[0] <= TIE * low), key=lambda t: t[1])
+
+    out = [best(tried)]
+    if refined <= 1 or 1.0 - floor ** 2 / var_h >= R2_MIN:
+        return out
+    for t in sorted(tried, key=lambda t: t[0]):
+        if len(out) >= refined:
+            break
+        if all(t[2] is not o[2] for o in out):
+            out.append(best([u for u in tried if u[2] is t[2]]))
+    return out
+
+
 def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
                 validation_fraction: float = 0.2, tile: int | None = None,
-                max_samples: int = 1500, fmax: float = 0.35) -> LatticeFit | None:
+                max_samples: int = 1500, fmax: float = 0.35, refined: int = REFINED
+                ) -> LatticeFit | None:
     """Fit a periodic image (a 2-D lattice of Fourier components over a quadratic background)
     to the sampled ``values`` where ``mask`` is True.
 
@@ -522,6 +551,8 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
             32 px).
         max_samples: samples used per candidate during the search (the final fit uses all).
         fmax: highest spatial frequency fitted [cycles/px] (0.5 is Nyquist).
+        refined: bases refined where the best is not accepted (1: only the best; the window
+            search uses 1, its eight fits would double in cost).
 
     Returns:
         The best :class:`LatticeFit`, or None when the scan has too few samples to hold out
@@ -581,20 +612,40 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
     if not tried:
         return None
     floor = min(t[0] for t in tried)
-    _, _, basis, cut = min((t for t in tried if t[0] <= TIE * floor), key=lambda t: t[1])
-    hk = _identifiable(_harmonics(basis, cut), basis, aliases, tol)
+    var_h = max(float(v_hs.var()), 1e-30)
+    options = _refine_options(tried, floor, var_h, refined)
+    chosen = None
+    for k, (_, _, basis, cut) in enumerate(options):
+        hk = _identifiable(_harmonics(basis, cut), basis, aliases, tol)
+        # A runner-up's vectors are refined on its lowest harmonics only (they place the
+        # vectors; all of them made the search several times dearer on partial crystals).
+        hk_fit = hk if k == 0 else hk[np.linalg.norm(hk @ basis, axis=1) <= CUTS[0] * (1 + 1e-9)]
 
-    def residual(flat: np.ndarray) -> np.ndarray:
-        A = _design(pos_s, (H, W), flat.reshape(2, 2), hk)
-        return A @ _solve(A, v_s) - v_s
+        n_fit = len(v_s) if k == 0 else RUNNER_UP_SAMPLES    # pos_s is a random subset
 
-    # Refining only pays where the lattice may be accepted (it takes about half the time).
-    if 1.0 - floor ** 2 / max(float(v_hs.var()), 1e-30) > R2_MIN - 0.2:
-        refined = least_squares(residual, basis.ravel(), x_scale=1e-4,
-                                max_nfev=20).x.reshape(2, 2)
-        if (score(refined, hk, pos_s, v_s, pos_hs, v_hs)
-                <= score(basis, hk, pos_s, v_s, pos_hs, v_hs)):
-            basis = refined
+        def residual(flat: np.ndarray, hk_fit: np.ndarray = hk_fit, n: int = n_fit
+                     ) -> np.ndarray:
+            A = _design(pos_s[:n], (H, W), flat.reshape(2, 2), hk_fit)
+            return A @ _solve(A, v_s[:n]) - v_s[:n]
+
+        # Refining the best only pays where it may be accepted (it takes about half the time);
+        # the runners-up are refined because the best was not good enough.
+        if k == 0 and 1.0 - floor ** 2 / var_h > R2_MIN - 0.2:
+            refined = least_squares(residual, basis.ravel(), x_scale=1e-4,
+                                    max_nfev=20).x.reshape(2, 2)
+            if (score(refined, hk, pos_s, v_s, pos_hs, v_hs)
+                    <= score(basis, hk, pos_s, v_s, pos_hs, v_hs)):
+                basis = refined
+        elif k > 0 and len(hk_fit):       # kept only if it then beats the others on held-out
+            basis = least_squares(residual, basis.ravel(), x_scale=1e-4,
+                                  max_nfev=20).x.reshape(2, 2)
+        if len(options) == 1:
+            chosen = (0.0, basis, hk)
+            break
+        held = score(basis, hk, pos_s, v_s, pos_hs, v_hs)
+        if chosen is None or held < chosen[0]:
+            chosen = (held, basis, hk)
+    _, basis, hk = chosen
     pos, v = np.argwhere(mask).astype(np.float64), values[mask]
     A = _design(pos, (H, W), basis, hk)       # rows in mask order; train and held are subsets
     in_train = train[mask]

@@ -195,7 +195,8 @@ def window_fits(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
     values = np.asarray(values, np.float64)
     windows = _windows(*mask.shape)
     # The network has finished by now, so nothing else competes for the 2 cores.
-    fits = _in_two_threads(lambda win: fit_lattice(values[win], mask[win], seed=seed), windows)
+    fits = _in_two_threads(lambda win: fit_lattice(values[win], mask[win], seed=seed, refined=1),
+                          windows)
     scored = []
     for k, (win, f) in enumerate(zip(windows, fits)):
         if f is None or f.overshoot > OVERSHOOT_MAX or f.nyquist_fraction > NYQUIST_MAX:
