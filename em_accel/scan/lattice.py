@@ -81,6 +81,7 @@ CELL_TIE = 1.25
 
 _ALIASES: OrderedDict[tuple, np.ndarray] = OrderedDict()   # _aliases' cache, by mask
 
+
 @contextlib.contextmanager
 def blas_on_one_thread() -> Iterator[None]:
     """numpy's and scipy's BLAS on one thread inside the block (where threadpoolctl is
@@ -620,7 +621,6 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
         # A runner-up's vectors are refined on its lowest harmonics only (they place the
         # vectors; all of them made the search several times dearer on partial crystals).
         hk_fit = hk if k == 0 else hk[np.linalg.norm(hk @ basis, axis=1) <= CUTS[0] * (1 + 1e-9)]
-
         n_fit = len(v_s) if k == 0 else RUNNER_UP_SAMPLES    # pos_s is a random subset
 
         def residual(flat: np.ndarray, hk_fit: np.ndarray = hk_fit, n: int = n_fit
@@ -631,11 +631,11 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
         # Refining the best only pays where it may be accepted (it takes about half the time);
         # the runners-up are refined because the best was not good enough.
         if k == 0 and 1.0 - floor ** 2 / var_h > R2_MIN - 0.2:
-            refined = least_squares(residual, basis.ravel(), x_scale=1e-4,
-                                    max_nfev=20).x.reshape(2, 2)
-            if (score(refined, hk, pos_s, v_s, pos_hs, v_hs)
+            moved = least_squares(residual, basis.ravel(), x_scale=1e-4,
+                                  max_nfev=20).x.reshape(2, 2)
+            if (score(moved, hk, pos_s, v_s, pos_hs, v_hs)
                     <= score(basis, hk, pos_s, v_s, pos_hs, v_hs)):
-                basis = refined
+                basis = moved
         elif k > 0 and len(hk_fit):       # kept only if it then beats the others on held-out
             basis = least_squares(residual, basis.ravel(), x_scale=1e-4,
                                   max_nfev=20).x.reshape(2, 2)
