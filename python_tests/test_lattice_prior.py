@@ -283,6 +283,42 @@ def test_render_is_the_design_at_every_pixel():
     np.testing.assert_allclose(fit.render(), ref, atol=1e-10)
 
 
+def test_design_columns_are_each_harmonics_cosine_and_sine():
+    """The design built from powers of the basis phasors equals the direct background, cos and
+    sin columns, for harmonics with negative indices too."""
+    from em_accel.scan.lattice import _design
+
+    rng = np.random.default_rng(5)
+    basis = np.array([[0.043, 0.011], [-0.017, 0.052]])
+    hk = np.array([[1, 0], [0, 1], [1, -1], [2, -3], [0, 4], [3, 2]], float)
+    pos = rng.integers(0, 200, (300, 2)).astype(float)
+    phase = 2 * np.pi * pos @ (hk @ basis).T
+    y, x = pos[:, 0] / 100 - 1, pos[:, 1] / 150 - 1
+    bg = np.stack([np.ones_like(y), y, x, y * y, x * y, x * x], 1)
+    ref = np.concatenate([bg, np.cos(phase), np.sin(phase)], 1)
+    np.testing.assert_allclose(_design(pos, (200, 300), basis, hk), ref, atol=1e-9)
+
+
+def test_basis_jacobian_matches_finite_differences():
+    """The variable-projection Jacobian of the refinement's residual equals central
+    differences away from the optimum (misplaced basis, noisy samples), where dropping its
+    second term (Kaufman's approximation) is off by about 15%."""
+    from em_accel.scan.lattice import _BasisFit, _harmonics
+
+    rng = np.random.default_rng(0)
+    basis = np.array([[0.05, 0.01], [-0.02, 0.06]])
+    hk = _harmonics(basis, 0.2)
+    pos = rng.uniform(0, 256, (800, 2))
+    v = np.cos(2 * np.pi * pos @ (hk @ basis).T) @ rng.normal(size=len(hk))
+    fit = _BasisFit(pos, v + 0.1 * rng.normal(size=len(v)), (256, 256), hk)
+    x = (basis + 2e-4 * rng.normal(size=(2, 2))).ravel()
+    h = 1e-9
+    numeric = np.stack([(fit.residual(x + d) - fit.residual(x - d)) / (2 * h)
+                        for d in np.eye(4) * h], 1)
+    J = fit.jacobian(x)
+    assert np.linalg.norm(J - numeric) < 1e-5 * np.linalg.norm(numeric)
+
+
 def test_refined_peak_lands_between_bins():
     """A sinusoid off the FFT grid (up to half a bin away): the peak search places it within
     5% of a bin (its finest trial spacing is 8%)."""

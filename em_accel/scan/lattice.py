@@ -192,18 +192,22 @@ def _design(pos: np.ndarray, shape: tuple[int, int], basis: np.ndarray,
             harmonics: np.ndarray) -> np.ndarray:
     """[N, 6 + 2M]: background columns, then cos and sin of each harmonic's phase. The
     phasors are products of integer powers of the two basis phasors (cheaper than N*M
-    cosines and sines)."""
+    cosines and sines), built power by power along contiguous rows (4x faster than by
+    columns of an [N, powers] array)."""
     hk = harmonics.astype(np.int64)
-    z = np.exp((2j * np.pi) * (pos @ basis.T))                    # [N, 2] basis phasors
-    ext = int(np.abs(hk).max()) if len(hk) else 0
-    powers = [np.ones((len(pos), 2 * ext + 1), np.complex128) for _ in range(2)]
-    for axis in range(2):
-        p = powers[axis]
-        for e in range(1, ext + 1):
-            p[:, ext + e] = p[:, ext + e - 1] * z[:, axis]
-        p[:, :ext] = np.conj(p[:, -1:ext:-1])
-    cols = powers[0][:, hk[:, 0] + ext] * powers[1][:, hk[:, 1] + ext]
-    return np.concatenate([_background(pos, shape), cols.real, cols.imag], 1)
+    n, m = len(pos), len(hk)
+    z = np.exp((2j * np.pi) * (pos @ basis.T)).T                  # [2, N] basis phasors
+    ext = int(np.abs(hk).max()) if m else 0
+    powers = np.ones((2, 2 * ext + 1, n), np.complex128)          # [axis, power + ext, N]
+    for e in range(1, ext + 1):
+        np.multiply(powers[:, ext + e - 1], z, out=powers[:, ext + e])
+    powers[:, :ext] = np.conj(powers[:, -1:ext:-1])
+    cols = powers[0, hk[:, 0] + ext] * powers[1, hk[:, 1] + ext]   # [M, N]
+    out = np.empty((n, 6 + 2 * m))
+    out[:, :6] = _background(pos, shape)
+    out[:, 6:6 + m] = cols.real.T
+    out[:, 6 + m:] = cols.imag.T
+    return out
 
 
 def _render_grid(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], basis: np.ndarray,
@@ -238,6 +242,48 @@ def _solve_normal(AtA: np.ndarray, Atv: np.ndarray, ridge: float = 1e-6) -> np.n
     subsets of one design's columns index its A^T A instead of recomputing it."""
     AtA[np.diag_indices_from(AtA)] += ridge * float(np.trace(AtA)) / len(AtA) + 1e-12
     return np.linalg.solve(AtA, Atv)
+
+
+class _BasisFit:
+    """The samples' residual after the linear fit (background and harmonics) as a function of
+    the basis [2, 2] (raveled), and its Jacobian, for refining the basis by least squares.
+
+    The Jacobian is the variable-projection one (Golub and Pereyra): for r = A c - v with
+    c = (A^T A)^-1 A^T v, dr = P dA c - A (A^T A)^-1 dA^T r, P the projection off the design's
+    columns. Both terms are products with the design already built for the residual at the same
+    basis, where a finite-difference Jacobian builds four more designs."""
+
+    def __init__(self, pos: np.ndarray, v: np.ndarray, shape: tuple[int, int],
+                 harmonics: np.ndarray) -> None:
+        self.pos, self.v, self.shape, self.hk = pos, v, shape, harmonics
+        self._at: np.ndarray | None = None
+
+    def _fit(self, flat: np.ndarray) -> None:
+        if self._at is not None and np.array_equal(flat, self._at):
+            return
+        A = _design(self.pos, self.shape, flat.reshape(2, 2), self.hk)
+        AtA = A.T @ A
+        self.coef = _solve_normal(AtA, A.T @ self.v)      # AtA now holds the ridge
+        self.A, self.AtA, self._at = A, AtA, flat.copy()
+
+    def residual(self, flat: np.ndarray) -> np.ndarray:
+        self._fit(flat)
+        return self.A @ self.coef - self.v
+
+    def jacobian(self, flat: np.ndarray) -> np.ndarray:
+        self._fit(flat)
+        A, c, hk, m = self.A, self.coef, self.hk, len(self.hk)
+        cos, sin = A[:, 6:6 + m], A[:, 6 + m:]
+        # phase_m(x) = 2 pi x . (h_m B): d phase_m / d B[q, j] = 2 pi h_mq x_j, so the cos and
+        # sin columns move by -sin and +cos times that. Parameters in basis.ravel() order.
+        g = (2 * np.pi) * (cos @ (c[6 + m:, None] * hk) - sin @ (c[6:6 + m, None] * hk))  # [N, 2]
+        dAc = (g[:, :, None] * self.pos[:, None, :]).reshape(len(A), 4)
+        xr = self.pos * (A @ c - self.v)[:, None]                                    # [N, 2]
+        sx, cx = sin.T @ xr, cos.T @ xr                                               # [M, 2]
+        dAr = np.zeros((A.shape[1], 4))
+        dAr[6:6 + m] = -(2 * np.pi) * (hk[:, :, None] * sx[:, None, :]).reshape(m, 4)
+        dAr[6 + m:] = (2 * np.pi) * (hk[:, :, None] * cx[:, None, :]).reshape(m, 4)
+        return dAc - A @ np.linalg.solve(self.AtA, A.T @ dAc + dAr)
 
 
 def _mask_spectrum(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -380,7 +426,10 @@ def _strongest_peak(image: np.ndarray, bins: tuple[np.ndarray, np.ndarray, np.nd
     H, W = image.shape
     fy, fx, allowed = bins
     # Single precision: the peak only has to outrank its neighbours (2x faster than float64).
-    spec = fft.rfft2((image - image.mean()).astype(np.float32), (2 * H, 2 * W), workers=-1)
+    # Rows first, then columns: the same values as rfft2 padded to (2H, 2W), without
+    # transforming the H rows of padding (2x faster).
+    rows = fft.rfft((image - image.mean()).astype(np.float32), 2 * W, axis=1, workers=-1)
+    spec = fft.fft(rows, 2 * H, axis=0, workers=-1)
     P = np.square(spec.real)
     P += np.square(spec.imag)
     P *= allowed                      # in place: |c|^2 where allowed, else 0
@@ -622,23 +671,18 @@ def fit_lattice(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
         # vectors; all of them made the search several times dearer on partial crystals).
         hk_fit = hk if k == 0 else hk[np.linalg.norm(hk @ basis, axis=1) <= CUTS[0] * (1 + 1e-9)]
         n_fit = len(v_s) if k == 0 else RUNNER_UP_SAMPLES    # pos_s is a random subset
-
-        def residual(flat: np.ndarray, hk_fit: np.ndarray = hk_fit, n: int = n_fit
-                     ) -> np.ndarray:
-            A = _design(pos_s[:n], (H, W), flat.reshape(2, 2), hk_fit)
-            return A @ _solve(A, v_s[:n]) - v_s[:n]
-
+        fit = _BasisFit(pos_s[:n_fit], v_s[:n_fit], (H, W), hk_fit)
         # Refining the best only pays where it may be accepted (it takes about half the time);
         # the runners-up are refined because the best was not good enough.
         if k == 0 and 1.0 - floor ** 2 / var_h > R2_MIN - 0.2:
-            moved = least_squares(residual, basis.ravel(), x_scale=1e-4,
-                                  max_nfev=20).x.reshape(2, 2)
+            moved = least_squares(fit.residual, basis.ravel(), jac=fit.jacobian,
+                                  x_scale=1e-4, max_nfev=20).x.reshape(2, 2)
             if (score(moved, hk, pos_s, v_s, pos_hs, v_hs)
                     <= score(basis, hk, pos_s, v_s, pos_hs, v_hs)):
                 basis = moved
         elif k > 0 and len(hk_fit):       # kept only if it then beats the others on held-out
-            basis = least_squares(residual, basis.ravel(), x_scale=1e-4,
-                                  max_nfev=20).x.reshape(2, 2)
+            basis = least_squares(fit.residual, basis.ravel(), jac=fit.jacobian,
+                                  x_scale=1e-4, max_nfev=20).x.reshape(2, 2)
         if len(options) == 1:
             chosen = (0.0, basis, hk)
             break
