@@ -320,6 +320,14 @@ def test_cli_evaluate_complete_on_real_files_only(tmp_path):
     assert [r["rms"] for r in d1["rows"]] == pytest.approx([r["rms"] for r in d2["rows"]], rel=1e-5)
     with pytest.raises(ValueError, match="dark-atoms"):
         main(["evaluate", "complete", "-n", "1", "--dark-atoms", "--out", str(out)] + common)
+    # --scan-distortion: the held-out images as a raster scan records them, settings recorded
+    assert main(["evaluate", "complete", "-n", "1", "--size", "64", "--scan-distortion",
+                 "--out", str(tmp_path / "sd")] + common) == 0
+    sd = json.loads((tmp_path / "sd" / "results.json").read_text())
+    assert "scan distortions" in sd["images"] and len(sd["scan_distortions"]) == 1
+    with pytest.raises(ValueError, match="scan-distortion"):
+        main(["evaluate", "complete", "-n", "0", "--images", str(tmp_path / "a.tif"),
+              "--scan-distortion", "--out", str(out)] + common)
 
 
 def test_adversarial_fine_tuning_runs_and_resumes(tmp_path):

@@ -124,3 +124,25 @@ def test_acquired_dataset_items_are_deterministic_and_consistent():
         AcquiredDataset(images, crop=64)
     with pytest.raises(ValueError, match="modality"):
         AcquiredDataset(images, modality="sem", crop=None)
+
+
+def test_stem_scan_distort_is_the_recorded_raster_and_recoverable():
+    """The distorted image is the clean one resampled at the drawn scan offsets (recoverable
+    from the returned settings), deterministic per seed, and differs from the clean image
+    where a distortion was drawn."""
+    rng = np.random.default_rng(0)
+    clean = rng.random((48, 64))
+    img, p = d.stem_scan_distort(clean, seed=3)
+    again, _ = d.stem_scan_distort(clean, seed=3)
+    assert np.array_equal(img, again) and img.shape == clean.shape
+    assert set(p) == {"jitter_px", "jitter_correlation", "drift_px_per_line",
+                      "flyback_amplitude_px", "flyback_decay_px", "nonlinearity", "scan_seed"}
+    settings = {k: v for k, v in p.items() if k != "scan_seed"}
+    ref = np.clip(d.resample(clean, *d.scan_offsets(clean.shape, seed=p["scan_seed"],
+                                                    **settings)), 0, None)
+    np.testing.assert_array_equal(img, ref)
+    distorted = [d.stem_scan_distort(clean, seed=s) for s in range(8)]
+    moved = [np.abs(i - clean).max() > 1e-3 for i, q in distorted]
+    drawn = [q["jitter_px"] > 0 or any(q["drift_px_per_line"]) or q["flyback_amplitude_px"] > 0
+             or q["nonlinearity"] != 0 for _, q in distorted]
+    assert moved == drawn and any(drawn)

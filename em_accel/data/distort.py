@@ -286,6 +286,27 @@ def _tem_settings(rng: np.random.Generator) -> dict:
             "hot_value": float(rng.uniform(2.0, 10.0))}
 
 
+def _stem_scan(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """``img`` under drawn STEM serial-scan distortions, clipped at 0, and the drawn settings
+    (the detector's too, for :func:`acquire`; ``scan_seed`` recovers the offsets)."""
+    p = _stem_settings(rng)
+    p["scan_seed"] = int(rng.integers(2 ** 63))  # scan_offsets(shape, **params) recovers them
+    out = scan_distort(img, **{k: v for k, v in p.items() if k != "scan_seed"},
+                       seed=p["scan_seed"])
+    return np.clip(out, 0, None), p
+
+
+def stem_scan_distort(clean, seed: Seed = None) -> tuple[np.ndarray, dict]:
+    """``clean`` [H, W] (>= 0) as a STEM raster scan records it: the serial-scan distortions
+    :func:`acquire` draws (line jitter in 70% of images, up to 1 px; drift in 60%, about
+    0.01 px/line; flyback in 50%, 0.3-3 px; scan non-linearity in 30%), without the detector's
+    noise. Returns (float64 [H, W], the scan settings drawn, with ``scan_seed``)."""
+    img, p = _stem_scan(np.clip(_image(clean), 0, None), _rng(seed))
+    keys = ("jitter_px", "jitter_correlation", "drift_px_per_line", "flyback_amplitude_px",
+            "flyback_decay_px", "nonlinearity", "scan_seed")
+    return img, {k: p[k] for k in keys}
+
+
 def acquire(clean, modality: str, counts_per_px: float, seed: Seed = None, *,
             intensity_range: Sequence[float] | None = None) -> Acquired:
     """A realistic acquisition of ``clean`` [H, W] (>= 0, ~[0, 1]) at ``counts_per_px``.
@@ -322,10 +343,7 @@ def acquire(clean, modality: str, counts_per_px: float, seed: Seed = None, *,
     cpp = _positive(counts_per_px, "counts_per_px", "counts/px")
     rng = _rng(seed)
     if mod == "stem":
-        p = _stem_settings(rng)
-        p["scan_seed"] = int(rng.integers(2 ** 63))  # scan_offsets(shape, **params) recovers them
-        img = np.clip(scan_distort(img, **{k: v for k, v in p.items() if k != "scan_seed"},
-                                   seed=p["scan_seed"]), 0, None)
+        img, p = _stem_scan(img, rng)
         adu = detect(img, cpp, gain=p["gain"], offset=p["offset"], read_noise=p["read_noise"],
                      gain_cv=p["gain_cv"], seed=rng)
         noisy = (adu - p["offset"]) / (p["gain"] * cpp)

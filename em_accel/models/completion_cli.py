@@ -75,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "'em-accel complete --dark-atoms' completes them")
     e.add_argument("--counts-per-intensity", type=float, default=None,
                    help="shot noise of the sparse scans (default: none)")
+    e.add_argument("--scan-distortion", action="store_true",
+                   help="distort the held-out images as a STEM raster scan would (line jitter, "
+                        "drift, flyback, non-linearity drawn per image, as em_accel.data.distort's "
+                        "STEM acquisitions draw them); the distorted image is the truth")
     e.add_argument("--coverages", type=float, nargs="*", default=None,
                    help="coverages (default 1/10, 1/17.9, 1/30, 1/50, 1/87, 1/100)")
     e.add_argument("--kinds", nargs="*", default=["spiral", "gridlike", "grid"])
@@ -207,6 +211,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     real = [1.0 - d for d in real] if args.dark_atoms else real
     if args.dark_atoms and not real:
         raise ValueError("--dark-atoms applies to --images files; none given")
+    if args.scan_distortion and args.n <= 0:
+        raise ValueError("--scan-distortion applies to the held-out simulated images; -n is 0")
     if args.n < 0 or (args.n == 0 and not real):
         raise ValueError(f"nothing to evaluate: -n {args.n} held-out images and no --images files")
     calibration = float(getattr(model, "calibration", 1.0))
@@ -231,6 +237,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                  + ", ".join(p.name for p in args.images))
     if args.n > 0:
         images, desc = E.heldout_images(args.n, args.size, seed, args.pixel_range)
+        if args.scan_distortion:
+            images, drawn = E.scan_distorted(images, seed)
+            desc += ", with STEM scan distortions"
         res = E.evaluate(model, images, counts=args.counts_per_intensity, slow_n=args.slow_n,
                          slow_size=args.slow_size, **common)
         if real_res is not None:
@@ -240,6 +249,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         res, desc = real_res, real_desc
         res["files"] = [str(p) for p in args.images]
     res["images"] = desc
+    if args.n > 0 and args.scan_distortion:
+        res["scan_distortions"] = drawn
     path = E.save(res, args.out)
     E.plot(res, args.out)
     print(f"images: {desc}; calibration factor {calibration:.3f}")

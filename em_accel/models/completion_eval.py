@@ -53,6 +53,17 @@ def heldout_images(n: int, size: int, seed: int = HELDOUT_SEED,
     return np.stack(ims), f"{n} HAADF micrographs of held-out materials (seed {seed}{where})"
 
 
+def scan_distorted(images: np.ndarray, seed: int) -> tuple[np.ndarray, list[dict]]:
+    """(``images`` as a STEM raster scan records them, each under its own drawn serial-scan
+    distortions (:func:`em_accel.data.distort.stem_scan_distort`: line jitter, drift, flyback,
+    non-linearity), the settings drawn per image). The distorted image is then the truth: what
+    the microscope records at each position, which no completion can undo."""
+    from ..data.distort import stem_scan_distort
+
+    out = [stem_scan_distort(img, seed=[seed, i, 1]) for i, img in enumerate(images)]
+    return np.stack([o[0] for o in out]), [o[1] for o in out]
+
+
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
