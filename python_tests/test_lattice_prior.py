@@ -411,6 +411,36 @@ def test_a_residual_peak_beside_a_strong_one_does_not_crowd_out_the_basis():
         assert true in [{tuple(np.round(v * 512, 6)) for v in pair} for pair in ranked]
 
 
+def test_ranked_pairs_score_every_pair_as_one_by_one():
+    """The pairs are scored all at once; each returned basis is a pair of the candidates, not
+    nearly collinear, and indexes the peak power share its place claims: no pair left out
+    indexes more, and among equal shares none left out has a larger reciprocal cell."""
+    from em_accel.scan.lattice import _ranked_pairs
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        peaks = rng.uniform(-0.2, 0.2, (8, 2))
+        power = rng.uniform(0.1, 1.0, 8)
+        cands = list(peaks) + [peaks[0] / 2, peaks[1] - peaks[2], np.array([1e-3, 0.0])]
+        tol = 0.02
+
+        def share(basis):
+            hk = np.round(peaks @ np.linalg.inv(basis))
+            ok = (np.linalg.norm(peaks - hk @ basis, axis=1) < tol) & (np.abs(hk).max(1) <= 6)
+            return round(float(power[ok].sum() / power.sum()), 2)
+
+        pairs = [np.stack([a, b]) for i, a in enumerate(cands) for b in cands[i + 1:]
+                 if abs(np.linalg.det([a, b])) >= 0.2 * np.linalg.norm(a) * np.linalg.norm(b)]
+        ranked = _ranked_pairs(cands, peaks, power, tol, 4)
+        assert 1 <= len(ranked) <= 5
+        key = [(share(b), abs(np.linalg.det(b))) for b in ranked[:4]]
+        assert key == sorted(key, key=lambda k: (-k[0], -k[1]))
+        best = max(pairs, key=lambda b: (share(b), abs(np.linalg.det(b))))
+        assert key[0] == (share(best), abs(np.linalg.det(best)))
+        for b in ranked:
+            assert any(np.array_equal(b, p) for p in pairs)
+
+
 def test_held_out_crystal_whose_peaks_leave_residuals_is_fitted():
     """A held-out simulated HAADF crystal at a coverage where CLEAN leaves residual peaks
     beside the two strongest (before stop 34 the whole-image fit failed here: held-out R²
