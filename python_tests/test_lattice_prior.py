@@ -257,6 +257,13 @@ def test_cli_complete_prior_and_evaluation_rows(tmp_path):
                  "--no-panel", "--prior", "network"]) == 0
     assert "PartialScanCompleter" in json.dumps(read_image(tmp_path / "b" /
                                                            "crystal_completed.tif").metadata)
+    assert main(["complete", str(src), "-o", str(tmp_path / "c"), "--coverage", "0.0115",
+                 "--no-panel", "--noise-std", "0.01"]) == 0
+    told = read_image(tmp_path / "c" / "crystal_completed.tif").metadata
+    assert told["description"]["em_accel"]["noise_std"] == 0.01
+    with pytest.raises(C.NoiseLevelError):
+        main(["complete", str(src), "-o", str(tmp_path / "d"), "--coverage", "0.0115",
+              "--no-panel", "--noise-std", "-1"])
     res = E.evaluate(_tiny_model(), img[None], counts=None, coverages=(1 / 87,),
                      kinds=("spiral",), slow_n=0, progress=False,
                      methods={"delaunay": B.delaunay, "lattice": B.lattice})
@@ -266,6 +273,10 @@ def test_cli_complete_prior_and_evaluation_rows(tmp_path):
     assert res["auto_choices"][0]["method"] == "lattice"
     assert set(res["reliability_auto"]) == set(res["reliability"])
     assert "auto chose the lattice" in E.format_summary(res)
+    with pytest.raises(ValueError, match="known_noise"):
+        E.evaluate(_tiny_model(), img[None], counts=None, known_noise=True, progress=False)
+    with pytest.raises(ValueError, match="--known-noise"):
+        main(["evaluate", "complete", "-n", "1", "--known-noise", "--out", str(tmp_path / "e")])
 
 
 def test_render_is_the_design_at_every_pixel():
@@ -367,6 +378,38 @@ def test_shot_noise_is_estimated_and_not_held_against_the_fit():
     assert _rms(fit.render(), img) < 0.5 * np.sqrt(true_var)
     clean = fit_lattice(*_scan(img, "spiral", 1 / 30))
     assert clean.noise_var < 0.01 * clean.sample_var
+
+
+def test_known_noise_lets_a_noisy_grid_scan_use_the_lattice():
+    """A regular grid has no adjacent samples, so its shot noise cannot be estimated and counts
+    against the fit: a noisy crystal on a 1/16 grid is rejected. Told the noise variance (as a
+    user who knows the dose), the fit judges the signal, is accepted and renders the crystal
+    to well under the noise; complete_scan knows it for scans it simulates itself, takes it
+    as noise_std for sparse input, and names bad levels."""
+    img = 0.2 + 0.8 * _crystal(256)
+    r = partial_scan(torch.from_numpy(img), make_path("grid", img.shape, 1 / 16),
+                     counts_per_intensity=50.0, seed=1).raster
+    v, m = r.image.numpy(), r.mask.numpy() > 0
+    var = C.shot_noise_var(v, m, 50.0)
+    assert var == pytest.approx(float(np.mean(img[m])) / 50.0, rel=0.02)
+    unknown = fit_lattice(v, m)
+    assert unknown is None or not unknown.accepted()
+    known = fit_lattice(v, m, noise_var=var)
+    assert known is not None and known.accepted() and known.noise_var == var
+    assert _rms(known.render(), img) < 0.5 * np.sqrt(var)
+    with pytest.raises(ValueError, match="noise_var"):
+        fit_lattice(v, m, noise_var=-1.0)
+
+    model = _tiny_model()
+    assert C.complete_scan(v, mask=m, kind="grid", model=model).method == "network"
+    told = C.complete_scan(v, mask=m, kind="grid", model=model, noise_std=np.sqrt(var))
+    assert told.method != "network" and told.lattice_weight.mean() > 0.9
+    simulated = C.complete_scan(img, kind="grid", coverage=1 / 16, counts_per_intensity=50.0,
+                                seed=1, model=model)
+    assert simulated.method != "network" and simulated.lattice_weight.mean() > 0.9
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(C.NoiseLevelError):
+            C.complete_scan(v, mask=m, kind="grid", model=model, noise_std=bad)
 
 
 def test_window_mean_matches_a_full_resolution_gaussian():

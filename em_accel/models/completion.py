@@ -87,6 +87,10 @@ class UnknownPathKindError(CompletionInputError):
     """A path kind the network was not conditioned on."""
 
 
+class NoiseLevelError(CompletionInputError):
+    """A noise level that is negative, NaN or infinite."""
+
+
 def check_coverage(coverage: float) -> float:
     """``coverage`` as a float, or :class:`CoverageRangeError` outside :data:`COVERAGE_RANGE`."""
     c = float(coverage)
@@ -440,6 +444,14 @@ def check_prior(prior: str) -> None:
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
 
 
+def shot_noise_var(values: np.ndarray, mask: np.ndarray, counts_per_intensity: float) -> float:
+    """White-noise variance [values' units squared] of a scan whose values are Poisson counts
+    N ~ P(c I) divided by c = ``counts_per_intensity`` (as :func:`em_accel.scan.partial_scan`
+    simulates them): I / c, averaged over the sampled pixels."""
+    return max(float(np.asarray(values)[np.asarray(mask, bool)].mean()), 0.0) \
+        / float(counts_per_intensity)
+
+
 def lattice_path_kind(mask: np.ndarray, kind: str | None) -> str | None:
     """The path kind ``prior="auto"`` treats a scan as when looking for a lattice: "spiral" or
     "grid", or None for none (jittered gridlike paths: their parallel lines alias a lattice
@@ -470,15 +482,17 @@ class AutoCompletion(NamedTuple):
 
 
 def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
-                    completion: np.ndarray, scale: np.ndarray, seed: int = 0
-                    ) -> AutoCompletion:
+                    completion: np.ndarray, scale: np.ndarray, seed: int = 0,
+                    noise_var: float | None = None) -> AutoCompletion:
     """``prior="auto"``: the network's ``completion`` (predicted mean |error| ``scale``, both
     [H, W]) with fitted lattices in the parts of the image where a lattice's local
     error is at most :data:`LATTICE_ERROR_RATIO` of the network's
     (:func:`em_accel.scan.lattice_region.lattice_regions`: the whole image for a crystal, its
     crystalline part beside vacuum, support or another grain, a second grain; on grids only
     from an accepted whole-image fit), blended over the gaps between the samples. There the
-    scale is the lattice's measured local error (shot noise included)."""
+    scale is the lattice's measured local error (shot noise included). ``noise_var``: the
+    samples' white-noise variance where known [values' units squared]
+    (:func:`em_accel.scan.lattice.fit_lattice`; None: estimated, and taken as 0 on grids)."""
     from ..scan.lattice import blas_on_one_thread, fit_lattice
     from ..scan.lattice_region import lattice_regions
 
@@ -486,9 +500,9 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
     if seen_as is None:
         return AutoCompletion(completion, scale, "network", None)
     with blas_on_one_thread():     # the fits' and renderings' small products
-        fit = fit_lattice(values, mask, seed=seed)
+        fit = fit_lattice(values, mask, seed=seed, noise_var=noise_var)
         regions = lattice_regions(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO,
-                                  seed=seed, aliased=seen_as == "grid")
+                                  seed=seed, aliased=seen_as == "grid", noise_var=noise_var)
         if not regions:
             return AutoCompletion(completion, scale, "network", fit)
         union = np.zeros(mask.shape)
@@ -554,7 +568,7 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
                   model: PartialScanCompleter | None = None, tile: int = 512, margin: int = 32,
                   device: str | torch.device | None = None, progress: bool = True,
                   ensemble: bool = False, dark_atoms: bool = False,
-                  prior: str = "auto") -> CompletionResult:
+                  prior: str = "auto", noise_std: float | None = None) -> CompletionResult:
     """Complete a partial scan with one call (any image size, CPU or CUDA).
 
     Two ways in:
@@ -571,7 +585,9 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
         mask: [H, W], nonzero where sampled; None to scan ``image`` along a path.
         kind: "spiral", "gridlike", "grid", or None (unknown; only with ``mask``).
         coverage: fraction of pixels to sample, in :data:`COVERAGE_RANGE` (without ``mask``).
-        counts_per_intensity, seed: shot noise of the simulated scan (without ``mask``).
+        counts_per_intensity, seed: shot noise of the simulated scan (without ``mask``); its
+            variance (mean sampled intensity / counts_per_intensity) is then known to the
+            lattice prior.
         model: a :class:`PartialScanCompleter` (default: the shipped one).
         tile, margin: tile size and context [px] for large images (see
             :func:`em_accel.models.tiling.apply_tiled`).
@@ -595,10 +611,19 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
             lattice fit (any path; uniform uncertainty from its held-out error). The result's
             ``method`` ("network", "lattice", "lattice+network") says which ran and
             ``lattice_weight`` where the lattice was used.
+        noise_std: standard deviation of the white (shot) noise in the sampled values where
+            it is known, e.g. from the dose [the values' units; for values in detector counts,
+            about the square root of the mean count]. The lattice prior judges its fit against
+            the signal, not the noise: on regular grids, which have no adjacent samples to
+            estimate the noise from, a noisy crystal is otherwise left to the network
+            (measured in docs/complete.md, "Known noise on grids"). Where the path has
+            adjacent samples, the fit's own estimate is used where it is larger (it holds the
+            misfit between neighbours too, and measured the better guide there).
 
     Raises:
         ImageShapeError, NonFiniteImageError, CoverageRangeError, UnknownPathKindError,
-        NoLatticeError, em_accel.scan.interpolate.EmptyMaskError (named ValueErrors).
+        NoLatticeError, NoiseLevelError, em_accel.scan.interpolate.EmptyMaskError (named
+        ValueErrors).
     """
     from ..scan import make_path, partial_scan
     from ..scan.interpolate import EmptyMaskError
@@ -635,12 +660,20 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     cov = float(m.mean())
     check_coverage(cov)
     check_prior(prior)  # before the model loads
+    if noise_std is not None:
+        if not (math.isfinite(noise_std) and noise_std >= 0):
+            raise NoiseLevelError(f"noise_std must be finite and >= 0, got {noise_std}")
+        noise_var = float(noise_std) ** 2
+    elif mask is None and counts_per_intensity is not None:
+        noise_var = shot_noise_var(values, m, counts_per_intensity)   # simulated here
+    else:
+        noise_var = None
 
     if prior == "lattice":
         from ..scan.lattice import blas_on_one_thread, fit_lattice
 
         with blas_on_one_thread():
-            fit = fit_lattice(values, m, seed=seed)
+            fit = fit_lattice(values, m, seed=seed, noise_var=noise_var)
             if fit is None:
                 raise NoLatticeError("no lattice found in the samples (too few samples, "
                                      "periodic peaks too weak, or no two independent ones)")
@@ -665,7 +698,7 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
                                 values.astype(np.float32), m, cov, kind, "network")
     # The lattice search runs after the network, not beside it in a thread: on 2 cores that
     # measured slower (stop 31: 1.12 s instead of 0.56 s; numpy and torch compete for both).
-    auto = auto_completion(values, m, kind, completion, scale, seed=seed)
+    auto = auto_completion(values, m, kind, completion, scale, seed=seed, noise_var=noise_var)
     weight = auto.lattice_weight
     return CompletionResult(auto.completion.astype(np.float32),
                             (Z90 * auto.scale).astype(np.float32), values.astype(np.float32), m,

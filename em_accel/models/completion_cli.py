@@ -32,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--counts-per-intensity", type=float, default=None,
                    help="simulate shot noise when scanning a full image (counts per unit "
                         "of the image's intensity)")
+    p.add_argument("--noise-std", type=float, default=None,
+                   help="standard deviation of the shot noise in the sampled values where known "
+                        "(the image's units; for detector counts about the square root of the "
+                        "mean count): lets the lattice prior use noisy grid scans")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="completion",
                    help="'completion' (shipped) or a .safetensors path from the recipe")
@@ -75,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "'em-accel complete --dark-atoms' completes them")
     e.add_argument("--counts-per-intensity", type=float, default=None,
                    help="shot noise of the sparse scans (default: none)")
+    e.add_argument("--known-noise", action="store_true",
+                   help="tell the default 'auto' the shot noise's variance (from "
+                        "--counts-per-intensity), as 'em-accel complete --noise-std' does")
     e.add_argument("--scan-distortion", action="store_true",
                    help="distort the held-out images as a STEM raster scan would (line jitter, "
                         "drift, flyback, non-linearity drawn per image, as em_accel.data.distort's "
@@ -160,7 +167,7 @@ def _complete(args: argparse.Namespace) -> int:
                             coverage=args.coverage, counts_per_intensity=args.counts_per_intensity,
                             seed=args.seed, model=model, device=args.device,
                             ensemble=args.ensemble, dark_atoms=args.dark_atoms,
-                            prior=args.prior)
+                            prior=args.prior, noise_std=args.noise_std)
         suffix = path.suffix.lower() if args.format == "same" else "." + args.format
         if suffix not in WRITE_SUFFIXES:
             suffix = ".tif"
@@ -177,6 +184,7 @@ def _complete(args: argparse.Namespace) -> int:
                              "model": args.model, "path_kind": kind,
                              "coverage": round(res.coverage, 6),
                              "counts_per_intensity": args.counts_per_intensity,
+                             "noise_std": args.noise_std,
                              "dihedral_ensemble": args.ensemble, "dark_atoms": args.dark_atoms,
                              "mask": str(args.mask) if args.mask else None,
                              "source": str(path), "source_format": mic.format},
@@ -211,6 +219,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     real = [1.0 - d for d in real] if args.dark_atoms else real
     if args.dark_atoms and not real:
         raise ValueError("--dark-atoms applies to --images files; none given")
+    if args.known_noise and args.counts_per_intensity is None:
+        raise ValueError("--known-noise needs --counts-per-intensity (the noise to tell)")
     if args.scan_distortion and args.n <= 0:
         raise ValueError("--scan-distortion applies to the held-out simulated images; -n is 0")
     if args.n < 0 or (args.n == 0 and not real):
@@ -241,7 +251,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             images, drawn = E.scan_distorted(images, seed)
             desc += ", with STEM scan distortions"
         res = E.evaluate(model, images, counts=args.counts_per_intensity, slow_n=args.slow_n,
-                         slow_size=args.slow_size, **common)
+                         slow_size=args.slow_size, known_noise=args.known_noise, **common)
         if real_res is not None:
             res["real"] = {"files": [str(p) for p in args.images],
                            "sizes": sorted({r.shape for r in real}), **real_res}

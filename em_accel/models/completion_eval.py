@@ -130,15 +130,20 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
              coverages=COVERAGES, kinds=KINDS, methods: dict | None = None,
              slow_methods: tuple[str, ...] = ("biharmonic", "wavelet-cs"), slow_n: int = 2,
              slow_size: int = 256, calibration: float = 1.0, progress: bool = True,
-             ensemble: bool = False, auto: bool = True) -> dict:
+             ensemble: bool = False, auto: bool = True, known_noise: bool = False) -> dict:
     """Score every method on every (image, kind, coverage). Slow methods run on the first
     ``slow_n`` images, centre-cropped to ``slow_size`` (all methods are also scored on those
     crops, rows marked ``crop``, so paired comparisons stay like for like). ``ensemble``: also
     score the network's 8-fold dihedral self-ensemble (method ``network-ens8``, full images).
     ``auto``: also score what :func:`~em_accel.models.completion.complete_scan` does by default
     (method ``auto``: the lattice prior where it is accepted, else the network), with its own
-    reliability (``reliability_auto``)."""
-    from .completion import auto_completion
+    reliability (``reliability_auto``). ``known_noise``: ``auto`` is told the shot noise's
+    variance (:func:`~em_accel.models.completion.shot_noise_var`, from ``counts``), as a user
+    who knows the dose would tell it; otherwise it estimates it (none on regular grids)."""
+    from .completion import auto_completion, shot_noise_var
+
+    if known_noise and counts is None:
+        raise ValueError("known_noise needs counts (the shot noise of the simulated scans)")
 
     methods = dict(baselines.METHODS if methods is None else methods)
     rows, rel = [], {p: [] for p in LEVELS}
@@ -172,7 +177,9 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
                 times["network-ens8"] = time.perf_counter() - t0
             if auto:
                 t0 = time.perf_counter()
-                choice = auto_completion(v, m, kind, mean, calibration * b, seed=0)
+                noise = shot_noise_var(v, m, counts) if known_noise else None
+                choice = auto_completion(v, m, kind, mean, calibration * b, seed=0,
+                                         noise_var=noise)
                 outs["auto"], half = choice.completion, choice.scale
                 times["auto"] = time.perf_counter() - t0 + times["network"]
                 err = np.abs(outs["auto"] - img)
@@ -206,7 +213,8 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
     reliability = {str(p): float(np.mean(v)) for p, v in rel.items() if v}
     reliability_auto = {str(p): float(np.mean(v)) for p, v in rel_auto.items() if v}
     return {"rows": rows, "reliability": reliability, "reliability_auto": reliability_auto,
-            "auto_choices": chosen, "calibration": calibration, "counts_per_intensity": counts}
+            "auto_choices": chosen, "calibration": calibration, "counts_per_intensity": counts,
+            "known_noise": known_noise}
 
 
 def _row(name, i, kind, c, m, out, img, truth_blur, seconds, subset) -> dict:
@@ -313,6 +321,9 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
 
 def format_summary(results: dict) -> str:
     lines = []
+    if results.get("known_noise"):
+        lines.append(f"auto was told the shot noise (counts per unit intensity "
+                     f"{results.get('counts_per_intensity')}: variance = mean intensity / counts)")
     for metric in ("rms_blur", "rms", "ssim"):
         summ = summarise(results["rows"], metric)
         lines.append(f"\n{metric} (mean over images; {'%' if metric != 'ssim' else ''}):")

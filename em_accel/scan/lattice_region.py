@@ -186,17 +186,19 @@ def _in_two_threads(fn: Callable, items: Sequence) -> list:
 
 
 def window_fits(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
-                r2_min: float = WINDOW_R2_MIN) -> list[tuple[tuple[slice, slice], LatticeFit]]:
+                r2_min: float = WINDOW_R2_MIN, noise_var: float | None = None
+                ) -> list[tuple[tuple[slice, slice], LatticeFit]]:
     """(window, fit) of each half or quadrant of the image whose own lattice fit explains at
     least ``r2_min`` of its signal variance (on all its samples and on its held-out tiles)
     and is clear of aliasing and overshoot, the best first; fitted on the window alone
-    (:func:`lift` carries one over the whole image)."""
+    (:func:`lift` carries one over the whole image). ``noise_var``: the samples' white-noise
+    variance where known (:func:`~em_accel.scan.lattice.fit_lattice`)."""
     mask = np.asarray(mask, bool)
     values = np.asarray(values, np.float64)
     windows = _windows(*mask.shape)
     # The network has finished by now, so nothing else competes for the 2 cores.
-    fits = _in_two_threads(lambda win: fit_lattice(values[win], mask[win], seed=seed, refined=1),
-                          windows)
+    fits = _in_two_threads(lambda win: fit_lattice(values[win], mask[win], seed=seed, refined=1,
+                                                   noise_var=noise_var), windows)
     scored = []
     for k, (win, f) in enumerate(zip(windows, fits)):
         if f is None or f.overshoot > OVERSHOOT_MAX or f.nyquist_fraction > NYQUIST_MAX:
@@ -224,7 +226,8 @@ def lift(values: np.ndarray, mask: np.ndarray, window: tuple[slice, slice], fit:
 
 def lattice_regions(values: np.ndarray, mask: np.ndarray, scale: np.ndarray,
                     fit: LatticeFit | None, *, ratio: float = 0.75, seed: int = 0,
-                    aliased: bool = False) -> list[LatticeRegion]:
+                    aliased: bool = False, noise_var: float | None = None
+                    ) -> list[LatticeRegion]:
     """The regions in which lattices complete the scan, in the order they are blended in
     (each over what came before): none, one or two.
 
@@ -244,7 +247,10 @@ def lattice_regions(values: np.ndarray, mask: np.ndarray, scale: np.ndarray,
     :meth:`~em_accel.scan.lattice.LatticeFit.accepted` (90% of the variance, also on held-out
     tiles) seeds a region and no windows are searched (measured on eight held-out sets: a
     looser seed or windows on grids lost to the network at 1/50-1/100, by up to 0.8 points
-    per set; docs/complete.md)."""
+    per set; docs/complete.md).
+
+    ``noise_var``: the samples' white-noise variance where known, for the window fits (the
+    whole-image ``fit`` should have been made with it too)."""
     first, used = None, None
     if fit is not None and (fit.accepted() if aliased else
                             fit.signal_r2 >= REGION_R2_MIN and fit.overshoot <= OVERSHOOT_MAX
@@ -256,7 +262,7 @@ def lattice_regions(values: np.ndarray, mask: np.ndarray, scale: np.ndarray,
     # 0.25-1.2 s on those scans).
     if aliased or fit is None or (first is not None and first.share >= WHOLE_ENOUGH):
         return [] if first is None else [first]
-    found = window_fits(values, mask, seed=seed)
+    found = window_fits(values, mask, seed=seed, noise_var=noise_var)
     if found:
         region = lattice_region(values, mask, lift(values, mask, *found[0]), scale, ratio=ratio,
                                 source="window")
