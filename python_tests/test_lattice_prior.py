@@ -385,7 +385,7 @@ def test_known_noise_lets_a_noisy_grid_scan_use_the_lattice():
     against the fit: a noisy crystal on a 1/16 grid is rejected. Told the noise variance (as a
     user who knows the dose), the fit judges the signal, is accepted and renders the crystal
     to well under the noise; complete_scan knows it for scans it simulates itself, takes it
-    as noise_std for sparse input, and names bad levels."""
+    for sparse input as noise_std or as the dose, and names bad levels."""
     img = 0.2 + 0.8 * _crystal(256)
     r = partial_scan(torch.from_numpy(img), make_path("grid", img.shape, 1 / 16),
                      counts_per_intensity=50.0, seed=1).raster
@@ -407,9 +407,17 @@ def test_known_noise_lets_a_noisy_grid_scan_use_the_lattice():
     simulated = C.complete_scan(img, kind="grid", coverage=1 / 16, counts_per_intensity=50.0,
                                 seed=1, model=model)
     assert simulated.method != "network" and simulated.lattice_weight.mean() > 0.9
+    by_dose = C.complete_scan(v, mask=m, kind="grid", model=model, counts_per_intensity=50.0)
+    np.testing.assert_array_equal(by_dose.completion, told.completion)
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(C.NoiseLevelError):
             C.complete_scan(v, mask=m, kind="grid", model=model, noise_std=bad)
+    for bad in (0.0, -5.0, float("nan")):
+        with pytest.raises(C.NoiseLevelError):
+            C.complete_scan(v, mask=m, kind="grid", model=model, counts_per_intensity=bad)
+    with pytest.raises(C.NoiseLevelError, match="not both"):
+        C.complete_scan(v, mask=m, kind="grid", model=model, noise_std=0.1,
+                        counts_per_intensity=50.0)
 
 
 def test_window_mean_matches_a_full_resolution_gaussian():

@@ -562,6 +562,24 @@ def run_network(model: PartialScanCompleter, values: np.ndarray, mask: np.ndarra
     return out[0].numpy() * span + lo, np.exp(out[1].numpy()) * span
 
 
+def _noise_var(values: np.ndarray, mask: np.ndarray, noise_std: float | None,
+               counts_per_intensity: float | None) -> float | None:
+    """The sampled values' white-noise variance as :func:`complete_scan` was told it (a
+    standard deviation, or the dose of Poisson counts; None: not told)."""
+    if noise_std is not None and counts_per_intensity is not None:
+        raise NoiseLevelError("give the noise as noise_std or as counts_per_intensity, not both")
+    if noise_std is not None:
+        if not (math.isfinite(noise_std) and noise_std >= 0):
+            raise NoiseLevelError(f"noise_std must be finite and >= 0, got {noise_std}")
+        return float(noise_std) ** 2
+    if counts_per_intensity is not None:
+        if not (math.isfinite(counts_per_intensity) and counts_per_intensity > 0):
+            raise NoiseLevelError("counts_per_intensity must be finite and > 0, got "
+                                  f"{counts_per_intensity}")
+        return shot_noise_var(values, mask, counts_per_intensity)
+    return None
+
+
 def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.Tensor | None = None,
                   kind: str | None = "spiral", coverage: float | None = None,
                   counts_per_intensity: float | None = None, seed: int = 0,
@@ -587,7 +605,9 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
         coverage: fraction of pixels to sample, in :data:`COVERAGE_RANGE` (without ``mask``).
         counts_per_intensity, seed: shot noise of the simulated scan (without ``mask``); its
             variance (mean sampled intensity / counts_per_intensity) is then known to the
-            lattice prior.
+            lattice prior. With ``mask``: the dose the sampled values were recorded at (values
+            = Poisson counts / counts_per_intensity), to tell the lattice prior their noise
+            (as ``noise_std``).
         model: a :class:`PartialScanCompleter` (default: the shipped one).
         tile, margin: tile size and context [px] for large images (see
             :func:`em_accel.models.tiling.apply_tiled`).
@@ -660,14 +680,7 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     cov = float(m.mean())
     check_coverage(cov)
     check_prior(prior)  # before the model loads
-    if noise_std is not None:
-        if not (math.isfinite(noise_std) and noise_std >= 0):
-            raise NoiseLevelError(f"noise_std must be finite and >= 0, got {noise_std}")
-        noise_var = float(noise_std) ** 2
-    elif mask is None and counts_per_intensity is not None:
-        noise_var = shot_noise_var(values, m, counts_per_intensity)   # simulated here
-    else:
-        noise_var = None
+    noise_var = _noise_var(values, m, noise_std, counts_per_intensity)
 
     if prior == "lattice":
         from ..scan.lattice import blas_on_one_thread, fit_lattice

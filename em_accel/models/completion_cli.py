@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the inputs are already sparse: this image's nonzero pixels were sampled")
     p.add_argument("--counts-per-intensity", type=float, default=None,
                    help="simulate shot noise when scanning a full image (counts per unit "
-                        "of the image's intensity)")
+                        "of the image's intensity); with --mask: the dose the sparse scan was "
+                        "recorded at, which tells the lattice prior its noise (as --noise-std)")
     p.add_argument("--noise-std", type=float, default=None,
                    help="standard deviation of the shot noise in the sampled values where known "
                         "(the image's units; for detector counts about the square root of the "
