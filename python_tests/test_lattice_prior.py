@@ -420,6 +420,34 @@ def test_known_noise_lets_a_noisy_grid_scan_use_the_lattice():
                         counts_per_intensity=50.0)
 
 
+def test_grid_lattice_with_an_implausibly_large_cell_is_taken_for_an_alias():
+    """A grid cannot tell a lattice from a coarser alias; where the pixel size is known, `auto`
+    leaves a grid lattice whose cell exceeds GRID_MAX_CELL_A2 to the network (spirals do not
+    alias and are unaffected). The cell area is the fitted basis's; bad pixel sizes are named,
+    and a generic TIFF's 72 dpi is not taken for a microscope's calibration."""
+    from em_accel.models.completion_cli import _microscope_pixel
+
+    img = _crystal(256)                                    # cell 23*29 + 2*7 = 681 px^2
+    v, m = _scan(img, "grid", 1 / 16)
+    fit = fit_lattice(v, m)
+    assert fit is not None and fit.cell_area == pytest.approx(681.0, rel=0.01)
+    model = _tiny_model()
+    fine = np.sqrt(0.9 * C.GRID_MAX_CELL_A2 / 681.0)      # Å/px: the cell just under the limit
+    coarse = np.sqrt(1.1 * C.GRID_MAX_CELL_A2 / 681.0)
+    assert C.complete_scan(v, mask=m, kind="grid", model=model).method != "network"
+    assert C.complete_scan(v, mask=m, kind="grid", model=model, pixel_size=fine).method != "network"
+    alias = C.complete_scan(v, mask=m, kind="grid", model=model, pixel_size=coarse)
+    assert alias.method == "network" and alias.lattice_weight is None
+    sv, sm = _scan(img, "spiral", 1 / 30)
+    assert C.complete_scan(sv, mask=sm, kind="spiral", model=model,
+                           pixel_size=coarse).method != "network"
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(C.PixelSizeError):
+            C.complete_scan(v, mask=m, kind="grid", model=model, pixel_size=bad)
+    assert _microscope_pixel(2.54e8 / 72) is None and _microscope_pixel(None) is None
+    assert _microscope_pixel(0.2) == 0.2
+
+
 def test_window_mean_matches_a_full_resolution_gaussian():
     """The block-reduced normalised convolution of lattice_region equals the full-resolution
     one away from the edges (to a few % of the mean) and is exact where every pixel is

@@ -65,6 +65,11 @@ LATTICE_KINDS = ("spiral", "grid")
 #: "auto" completes with a lattice only where its local mean |error| is at most this fraction
 #: of the network's predicted mean |error| (see :func:`auto_completion`).
 LATTICE_ERROR_RATIO = 0.75
+#: On a regular grid, a fitted lattice whose unit cell exceeds this area [Å²] (a 10 x 10 Å
+#: projected cell) is taken for an alias of a finer lattice the grid cannot resolve, where the
+#: pixel size is known (stop 36: the aliases accepted on held-out mixed-magnification grids had
+#: cells of 130-1990 Å², the accepted lattices that beat the network at most 60 Å²).
+GRID_MAX_CELL_A2 = 100.0
 
 
 class CompletionInputError(ValueError):
@@ -89,6 +94,10 @@ class UnknownPathKindError(CompletionInputError):
 
 class NoiseLevelError(CompletionInputError):
     """A noise level that is negative, NaN or infinite."""
+
+
+class PixelSizeError(CompletionInputError):
+    """A pixel size that is not a positive finite number."""
 
 
 def check_coverage(coverage: float) -> float:
@@ -483,7 +492,8 @@ class AutoCompletion(NamedTuple):
 
 def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
                     completion: np.ndarray, scale: np.ndarray, seed: int = 0,
-                    noise_var: float | None = None) -> AutoCompletion:
+                    noise_var: float | None = None, pixel_size: float | None = None
+                    ) -> AutoCompletion:
     """``prior="auto"``: the network's ``completion`` (predicted mean |error| ``scale``, both
     [H, W]) with fitted lattices in the parts of the image where a lattice's local
     error is at most :data:`LATTICE_ERROR_RATIO` of the network's
@@ -492,7 +502,9 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
     from an accepted whole-image fit), blended over the gaps between the samples. There the
     scale is the lattice's measured local error (shot noise included). ``noise_var``: the
     samples' white-noise variance where known [values' units squared]
-    (:func:`em_accel.scan.lattice.fit_lattice`; None: estimated, and taken as 0 on grids)."""
+    (:func:`em_accel.scan.lattice.fit_lattice`; None: estimated, and taken as 0 on grids).
+    ``pixel_size`` [Å/px], where known: on grids a lattice whose unit cell exceeds
+    :data:`GRID_MAX_CELL_A2` is taken for an alias and left out."""
     from ..scan.lattice import blas_on_one_thread, fit_lattice
     from ..scan.lattice_region import lattice_regions
 
@@ -501,6 +513,9 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
         return AutoCompletion(completion, scale, "network", None)
     with blas_on_one_thread():     # the fits' and renderings' small products
         fit = fit_lattice(values, mask, seed=seed, noise_var=noise_var)
+        if (seen_as == "grid" and fit is not None and pixel_size is not None
+                and fit.cell_area * pixel_size ** 2 > GRID_MAX_CELL_A2):
+            return AutoCompletion(completion, scale, "network", fit)
         regions = lattice_regions(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO,
                                   seed=seed, aliased=seen_as == "grid", noise_var=noise_var)
         if not regions:
@@ -586,7 +601,8 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
                   model: PartialScanCompleter | None = None, tile: int = 512, margin: int = 32,
                   device: str | torch.device | None = None, progress: bool = True,
                   ensemble: bool = False, dark_atoms: bool = False,
-                  prior: str = "auto", noise_std: float | None = None) -> CompletionResult:
+                  prior: str = "auto", noise_std: float | None = None,
+                  pixel_size: float | None = None) -> CompletionResult:
     """Complete a partial scan with one call (any image size, CPU or CUDA).
 
     Two ways in:
@@ -639,11 +655,16 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
             (measured in docs/complete.md, "Known noise on grids"). Where the path has
             adjacent samples, the fit's own estimate is used where it is larger (it holds the
             misfit between neighbours too, and measured the better guide there).
+        pixel_size: the image's pixel size [Å/px] where known (a file's metadata). On a
+            regular grid ``auto`` then leaves out a lattice whose unit cell exceeds
+            :data:`GRID_MAX_CELL_A2` (100 Å²): the grid cannot tell a fine lattice from a
+            coarser alias, and such aliases fit every sample (docs/complete.md, "Two fresh
+            held-out sets"). None: no such check.
 
     Raises:
         ImageShapeError, NonFiniteImageError, CoverageRangeError, UnknownPathKindError,
-        NoLatticeError, NoiseLevelError, em_accel.scan.interpolate.EmptyMaskError (named
-        ValueErrors).
+        NoLatticeError, NoiseLevelError, PixelSizeError,
+        em_accel.scan.interpolate.EmptyMaskError (named ValueErrors).
     """
     from ..scan import make_path, partial_scan
     from ..scan.interpolate import EmptyMaskError
@@ -681,6 +702,8 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     check_coverage(cov)
     check_prior(prior)  # before the model loads
     noise_var = _noise_var(values, m, noise_std, counts_per_intensity)
+    if pixel_size is not None and not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise PixelSizeError(f"pixel_size must be a positive number of Å/px, got {pixel_size}")
 
     if prior == "lattice":
         from ..scan.lattice import blas_on_one_thread, fit_lattice
@@ -711,7 +734,8 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
                                 values.astype(np.float32), m, cov, kind, "network")
     # The lattice search runs after the network, not beside it in a thread: on 2 cores that
     # measured slower (stop 31: 1.12 s instead of 0.56 s; numpy and torch compete for both).
-    auto = auto_completion(values, m, kind, completion, scale, seed=seed, noise_var=noise_var)
+    auto = auto_completion(values, m, kind, completion, scale, seed=seed, noise_var=noise_var,
+                           pixel_size=pixel_size)
     weight = auto.lattice_weight
     return CompletionResult(auto.completion.astype(np.float32),
                             (Z90 * auto.scale).astype(np.float32), values.astype(np.float32), m,

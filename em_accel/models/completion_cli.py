@@ -147,6 +147,12 @@ def _panel(path: Path, sparse: np.ndarray, mask: np.ndarray, completion: np.ndar
     plt.close(fig)
 
 
+def _microscope_pixel(pixel_size: float | None) -> float | None:
+    """A file's pixel size [Å] if it is one a microscope could have written (0.001-100 Å):
+    a generic TIFF's 72 dpi reads as 3.5e6 Å and must not pass for a calibration."""
+    return pixel_size if pixel_size is not None and 1e-3 <= pixel_size <= 100.0 else None
+
+
 def _complete(args: argparse.Namespace) -> int:
     from .completion import ImageShapeError, complete_scan
 
@@ -168,7 +174,8 @@ def _complete(args: argparse.Namespace) -> int:
                             coverage=args.coverage, counts_per_intensity=args.counts_per_intensity,
                             seed=args.seed, model=model, device=args.device,
                             ensemble=args.ensemble, dark_atoms=args.dark_atoms,
-                            prior=args.prior, noise_std=args.noise_std)
+                            prior=args.prior, noise_std=args.noise_std,
+                            pixel_size=_microscope_pixel(mic.pixel_size))
         suffix = path.suffix.lower() if args.format == "same" else "." + args.format
         if suffix not in WRITE_SUFFIXES:
             suffix = ".tif"
@@ -247,12 +254,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     real_desc = (f"{len(real)} real file(s){' (dark atoms, mirrored)' if args.dark_atoms else ''}: "
                  + ", ".join(p.name for p in args.images))
     if args.n > 0:
-        images, desc = E.heldout_images(args.n, args.size, seed, args.pixel_range)
+        images, desc, pixel_sizes = E.heldout_set(args.n, args.size, seed, args.pixel_range)
         if args.scan_distortion:
             images, drawn = E.scan_distorted(images, seed)
             desc += ", with STEM scan distortions"
         res = E.evaluate(model, images, counts=args.counts_per_intensity, slow_n=args.slow_n,
-                         slow_size=args.slow_size, known_noise=args.known_noise, **common)
+                         slow_size=args.slow_size, known_noise=args.known_noise,
+                         pixel_sizes=pixel_sizes, **common)
         if real_res is not None:
             res["real"] = {"files": [str(p) for p in args.images],
                            "sizes": sorted({r.shape for r in real}), **real_res}

@@ -40,17 +40,27 @@ def heldout_images(n: int, size: int, seed: int = HELDOUT_SEED,
                    pixel_range: tuple[float, float] | None = None) -> tuple[np.ndarray, str]:
     """(images [n, size, size] in [0, 1], description) of held-out HAADF micrographs;
     ``pixel_range`` (lo, hi) [Å/px]: mixed magnifications (None: atomic resolution)."""
+    images, desc, _ = heldout_set(n, size, seed, pixel_range)
+    return images, desc
+
+
+def heldout_set(n: int, size: int, seed: int = HELDOUT_SEED,
+                pixel_range: tuple[float, float] | None = None
+                ) -> tuple[np.ndarray, str, list[float | None]]:
+    """:func:`heldout_images` and each image's pixel size [Å/px] (None where unknown)."""
     try:
         from ..data.micrographs import micrograph
     except ImportError:  # older checkouts: synthetic micrographs
         from ..data import synthetic_micrograph
 
         return (np.stack([synthetic_micrograph(size, seed * 1000 + i) for i in range(n)]),
-                f"{n} synthetic micrographs (seed {seed})")
-    ims = [micrograph(size, "haadf", seed=(seed, i), split="heldout", pixel_range=pixel_range).image
-           for i in range(n)]
+                f"{n} synthetic micrographs (seed {seed})", [None] * n)
+    mics = [micrograph(size, "haadf", seed=(seed, i), split="heldout", pixel_range=pixel_range)
+            for i in range(n)]
     where = "" if pixel_range is None else f", pixel {pixel_range[0]}-{pixel_range[1]} Å"
-    return np.stack(ims), f"{n} HAADF micrographs of held-out materials (seed {seed}{where})"
+    return (np.stack([m.image for m in mics]),
+            f"{n} HAADF micrographs of held-out materials (seed {seed}{where})",
+            [float(m.params["pixel_size_A"]) for m in mics])
 
 
 def scan_distorted(images: np.ndarray, seed: int) -> tuple[np.ndarray, list[dict]]:
@@ -130,7 +140,8 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
              coverages=COVERAGES, kinds=KINDS, methods: dict | None = None,
              slow_methods: tuple[str, ...] = ("biharmonic", "wavelet-cs"), slow_n: int = 2,
              slow_size: int = 256, calibration: float = 1.0, progress: bool = True,
-             ensemble: bool = False, auto: bool = True, known_noise: bool = False) -> dict:
+             ensemble: bool = False, auto: bool = True, known_noise: bool = False,
+             pixel_sizes: list[float | None] | None = None) -> dict:
     """Score every method on every (image, kind, coverage). Slow methods run on the first
     ``slow_n`` images, centre-cropped to ``slow_size`` (all methods are also scored on those
     crops, rows marked ``crop``, so paired comparisons stay like for like). ``ensemble``: also
@@ -139,7 +150,9 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
     (method ``auto``: the lattice prior where it is accepted, else the network), with its own
     reliability (``reliability_auto``). ``known_noise``: ``auto`` is told the shot noise's
     variance (:func:`~em_accel.models.completion.shot_noise_var`, from ``counts``), as a user
-    who knows the dose would tell it; otherwise it estimates it (none on regular grids)."""
+    who knows the dose would tell it; otherwise it estimates it (none on regular grids).
+    ``pixel_sizes`` [Å/px] per image, where known: told to ``auto`` as a file's calibration
+    would be (its alias check on grids)."""
     from .completion import auto_completion, shot_noise_var
 
     if known_noise and counts is None:
@@ -179,7 +192,9 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
                 t0 = time.perf_counter()
                 noise = shot_noise_var(v, m, counts) if known_noise else None
                 choice = auto_completion(v, m, kind, mean, calibration * b, seed=0,
-                                         noise_var=noise)
+                                         noise_var=noise,
+                                         pixel_size=None if pixel_sizes is None
+                                         else pixel_sizes[i])
                 outs["auto"], half = choice.completion, choice.scale
                 times["auto"] = time.perf_counter() - t0 + times["network"]
                 err = np.abs(outs["auto"] - img)
@@ -214,7 +229,7 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
     reliability_auto = {str(p): float(np.mean(v)) for p, v in rel_auto.items() if v}
     return {"rows": rows, "reliability": reliability, "reliability_auto": reliability_auto,
             "auto_choices": chosen, "calibration": calibration, "counts_per_intensity": counts,
-            "known_noise": known_noise}
+            "known_noise": known_noise, "pixel_sizes": pixel_sizes}
 
 
 def _row(name, i, kind, c, m, out, img, truth_blur, seconds, subset) -> dict:
@@ -373,4 +388,4 @@ def save(results: dict, out_dir: Path) -> Path:
 
 
 __all__ = ["COVERAGES", "THESIS_POINTS", "evaluate", "fit_calibration", "format_summary",
-           "heldout_images", "paired", "plot", "save", "summarise", "COVERAGE_RANGE"]
+           "heldout_images", "heldout_set", "paired", "plot", "save", "summarise", "COVERAGE_RANGE"]

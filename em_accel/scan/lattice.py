@@ -152,6 +152,11 @@ class LatticeFit:
         return 1.0 - ((1.0 - r2) * var - self.noise_var) / (var - self.noise_var)
 
     @property
+    def cell_area(self) -> float:
+        """Area of the fitted lattice's (primitive) unit cell [px²]: 1 / |det(basis)|."""
+        return 1.0 / abs(float(np.linalg.det(self.basis)))
+
+    @property
     def signal_r2(self) -> float:
         """:attr:`r2` with the estimated white noise (:attr:`noise_var`) taken out."""
         return self._signal(self.r2, self.sample_var)
