@@ -286,14 +286,13 @@ def test_cli_complete_keeps_pixel_size(tmp_path):
 def test_cli_evaluate_complete_on_real_files_only(tmp_path):
     """``-n 0 --images FILE...``: the user's own files are the whole evaluation, with the
     baselines and ensemble asked for; nothing to evaluate is a named error."""
-    import tifffile
-
     from em_accel.cli import main
+    from em_accel.io import write_image
     from em_accel.train.checkpoint import save_weights
 
     model = _tiny_model()
     w = save_weights(tmp_path / "m.safetensors", model, model.config)
-    tifffile.imwrite(tmp_path / "a.tif", (900 * _smooth(40, 8)).astype(np.float32))
+    write_image(tmp_path / "a.tif", (900 * _smooth(40, 8)).astype(np.float32), pixel_size=0.5)
     np.save(tmp_path / "b.npy", _smooth(36, 9)[:, :30])
     out = tmp_path / "ev"
     assert main(["evaluate", "complete", "-n", "0", "--images", str(tmp_path / "a.tif"),
@@ -304,6 +303,7 @@ def test_cli_evaluate_complete_on_real_files_only(tmp_path):
     assert {r["method"] for r in res["rows"]} == {"network", "network-ens8", "delaunay", "auto"}
     assert {r["image"] for r in res["rows"]} == {0, 1} and len(res["files"]) == 2
     assert "real file" in res["images"]
+    assert res["pixel_sizes"] == [0.5, None]           # the TIFF's calibration; .npy has none
     with pytest.raises(ValueError, match="nothing to evaluate"):
         main(["evaluate", "complete", "-n", "0", "--model", str(w), "--out", str(out)])
     # --dark-atoms scores the mirrored frame, as complete_scan(dark_atoms=True) completes it

@@ -250,7 +250,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     common = dict(coverages=covs, kinds=tuple(args.kinds), methods=methods,
                   calibration=calibration, progress=not args.no_progress, ensemble=args.ensemble)
     # Real files are their own truth (noise and all) and are scored noise-free, whole.
-    real_res = E.evaluate(model, real, counts=None, slow_n=0, **common) if real else None
+    # Each file's own calibration, as `em-accel complete` reads it (the grid alias check).
+    real_pixels = [_microscope_pixel(read_image(p).pixel_size) for p in args.images]
+    real_res = E.evaluate(model, real, counts=None, slow_n=0, pixel_sizes=real_pixels,
+                          **common) if real else None
     real_desc = (f"{len(real)} real file(s){' (dark atoms, mirrored)' if args.dark_atoms else ''}: "
                  + ", ".join(p.name for p in args.images))
     if args.n > 0:
