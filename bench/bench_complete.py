@@ -11,8 +11,9 @@ Rows, all in one process on the same image and masks:
   crystal (the fitted lattice completes it; the network still runs, to check that the lattice's
   local error beats the network's predicted one) and on a crystal beside an amorphous film
   (the whole-image fit is not enough: halves and quadrants are searched, and the lattice
-  completes the crystal's part), and on two crystals side by side (a second window's lattice
-  completes a second region). ``lattice fit alone`` on the first two images.
+  completes the crystal's part), on two crystals side by side (a second window's lattice
+  completes a second region) and on a crystal beside vacuum whose whole-image peaks are too
+  weak for a fit (the quadrants are searched). ``lattice fit alone`` on the first two images.
 - ``baseline``: the same for nearest-neighbour infill, Delaunay-linear (cold and cached),
   Delaunay + blur, wavelet and Fourier compressive sensing (the latter is also the network's
   fifth input, so it is part of the ``complete`` rows) and scikit-image biharmonic inpainting
@@ -51,7 +52,8 @@ def _crystal(size: int = 512, seed: tuple[int, int] = (7100, 0)) -> np.ndarray:
     """A held-out atomic-resolution HAADF image: by default a crystal filling the field (the
     lattice completes all of it); (7900, 5) a crystal beside an amorphous film (the lattice is
     found in a half of the image and completes the crystal's part); (8300, 2) two crystals
-    (two regions, from two windows' lattices)."""
+    (two regions, from two windows' lattices); (7900, 9) a crystal in a corner beside vacuum
+    (no whole-image fit; a quadrant's lattice)."""
     from em_accel.data.micrographs import micrograph
 
     return micrograph(size, "haadf", seed=seed, split="heldout").image
@@ -69,6 +71,7 @@ def _cpu_rows(quick: bool) -> list[dict]:
     crystal = _crystal()
     part = _crystal(seed=(7900, 5))
     grains = _crystal(seed=(8300, 2))
+    corner = _crystal(seed=(7900, 9))
     model = _model("cpu")
     reps = 2 if quick else 5
     for cov in (1 / 17.9, 1 / 87.0):
@@ -95,6 +98,9 @@ def _cpu_rows(quick: bool) -> list[dict]:
         gv, gm = _scan(grains, "spiral", cov)
         auto_grains = lambda: C.complete_scan(gv, mask=gm, kind="spiral",  # noqa: E731
                                               model=model)
+        ev, em = _scan(corner, "spiral", cov)
+        auto_corner = lambda: C.complete_scan(ev, mask=em, kind="spiral",  # noqa: E731
+                                              model=model)
         inp = C.completion_inputs(torch.from_numpy(v).float(), torch.from_numpy(m).float(),
                                   fourier=model.uses_fourier)
         cond = C.conditioning(torch.tensor([float(m.mean())]), torch.tensor([0]))
@@ -117,6 +123,9 @@ def _cpu_rows(quick: bool) -> list[dict]:
                                ("default prior='auto', two crystals (8300, image 2): network + "
                                 "lattice fit + window search + a second region",
                                 auto_grains, "complete"),
+                               ("default prior='auto', crystal beside vacuum (7900, image 9): "
+                                "network + lattice check + quadrant search, lattice on part",
+                                auto_corner, "complete"),
                                ("lattice fit alone (em_accel.scan.lattice), no crystal",
                                 lambda: B.lattice(v, m), "baseline"),
                                ("lattice fit alone (em_accel.scan.lattice), crystal",

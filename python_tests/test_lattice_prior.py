@@ -222,6 +222,33 @@ def test_auto_completes_two_domains_with_a_lattice_each(monkeypatch):
     assert len(C.auto_completion(v, m, "spiral", B.delaunay(v, m), scale).regions) == 1
 
 
+def test_auto_searches_quadrants_where_the_whole_image_has_no_fit(monkeypatch):
+    """A crystal in one corner beside vacuum: the whole image's periodic peaks explain under
+    half of its variance (the step to vacuum is no peak), so there is no whole-image fit; the
+    quadrants, and only they, are searched, and the one inside the crystal finds it."""
+    import em_accel.scan.lattice_region as R
+
+    n = 320
+    yy, xx = np.mgrid[0:n, 0:n]
+    inside = (yy >= 130) & (xx >= 130)
+    img = np.where(inside, _crystal(n), 0.05)
+    v, m = _scan(img, "spiral", 1 / 30)
+    assert fit_lattice(v, m) is None
+    shapes = []
+
+    def spy(values, mask, **kw):
+        shapes.append(mask.shape)
+        return fit_lattice(values, mask, **kw)
+    monkeypatch.setattr(R, "fit_lattice", spy)
+    base = B.delaunay(v, m)
+    auto = C.auto_completion(v, m, "spiral", base, np.full(m.shape, 0.05))
+    assert sorted(shapes) == [(160, 160)] * 4
+    assert auto.method == "lattice+network" and auto.region.source == "window"
+    assert auto.region.weight[inside].mean() > 0.7
+    assert _rms(auto.completion[inside], img[inside]) < 0.5 * _rms(base[inside], img[inside])
+    assert _rms(auto.completion[~inside], img[~inside]) < 0.02      # measured 0.007
+
+
 def test_panel_tints_only_a_partial_lattice_region(tmp_path):
     """The CLI's panel marks where a lattice completed part of the image, and only then."""
     from em_accel.models.completion_cli import _panel

@@ -23,7 +23,10 @@ When the whole-image fit explains too little to start from or its region is smal
 :func:`window_fits` looks for lattices in halves and quadrants of the image and the best one's
 basis is lifted to the whole image; where its region still leaves part of the image, another
 window's lattice (a second grain or crystal) may complete a second region
-(:func:`lattice_regions`). Measured in docs/complete.md ("Part of an image a crystal").
+(:func:`lattice_regions`). Where the whole image's periodic peaks explain too little of its
+variance for a fit at all, a crystal may still fill part of it (a step in intensity to vacuum
+or a film is no periodic peak): then the quadrants are searched. Measured in docs/complete.md
+("Part of an image a crystal", "Crystals the whole-image peaks miss").
 """
 from __future__ import annotations
 
@@ -186,16 +189,17 @@ def _in_two_threads(fn: Callable, items: Sequence) -> list:
 
 
 def window_fits(values: np.ndarray, mask: np.ndarray, *, seed: int = 0,
-                r2_min: float = WINDOW_R2_MIN, noise_var: float | None = None
-                ) -> list[tuple[tuple[slice, slice], LatticeFit]]:
-    """(window, fit) of each half or quadrant of the image whose own lattice fit explains at
-    least ``r2_min`` of its signal variance (on all its samples and on its held-out tiles)
-    and is clear of aliasing and overshoot, the best first; fitted on the window alone
-    (:func:`lift` carries one over the whole image). ``noise_var``: the samples' white-noise
-    variance where known (:func:`~em_accel.scan.lattice.fit_lattice`)."""
+                r2_min: float = WINDOW_R2_MIN, noise_var: float | None = None,
+                quadrants_only: bool = False) -> list[tuple[tuple[slice, slice], LatticeFit]]:
+    """(window, fit) of each half or quadrant of the image (``quadrants_only``: each
+    quadrant) whose own lattice fit explains at least ``r2_min`` of its signal variance (on
+    all its samples and on its held-out tiles) and is clear of aliasing and overshoot, the
+    best first; fitted on the window alone (:func:`lift` carries one over the whole image).
+    ``noise_var``: the samples' white-noise variance where known
+    (:func:`~em_accel.scan.lattice.fit_lattice`)."""
     mask = np.asarray(mask, bool)
     values = np.asarray(values, np.float64)
-    windows = _windows(*mask.shape)
+    windows = _windows(*mask.shape)[4 if quadrants_only else 0:]
     # The network has finished by now, so nothing else competes for the 2 cores.
     fits = _in_two_threads(lambda win: fit_lattice(values[win], mask[win], seed=seed, refined=1,
                                                    noise_var=noise_var), windows)
@@ -232,10 +236,11 @@ def lattice_regions(values: np.ndarray, mask: np.ndarray, scale: np.ndarray,
     (each over what came before): none, one or two.
 
     The first is the larger of the regions of the whole-image ``fit`` and, when that covers
-    under :data:`WHOLE_ENOUGH` of the image and there is a ``fit`` at all (the whole image
-    shows periodic peaks), of the best window's lattice (:func:`window_fits`). The
-    whole-image fit seeds a region if it explains at least :data:`REGION_R2_MIN` of the
-    signal variance, clear of aliasing and overshoot.
+    under :data:`WHOLE_ENOUGH` of the image, of the best window's lattice
+    (:func:`window_fits`: halves and quadrants; quadrants only where there is no ``fit``, the
+    whole image's periodic peaks explaining too little of its variance). The whole-image fit
+    seeds a region if it explains at least :data:`REGION_R2_MIN` of the signal variance,
+    clear of aliasing and overshoot.
 
     A second comes from another window's lattice (a second grain or crystal) where the first
     covers under :data:`WHOLE_ENOUGH`: the first of the next best windows whose region,
@@ -256,13 +261,16 @@ def lattice_regions(values: np.ndarray, mask: np.ndarray, scale: np.ndarray,
                             fit.signal_r2 >= REGION_R2_MIN and fit.overshoot <= OVERSHOOT_MAX
                             and fit.nyquist_fraction <= NYQUIST_MAX):
         first = lattice_region(values, mask, fit, scale, ratio=ratio)
-    # Only where the whole image shows periodic peaks at all (fit not None): images without
-    # a crystal then cost no more than before (held-out sets: 13 of 41 window gains were on
-    # scans without such peaks, 14% of the windows' gain in RMS; searching them anyway added
-    # 0.25-1.2 s on those scans).
-    if aliased or fit is None or (first is not None and first.share >= WHOLE_ENOUGH):
+    if aliased or (first is not None and first.share >= WHOLE_ENOUGH):
         return [] if first is None else [first]
-    found = window_fits(values, mask, seed=seed, noise_var=noise_var)
+    # No fit: the whole image's 8 strongest peaks explain under half its variance. A crystal
+    # filling under about half of the field cannot do more (a sinusoid over the whole image
+    # explains a lattice only where it is), so its quadrants are still searched; halves only
+    # where the whole image shows periodic peaks (stop 37, twelve held-out spiral sets: on
+    # scans without a fit, the first window that gained was a quadrant 48 times in 51, and
+    # all eight windows instead of the quadrants changed 2 of 1152 scans).
+    found = window_fits(values, mask, seed=seed, noise_var=noise_var,
+                        quadrants_only=fit is None)
     if found:
         region = lattice_region(values, mask, lift(values, mask, *found[0]), scale, ratio=ratio,
                                 source="window")
