@@ -475,6 +475,33 @@ def test_grid_lattice_with_an_implausibly_large_cell_is_taken_for_an_alias():
     assert _microscope_pixel(0.2) == 0.2
 
 
+def test_grid_alias_widens_the_interval_to_what_the_samples_cannot_place():
+    """A lattice finer than two grid steps: the grid's samples show a coarse alias, which a
+    completion follows with a confident error estimate. Where the pixel size marks the alias's
+    cell as implausible, `auto` raises the scale to the mean |error| of the samples' local
+    mean, and the 90% interval covers the truth again; where the cell is plausible, the scale
+    is left as it is."""
+    from em_accel.scan.lattice_region import local_spread
+
+    img = _crystal(256, a=(6.0, 0.5), b=(-2.0, 7.0), sigma=1.2)    # period ~6.5 px; step 4 px
+    v, m = _scan(img, "grid", 1 / 16)
+    fit = fit_lattice(v, m)
+    assert fit is not None and fit.cell_area > 100          # the alias, not the 44 px^2 cell
+    base = B.delaunay(v, m)
+    confident = np.full(m.shape, 0.01)
+    coarse = np.sqrt(2 * C.GRID_MAX_CELL_A2 / fit.cell_area)      # Å/px: alias cell 200 Å^2
+    alias = C.auto_completion(v, m, "grid", base, confident, pixel_size=coarse)
+    err = np.abs(alias.completion - img)
+    assert alias.method == "network" and (alias.completion == base).all()
+    assert (err <= C.Z90 * confident).mean() < 0.5                # measured 0.23
+    assert (err <= C.Z90 * alias.scale).mean() > 0.85             # measured 0.92
+    floor = np.sqrt(2 / np.pi) * local_spread(v, m)
+    assert np.allclose(alias.scale, np.maximum(confident, floor))
+    fine = np.sqrt(0.5 * C.GRID_MAX_CELL_A2 / fit.cell_area)
+    assert (C.auto_completion(v, m, "grid", base, confident, pixel_size=fine).scale
+            == confident).all()
+
+
 def test_window_mean_matches_a_full_resolution_gaussian():
     """The block-reduced normalised convolution of lattice_region equals the full-resolution
     one away from the edges (to a few % of the mean) and is exact where every pixel is

@@ -504,9 +504,11 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
     samples' white-noise variance where known [values' units squared]
     (:func:`em_accel.scan.lattice.fit_lattice`; None: estimated, and taken as 0 on grids).
     ``pixel_size`` [Å/px], where known: on grids a lattice whose unit cell exceeds
-    :data:`GRID_MAX_CELL_A2` is taken for an alias and left out."""
+    :data:`GRID_MAX_CELL_A2` is taken for an alias and left out, and the scale is raised to
+    at least the mean |error| of the samples' local mean (the alias's finer lattice varies
+    between the samples by as much as the samples do, and no completion can place it)."""
     from ..scan.lattice import blas_on_one_thread, fit_lattice
-    from ..scan.lattice_region import lattice_regions
+    from ..scan.lattice_region import lattice_regions, local_spread
 
     seen_as = lattice_path_kind(mask, kind)
     if seen_as is None:
@@ -515,7 +517,12 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
         fit = fit_lattice(values, mask, seed=seed, noise_var=noise_var)
         if (seen_as == "grid" and fit is not None and pixel_size is not None
                 and fit.cell_area * pixel_size ** 2 > GRID_MAX_CELL_A2):
-            return AutoCompletion(completion, scale, "network", fit)
+            # An alias: the network completes the coarse pattern the grid saw, with an error
+            # estimate to match, while the truth varies between the samples as much as the
+            # samples do. Gaussian errors about the local mean: mean |e| = sqrt(2 / pi) sigma
+            # (stop 37: 90% interval on the held-out mixed-magnification grids; docs/complete.md).
+            floor = math.sqrt(2 / math.pi) * local_spread(values, mask)
+            return AutoCompletion(completion, np.maximum(scale, floor), "network", fit)
         regions = lattice_regions(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO,
                                   seed=seed, aliased=seen_as == "grid", noise_var=noise_var)
         if not regions:

@@ -134,6 +134,17 @@ def _window_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.nda
     return rows[y0] * (1 - ty) + rows[y1] * ty
 
 
+def local_spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[H, W] standard deviation of the sampled ``values`` (where ``mask``) under a Gaussian
+    window as wide as the gaps between samples (at least 16 px), in the values' units: how
+    much the image varies locally, as far as the samples show."""
+    mask = np.asarray(mask, bool)
+    v = np.where(mask, np.asarray(values, np.float64), 0.0)
+    sigma = max(16.0, sample_gap(mask))
+    mean = _window_mean(v, mask, sigma)
+    return np.sqrt(np.maximum(_window_mean(v * v, mask, sigma) - mean ** 2, 0.0))
+
+
 def lattice_region(values: np.ndarray, mask: np.ndarray, fit: LatticeFit, scale: np.ndarray,
                    *, ratio: float = 0.75, source: str = "whole") -> LatticeRegion | None:
     """The region where ``fit``'s lattice predicts the samples with a local mean |error| at most
