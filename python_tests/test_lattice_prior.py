@@ -464,7 +464,7 @@ def test_grid_lattice_with_an_implausibly_large_cell_is_taken_for_an_alias():
     assert C.complete_scan(v, mask=m, kind="grid", model=model).method != "network"
     assert C.complete_scan(v, mask=m, kind="grid", model=model, pixel_size=fine).method != "network"
     alias = C.complete_scan(v, mask=m, kind="grid", model=model, pixel_size=coarse)
-    assert alias.method == "network" and alias.lattice_weight is None
+    assert alias.method == "network" and alias.lattice_weight is None and alias.aliased
     sv, sm = _scan(img, "spiral", 1 / 30)
     assert C.complete_scan(sv, mask=sm, kind="spiral", model=model,
                            pixel_size=coarse).method != "network"
@@ -475,12 +475,14 @@ def test_grid_lattice_with_an_implausibly_large_cell_is_taken_for_an_alias():
     assert _microscope_pixel(0.2) == 0.2
 
 
-def test_grid_alias_widens_the_interval_to_what_the_samples_cannot_place():
+def test_grid_alias_widens_the_interval_to_what_the_samples_cannot_place(tmp_path, capsys):
     """A lattice finer than two grid steps: the grid's samples show a coarse alias, which a
     completion follows with a confident error estimate. Where the pixel size marks the alias's
     cell as implausible, `auto` raises the scale to the mean |error| of the samples' local
     mean, and the 90% interval covers the truth again; where the cell is plausible, the scale
-    is left as it is."""
+    is left as it is. The CLI says so and records it."""
+    from em_accel.cli import main
+    from em_accel.io import read_image, write_image
     from em_accel.scan.lattice_region import local_spread
 
     img = _crystal(256, a=(6.0, 0.5), b=(-2.0, 7.0), sigma=1.2)    # period ~6.5 px; step 4 px
@@ -500,6 +502,13 @@ def test_grid_alias_widens_the_interval_to_what_the_samples_cannot_place():
     fine = np.sqrt(0.5 * C.GRID_MAX_CELL_A2 / fit.cell_area)
     assert (C.auto_completion(v, m, "grid", base, confident, pixel_size=fine).scale
             == confident).all()
+    assert not C.auto_completion(v, m, "grid", base, confident, pixel_size=fine).aliased
+    src = write_image(tmp_path / "fine.tif", img.astype(np.float32), pixel_size=coarse)
+    assert main(["complete", str(src), "-o", str(tmp_path / "out"), "--path", "grid",
+                 "--coverage", "0.0625", "--no-panel"]) == 0
+    assert "alias of structure finer than the grid step" in capsys.readouterr().err
+    meta = read_image(tmp_path / "out" / "fine_completed.tif").metadata
+    assert meta["description"]["em_accel"]["grid_aliases_finer_structure"] is True
 
 
 def test_window_mean_matches_a_full_resolution_gaussian():

@@ -441,6 +441,7 @@ class CompletionResult(NamedTuple):
     method: str = "network"  # what completed it: "network", "lattice" or "lattice+network"
     lattice: LatticeFit | None = None  # the lattice where one was used (of two: the first)
     lattice_weight: np.ndarray | None = None  # [H, W] the lattices' share, where any was used
+    aliased: bool = False    # a grid whose samples alias a lattice finer than its step
 
 
 class NoLatticeError(CompletionInputError):
@@ -483,6 +484,7 @@ class AutoCompletion(NamedTuple):
     fit: LatticeFit | None       # the whole-image lattice fit, where one was made
     regions: tuple[LatticeRegion, ...] = ()   # where lattices complete the scan, in order
     lattice_weight: np.ndarray | None = None  # [H, W] the lattices' share, where any was used
+    aliased: bool = False        # the grid's lattice taken for an alias; scale widened
 
     @property
     def region(self) -> LatticeRegion | None:
@@ -522,7 +524,8 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
             # samples do. Gaussian errors about the local mean: mean |e| = sqrt(2 / pi) sigma
             # (stop 37: 90% interval on the held-out mixed-magnification grids; docs/complete.md).
             floor = math.sqrt(2 / math.pi) * local_spread(values, mask)
-            return AutoCompletion(completion, np.maximum(scale, floor), "network", fit)
+            return AutoCompletion(completion, np.maximum(scale, floor), "network", fit,
+                                  aliased=True)
         regions = lattice_regions(values, mask, scale, fit, ratio=LATTICE_ERROR_RATIO,
                                   seed=seed, aliased=seen_as == "grid", noise_var=noise_var)
         if not regions:
@@ -748,4 +751,4 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
                             (Z90 * auto.scale).astype(np.float32), values.astype(np.float32), m,
                             cov, kind, auto.method,
                             None if auto.region is None else auto.region.fit,
-                            None if weight is None else weight.astype(np.float32))
+                            None if weight is None else weight.astype(np.float32), auto.aliased)

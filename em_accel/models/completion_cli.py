@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +190,15 @@ def _complete(args: argparse.Namespace) -> int:
             "harmonics": len(res.lattice.harmonics), "r2": round(res.lattice.r2, 4),
             "held_out_r2": round(res.lattice.validation_r2, 4),
             "share_of_image": round(float(res.lattice_weight.mean()), 4)}
+        if res.aliased:
+            step = res.mask.shape[0] * res.mask.shape[1] / max(int(res.mask.sum()), 1)
+            print(f"{path.name}: the grid's samples show a lattice whose cell is too large for "
+                  f"a crystal at {mic.pixel_size:.3g} Å/px: an alias of structure finer than "
+                  f"the grid step (about {math.sqrt(step) * mic.pixel_size:.3g} Å), which no "
+                  "completion can place; the uncertainty is widened to the samples' local "
+                  "spread. A finer grid or a spiral path resolves it.", file=sys.stderr)
         meta = {"em_accel": {"completed_by": by, "prior": args.prior, "lattice": lattice,
+                             "grid_aliases_finer_structure": res.aliased,
                              "model": args.model, "path_kind": kind,
                              "coverage": round(res.coverage, 6),
                              "counts_per_intensity": args.counts_per_intensity,
@@ -208,7 +218,9 @@ def _complete(args: argparse.Namespace) -> int:
                    f"{path.name}: {kind} path, coverage 1/{1 / res.coverage:.1f}, completed "
                    f"by the {res.method}" + ("" if res.lattice_weight is None else
                                             f" (lattice on {100 * res.lattice_weight.mean():.0f}%"
-                                            " of the image)"), res.lattice_weight)
+                                            " of the image)")
+                   + ("; the grid aliases finer structure" if res.aliased else ""),
+                   res.lattice_weight)
             written.append(panel)
         for w in written:
             print(w)
