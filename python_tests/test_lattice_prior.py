@@ -115,6 +115,35 @@ def test_no_crystal_no_lattice():
     assert fit_lattice(np.ones((32, 32)), tiny) is None
 
 
+def test_peak_search_stops_early_without_a_crystal(monkeypatch):
+    """A scan without a crystal is told apart after a few of the 8 peak searches (each an FFT
+    of the image), a crystal's search runs to the end; the answers are those of the full
+    search."""
+    import em_accel.scan.lattice as L
+    from scipy.ndimage import gaussian_filter
+
+    calls = []
+    real = L._strongest_peak
+
+    def counted(image, bins):
+        calls.append(1)
+        return real(image, bins)
+    monkeypatch.setattr(L, "_strongest_peak", counted)
+    blobs = gaussian_filter(np.random.default_rng(3).standard_normal((256, 256)), 6)
+    v, m = _scan((blobs - blobs.min()) / np.ptp(blobs), "spiral", 1 / 18)
+    aliases = L._aliases(m)
+    _, peaks, _, share = L._candidates(v, m, 2.5 / 256, aliases)
+    assert share < L.MIN_PEAK_SHARE and len(calls) < 6 and fit_lattice(v, m) is None
+    monkeypatch.setattr(L, "MIN_PEAK_SHARE", -1.0)          # never exit: the full search
+    calls.clear()
+    assert L._candidates(v, m, 2.5 / 256, aliases)[3] < 0.5 and len(calls) == 8
+    monkeypatch.undo()
+    calls.clear()
+    cv, cm = _scan(_crystal(256), "spiral", 1 / 18)
+    monkeypatch.setattr(L, "_strongest_peak", counted)
+    assert L._candidates(cv, cm, 2.5 / 256, L._aliases(cm))[3] > 0.8 and len(calls) == 8
+
+
 def _tiny_model():
     torch.manual_seed(1)
     return C.PartialScanCompleter((8, 8, 8, 8)).eval()
