@@ -538,6 +538,13 @@ def test_grid_alias_widens_the_interval_to_what_the_samples_cannot_place(tmp_pat
     assert "alias of structure finer than the grid step" in capsys.readouterr().err
     meta = read_image(tmp_path / "out" / "fine_completed.tif").metadata
     assert meta["description"]["em_accel"]["grid_aliases_finer_structure"] is True
+    from em_accel.models import completion_eval as E
+
+    res = E.evaluate(_tiny_model(), img[None], counts=None, coverages=(1 / 16,),
+                     kinds=("grid",), slow_n=0, progress=False, pixel_sizes=[coarse],
+                     methods={"delaunay": B.delaunay})
+    assert res["auto_choices"][0]["aliased"]
+    assert "an alias of finer structure on 1 of 1 scans" in E.format_summary(res)
 
 
 def test_window_mean_matches_a_full_resolution_gaussian():

@@ -205,7 +205,7 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
                                "method": choice.method,
                                "lattice_share": (0.0 if choice.lattice_weight is None
                                                  else float(choice.lattice_weight.mean())),
-                               "regions": len(choice.regions),
+                               "regions": len(choice.regions), "aliased": choice.aliased,
                                "inside_90": rel_auto[0.9][-1], "network_inside_90": rel[0.9][-1]})
         for name, out in outs.items():
             rows.append(_row(name, i, kind, c, m, out, img, truth_blur, times[name], "full"))
@@ -377,6 +377,12 @@ def format_summary(results: dict) -> str:
                          f"{np.mean([ch.get('lattice_share', 0.0) for ch in chs]):.2f}"
                          for (k, c), chs in sorted(per.items(),
                                                    key=lambda kv: (kv[0][0], -kv[0][1]))))
+        aliased = [ch for ch in results["auto_choices"] if ch.get("aliased")]
+        if aliased:
+            lines.append(f"auto took the grid's lattice for an alias of finer structure on "
+                         f"{len(aliased)} of {len(results['auto_choices'])} scans (their 90% "
+                         f"interval widened; it covers "
+                         f"{100 * np.mean([ch['inside_90'] for ch in aliased]):.1f}% there)")
     return "\n".join(lines)
 
 
