@@ -470,7 +470,9 @@ def _candidates(values: np.ndarray, mask: np.ndarray, fmin: float, aliases: np.n
                 n_peaks: int = 8, noise_var: float | None = None
                 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, float]:
     """(candidate basis vectors, peaks [P, 2] [cycles/px], their powers [P], the fraction of
-    the samples' signal variance (white noise taken out) the peaks' sinusoids explain).
+    the samples' signal variance (white noise taken out) the peaks' sinusoids explain); no
+    candidates or peaks where the search stopped early, the fraction unable to reach
+    :data:`MIN_PEAK_SHARE`.
 
     Peaks are extracted one at a time (CLEAN): the strongest bin of the zero-filled samples'
     spectrum, moved to the samples' periodogram maximum and folded to its shortest
