@@ -92,6 +92,12 @@ def sample_gap(mask: np.ndarray) -> float:
     return float(np.quantile(sample_distance(mask).numpy(), 0.9))
 
 
+def _window_sigma(mask: np.ndarray) -> float:
+    """The Gaussian window [px] over which local errors and spreads are averaged: as wide as
+    the gaps between samples (:func:`sample_gap`), at least 16 px."""
+    return max(16.0, sample_gap(mask))
+
+
 def _window_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian-window mean [H, W] of ``values`` weighted by ``weight`` (normalised
     convolution, so image edges and unsampled pixels only lower the weight). Computed on
@@ -140,7 +146,7 @@ def local_spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     much the image varies locally, as far as the samples show."""
     mask = np.asarray(mask, bool)
     v = np.where(mask, np.asarray(values, np.float64), 0.0)
-    sigma = max(16.0, sample_gap(mask))
+    sigma = _window_sigma(mask)
     mean = _window_mean(v, mask, sigma)
     return np.sqrt(np.maximum(_window_mean(v * v, mask, sigma) - mean ** 2, 0.0))
 
@@ -158,7 +164,7 @@ def lattice_region(values: np.ndarray, mask: np.ndarray, fit: LatticeFit, scale:
     pos = np.argwhere(mask).astype(np.float64)
     v = np.asarray(values, np.float64)[mask]
     A = _design(pos, (H, W), fit.basis, fit.harmonics)
-    sigma = max(16.0, sample_gap(mask))
+    sigma = _window_sigma(mask)
     other = _window_mean(np.asarray(scale, np.float64), everywhere, sigma)
     coef, dof = fit.coef, 1.0    # first the seed fit's own coefficients
     for refit in range(REFITS + 1):
