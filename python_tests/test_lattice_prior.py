@@ -278,6 +278,54 @@ def test_auto_searches_quadrants_where_the_whole_image_has_no_fit(monkeypatch):
     assert _rms(auto.completion[~inside], img[~inside]) < 0.02      # measured 0.007
 
 
+@pytest.mark.parametrize("length", [100, 576, 577, 1024, 2048, 3001])
+def test_lattice_tiles_cover_the_axis_with_blending_weights_summing_to_one(length):
+    from em_accel.models.lattice_tiles import OVERLAP, TILE, blend_ramps, tile_spans
+
+    spans = tile_spans(length)
+    assert spans[0][0] == 0 and spans[-1][1] == length
+    assert all(b - a <= TILE for a, b in spans)
+    assert all(spans[k][1] - spans[k + 1][0] >= OVERLAP for k in range(len(spans) - 1))
+    total = np.zeros(length)
+    for (a, b), w in zip(spans, blend_ramps(spans)):
+        assert w.min() > 0
+        total[a:b] += w
+    np.testing.assert_allclose(total, 1.0, atol=1e-12)
+
+
+def test_large_images_are_searched_tile_by_tile(monkeypatch):
+    """A crystal in a corner of a large field: no whole-image fit, and too small a part of
+    its quadrant for a window's; a tile's quadrant holds it, and only there the tile's lattice
+    replaces the other completion. Tiles a whole-image lattice already covers are skipped."""
+    import em_accel.models.lattice_tiles as T
+
+    n = 640
+    yy, xx = np.mgrid[0:n, 0:n]
+    inside = (yy < 200) & (xx < 200)
+    img = np.where(inside, _crystal(n), 0.05)
+    v, m = _scan(img, "spiral", 1 / 30)
+    base = B.delaunay(v, m)
+    scale = np.full(m.shape, 0.05)
+    monkeypatch.setattr(T, "TILE", 1024)            # one tile: the whole-image search alone
+    assert C.auto_completion(v, m, "spiral", base, scale).method == "network"
+    monkeypatch.setattr(T, "TILE", 352)             # 2 x 2 tiles of 352 px, 64 px overlaps
+    auto = C.auto_completion(v, m, "spiral", base, scale)
+    assert auto.method == "lattice+network" and auto.region is None
+    assert [t for t, _ in auto.tiles] == [(slice(0, 352), slice(0, 352))]
+    assert auto.region_count == 1 and auto.lattice_fit.shape == (352, 352)
+    assert _rms(auto.completion[inside], img[inside]) < 0.5 * _rms(base[inside], img[inside])
+    assert _rms(auto.completion[~inside], img[~inside]) < 0.02      # measured 0.007
+    assert auto.lattice_weight[inside].mean() > 0.7 and auto.lattice_weight[400:, 400:].max() == 0
+
+    calls = []
+    real = C._auto_lattice
+    monkeypatch.setattr(C, "_auto_lattice", lambda *a: calls.append(a[1].shape) or real(*a))
+    crystal = _crystal(n)
+    v, m = _scan(crystal, "spiral", 1 / 30)
+    auto = C.auto_completion(v, m, "spiral", B.delaunay(v, m), scale)
+    assert auto.method == "lattice" and calls == [(n, n)] and auto.tiles == ()
+
+
 def test_panel_tints_only_a_partial_lattice_region(tmp_path):
     """The CLI's panel marks where a lattice completed part of the image, and only then."""
     from em_accel.models.completion_cli import _panel

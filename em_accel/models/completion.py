@@ -485,17 +485,34 @@ class AutoCompletion(NamedTuple):
     regions: tuple[LatticeRegion, ...] = ()   # where lattices complete the scan, in order
     lattice_weight: np.ndarray | None = None  # [H, W] the lattices' share, where any was used
     aliased: bool = False        # the grid's lattice taken for an alias; scale widened
+    # Large images (em_accel.models.lattice_tiles): (tile, that tile's result) where a tile's
+    # lattices were used; the tile's regions and fits are in its own coordinates.
+    tiles: tuple[tuple[tuple[slice, slice], AutoCompletion], ...] = ()
 
     @property
     def region(self) -> LatticeRegion | None:
-        """The first (largest) region, if any."""
+        """The first (largest) whole-image region, if any."""
         return self.regions[0] if self.regions else None
+
+    @property
+    def lattice_fit(self) -> LatticeFit | None:
+        """The lattice of the first whole-image region, else of the tile region covering
+        most of the image (its coefficients for that tile), else None."""
+        if self.region is not None:
+            return self.region.fit
+        tile_regions = [r for _, t in self.tiles for r in t.regions]
+        return max(tile_regions, key=lambda r: r.weight.sum()).fit if tile_regions else None
+
+    @property
+    def region_count(self) -> int:
+        """Regions in which lattices complete the scan, the tiles' included."""
+        return len(self.regions) + sum(len(t.regions) for _, t in self.tiles)
 
 
 def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
                     completion: np.ndarray, scale: np.ndarray, seed: int = 0,
-                    noise_var: float | None = None, pixel_size: float | None = None
-                    ) -> AutoCompletion:
+                    noise_var: float | None = None, pixel_size: float | None = None,
+                    progress: bool = False) -> AutoCompletion:
     """``prior="auto"``: the network's ``completion`` (predicted mean |error| ``scale``, both
     [H, W]) with fitted lattices in the parts of the image where a lattice's local
     error is at most :data:`LATTICE_ERROR_RATIO` of the network's
@@ -508,13 +525,34 @@ def auto_completion(values: np.ndarray, mask: np.ndarray, kind: str | None,
     ``pixel_size`` [Å/px], where known: on grids a lattice whose unit cell exceeds
     :data:`GRID_MAX_CELL_A2` is taken for an alias and left out, and the scale is raised to
     at least the mean |error| of the samples' local mean (the alias's finer lattice varies
-    between the samples by as much as the samples do, and no completion can place it)."""
-    from ..scan.lattice import blas_on_one_thread, fit_lattice
-    from ..scan.lattice_region import lattice_regions, local_spread
+    between the samples by as much as the samples do, and no completion can place it).
+
+    Images larger than :data:`em_accel.models.lattice_tiles.TILE` px are then searched tile by
+    tile as well, each tile against the whole-image result (:mod:`em_accel.models.lattice_tiles`;
+    ``progress``: a bar over the tiles on a terminal)."""
+    from .lattice_tiles import refine_by_tiles
 
     seen_as = lattice_path_kind(mask, kind)
     if seen_as is None:
         return AutoCompletion(completion, scale, "network", None)
+
+    def search(v: np.ndarray, m: np.ndarray, c: np.ndarray, s: np.ndarray) -> AutoCompletion:
+        return _auto_lattice(v, m, seen_as, c, s, seed, noise_var, pixel_size)
+
+    whole = search(values, mask, completion, scale)
+    if whole.aliased:
+        return whole
+    return refine_by_tiles(values, mask, whole, search, progress)
+
+
+def _auto_lattice(values: np.ndarray, mask: np.ndarray, seen_as: str, completion: np.ndarray,
+                  scale: np.ndarray, seed: int, noise_var: float | None,
+                  pixel_size: float | None) -> AutoCompletion:
+    """:func:`auto_completion` on the whole of ``values`` (no tiles), its path kind ``seen_as``
+    ("spiral" or "grid")."""
+    from ..scan.lattice import blas_on_one_thread, fit_lattice
+    from ..scan.lattice_region import lattice_regions, local_spread
+
     with blas_on_one_thread():     # the fits' and renderings' small products
         fit = fit_lattice(values, mask, seed=seed, noise_var=noise_var)
         if (seen_as == "grid" and fit is not None and pixel_size is not None
@@ -638,7 +676,8 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
         tile, margin: tile size and context [px] for large images (see
             :func:`em_accel.models.tiling.apply_tiled`).
         device: None: the model's device (CPU for the shipped one); bf16 autocast on CUDA.
-        progress: accepted for API uniformity (one tile per 512^2 image; no bar).
+        progress: a bar over the lattice prior's tiles on images larger than 576 px (on a
+            terminal; :mod:`em_accel.models.lattice_tiles`).
         ensemble: average the network over the 8 flips/rotations of the scan (8x the time;
             about 2% lower RMS error on held-out images, see docs/complete.md). The
             uncertainty is the single pass's calibration applied to the ensemble's scale.
@@ -651,7 +690,8 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
             lattice fitted to the samples (:mod:`em_accel.scan.lattice`) completes the part of
             the image where its local error is at most 0.75 of the error the
             network predicts for itself: the whole image for a crystal, the crystal's part
-            beside vacuum, support or another grain (:mod:`em_accel.scan.lattice_region`);
+            beside vacuum, support or another grain (:mod:`em_accel.scan.lattice_region`;
+            on images larger than 576 px also tile by tile, :mod:`em_accel.models.lattice_tiles`);
             the network completes the rest, blended over the gaps between samples. Other scans:
             the network. "network": always the network. "lattice": always the whole-image
             lattice fit (any path; uniform uncertainty from its held-out error). The result's
@@ -745,10 +785,9 @@ def complete_scan(image: np.ndarray | torch.Tensor, *, mask: np.ndarray | torch.
     # The lattice search runs after the network, not beside it in a thread: on 2 cores that
     # measured slower (stop 31: 1.12 s instead of 0.56 s; numpy and torch compete for both).
     auto = auto_completion(values, m, kind, completion, scale, seed=seed, noise_var=noise_var,
-                           pixel_size=pixel_size)
+                           pixel_size=pixel_size, progress=progress)
     weight = auto.lattice_weight
     return CompletionResult(auto.completion.astype(np.float32),
                             (Z90 * auto.scale).astype(np.float32), values.astype(np.float32), m,
-                            cov, kind, auto.method,
-                            None if auto.region is None else auto.region.fit,
+                            cov, kind, auto.method, auto.lattice_fit,
                             None if weight is None else weight.astype(np.float32), auto.aliased)

@@ -205,7 +205,7 @@ def evaluate(model: PartialScanCompleter | None, images: np.ndarray, *, counts: 
                                "method": choice.method,
                                "lattice_share": (0.0 if choice.lattice_weight is None
                                                  else float(choice.lattice_weight.mean())),
-                               "regions": len(choice.regions), "aliased": choice.aliased,
+                               "regions": choice.region_count, "aliased": choice.aliased,
                                "inside_90": rel_auto[0.9][-1], "network_inside_90": rel[0.9][-1]})
         for name, out in outs.items():
             rows.append(_row(name, i, kind, c, m, out, img, truth_blur, times[name], "full"))
