@@ -14,6 +14,8 @@ Rows, all in one process on the same image and masks:
   completes the crystal's part), on two crystals side by side (a second window's lattice
   completes a second region) and on a crystal beside vacuum whose whole-image peaks are too
   weak for a fit (the quadrants are searched). ``lattice fit alone`` on the first two images.
+  Size 1024 rows (not with --quick): the network and ``auto`` on a 1024² held-out frame with
+  crystals on part of the field (the whole-image search, then 2 x 2 lattice tiles).
 - ``baseline``: the same for nearest-neighbour infill, Delaunay-linear (cold and cached),
   Delaunay + blur, wavelet and Fourier compressive sensing (the latter is also the network's
   fifth input, so it is part of the ``complete`` rows) and scikit-image biharmonic inpainting
@@ -53,7 +55,8 @@ def _crystal(size: int = 512, seed: tuple[int, int] = (7100, 0)) -> np.ndarray:
     lattice completes all of it); (7900, 5) a crystal beside an amorphous film (the lattice is
     found in a half of the image and completes the crystal's part); (8300, 2) two crystals
     (two regions, from two windows' lattices); (7900, 9) a crystal in a corner beside vacuum
-    (no whole-image fit; a quadrant's lattice)."""
+    (no whole-image fit; a quadrant's lattice); (9300, 3) at 1024² crystals on part of the
+    field that the 544² lattice tiles complete better than the whole-image search."""
     from em_accel.data.micrographs import micrograph
 
     return micrograph(size, "haadf", seed=seed, split="heldout").image
@@ -144,7 +147,18 @@ def _cpu_rows(quick: bool) -> list[dict]:
             sec = median_time(lambda: B.biharmonic(v, m), "cpu", warmup=0, repeats=1)
             rows.append({"kind": "baseline", "device": "cpu", "method": "biharmonic (scikit-image)",
                          "path": label, "size": 512, "seconds": sec})
-    if not quick:
+    if not quick:   # a large frame: the network tiled, the lattice prior whole and in tiles
+        big = _crystal(1024, seed=(9300, 3))
+        for cov in (1 / 17.9, 1 / 87.0):
+            bv, bm = _scan(big, "spiral", cov)
+            for name, prior in (("network: complete_scan, cached path", "network"),
+                                ("default prior='auto', crystals on part of a 1024² field "
+                                 "(9300, image 3): whole image + 2 x 2 lattice tiles", "auto")):
+                sec = median_time(lambda: C.complete_scan(bv, mask=bm, kind="spiral", model=model,
+                                                          prior=prior, progress=False),
+                                  "cpu", warmup=1, repeats=2)
+                rows.append({"kind": "complete", "device": "cpu", "method": name,
+                             "path": f"spiral 1/{1 / cov:.1f}", "size": 1024, "seconds": sec})
         g = C.ThesisGenerator(2).eval()
         x = torch.rand(1, 2, 512, 512)
         flops = C.count_flops(g, x)
