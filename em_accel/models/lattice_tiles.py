@@ -76,8 +76,9 @@ def refine_by_tiles(values: np.ndarray, mask: np.ndarray, whole: AutoCompletion,
     union = np.zeros((H, W))
     used = []
     bar = progress_counter(len(ys) * len(xs), progress, desc="lattice tiles", unit="tile")
+    ramps_x = blend_ramps(xs)
     for (y0, y1), wy in zip(ys, blend_ramps(ys)):
-        for (x0, x1), wx in zip(xs, blend_ramps(xs)):
+        for (x0, x1), wx in zip(xs, ramps_x):
             s = (slice(y0, y1), slice(x0, x1))
             c, b, u = whole.completion[s], whole.scale[s], union0[s]
             if float(u.mean()) < WHOLE_ENOUGH:
